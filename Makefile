@@ -1,0 +1,42 @@
+# The README's commands. Everything runtime lives under $(PIPELINE_HOME).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SEED ?= 7
+EVENTS ?= 1000000
+export PIPELINE_HOME ?= $(CURDIR)/.runtime
+export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: install data approve-code demo test ui clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required: set PYTHON=/path/to/python3.11")'
+	@java -version 2>&1 | grep -q 'version "\(1[7-9]\|2[0-9]\)' || { echo "Java 17+ is required for Spark: install openjdk-17-jre-headless"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+data: install  ## generate the example sources' signed batches and enrol the sources
+	$(PY) -m examples.ecommerce.generate --seed $(SEED) --events $(EVENTS)
+
+approve-code: install  ## a reviewer signs the current transformation code as approved
+	$(PY) -m pipelines.approve_code
+
+demo: install data approve-code  ## run the lifecycle end to end and print the summary
+	@mkdir -p $(DAGSTER_HOME)
+	$(PY) -m pipelines.demo
+
+test: install  ## the whole test suite
+	$(PY) -m pytest
+
+ui: install  ## the Dagster UI on http://127.0.0.1:3000
+	@mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs)
+	rm -rf $(PIPELINE_HOME) reports

@@ -1,0 +1,176 @@
+"""Check factories for a collection asset fed by signed source batches.
+
+Each factory returns blocking ERROR checks: when one fails, nothing
+downstream of the collected table runs. Evidence (which batches, which
+sources, which reasons) goes into the check's metadata.
+"""
+
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetChecksDefinition,
+    AssetIn,
+    AssetKey,
+    MetadataValue,
+    asset_check,
+)
+
+from assets.checks.distribution import psi
+from assets.checks.evidence import materialization_metadata
+
+MAX_QUARANTINE_SHARE = 0.05
+MAX_VOLUME_RATIO = 5.0
+MAX_NEW_ACCOUNT_EXCESS = 0.05
+WARN_PSI = 0.1
+
+
+def _report(context: AssetCheckExecutionContext, key: AssetKey) -> dict:
+    return materialization_metadata(context, key).get("intake_report") or {}
+
+
+def source_checks(key: AssetKey) -> list[AssetChecksDefinition]:
+    """Authentication, rate limits and record accounting for one collected table."""
+
+    @asset_check(asset=key, name="batches_authenticated", blocking=True)
+    def batches_authenticated(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        """Every batch came from a registered source, signed by its key, unaltered.
+
+        Protects against forged, unsigned and tampered batches and unknown
+        sources (OWASP LLM04, MITRE ATLAS AML.T0020).
+        """
+        report = _report(context, key)
+        refused = [
+            b for b in report.get("refused_batches", [])
+            if not b["reason"].startswith(("rate limit",))
+        ]
+        return AssetCheckResult(
+            passed=report.get("unauthenticated_batches", 1) == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "refused_batches": len(refused),
+                "refusals": MetadataValue.json(refused[:20]),
+                "batches_accepted": report.get("batches_accepted", 0),
+            },
+        )
+
+    @asset_check(asset=key, name="sources_within_rate_limits", blocking=True)
+    def sources_within_rate_limits(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        """No source sent more records per hour than the registry allows it (flooding)."""
+        report = _report(context, key)
+        limited = [b for b in report.get("refused_batches", []) if b["reason"].startswith("rate limit")]
+        return AssetCheckResult(
+            passed=report.get("rate_limited_batches", 1) == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"rate_limited_batches": len(limited), "batches": MetadataValue.json(limited[:20])},
+        )
+
+    @asset_check(asset=key, name="records_accounted", blocking=True)
+    def records_accounted(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        """received = accepted + quarantined, and the quarantine stays a small share.
+
+        Protects against silent loss of records and against a source that
+        floods the pipeline with junk to hide or displace real data.
+        """
+        report = _report(context, key)
+        received = report.get("received", 0)
+        accepted, quarantined = report.get("accepted", 0), report.get("quarantined", 0)
+        share = quarantined / received if received else 0.0
+        balanced = received == accepted + quarantined
+        return AssetCheckResult(
+            passed=bool(received) and balanced and share <= MAX_QUARANTINE_SHARE,
+            severity=AssetCheckSeverity.ERROR,
+            description=None if received else "No records arrived: generate data with `make data`.",
+            metadata={
+                "received": received,
+                "accepted": accepted,
+                "quarantined": quarantined,
+                "balanced": balanced,
+                "quarantine_share": share,
+                "max_quarantine_share": MAX_QUARANTINE_SHARE,
+                "reasons": MetadataValue.json(report.get("quarantine_reasons", {})),
+            },
+        )
+
+    return [batches_authenticated, sources_within_rate_limits, records_accounted]
+
+
+def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[AssetChecksDefinition]:
+    """Volume, new-account share and category mix against the trusted baseline.
+
+    `section` names the profile's part of the baseline ("activity" or "reviews").
+    """
+
+    @asset_check(
+        asset=key, name="volume_within_baseline", blocking=True,
+        additional_ins={"baseline": AssetIn(key=baseline)},
+    )
+    def volume_within_baseline(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
+        """Each source's records per hour stay within a multiple of its trusted rate.
+
+        Catches a compromised or spoofed source injecting volume (a bot farm,
+        a poisoning campaign) that still fits the hard rate limit.
+        """
+        rates = _report(context, key).get("per_source", {})
+        trusted = baseline[section]["per_source"]
+        ratios = {
+            source: stats["records_per_hour"] / max(trusted.get(source, {}).get("records_per_hour", 0), 1)
+            for source, stats in rates.items()
+        }
+        spikes = {s: r for s, r in ratios.items() if r > MAX_VOLUME_RATIO}
+        return AssetCheckResult(
+            passed=not spikes,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "ratio_to_baseline": MetadataValue.json(ratios),
+                "sources_over": MetadataValue.json(sorted(spikes)),
+                "max_ratio": MAX_VOLUME_RATIO,
+            },
+        )
+
+    @asset_check(
+        asset=key, name="new_accounts_within_baseline", blocking=True,
+        additional_ins={"baseline": AssetIn(key=baseline)},
+    )
+    def new_accounts_within_baseline(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
+        """The share of activity from accounts younger than a week stays near its baseline.
+
+        Shilling campaigns run on freshly created accounts.
+        """
+        share = _report(context, key).get("profile", {}).get("new_account_share", 0.0)
+        trusted = baseline[section]["profile"]["new_account_share"]
+        limit = trusted + max(MAX_NEW_ACCOUNT_EXCESS, trusted)
+        return AssetCheckResult(
+            passed=share <= limit,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"new_account_share": share, "baseline_share": trusted, "limit": limit},
+        )
+
+    return [volume_within_baseline, new_accounts_within_baseline]
+
+
+def mix_check(key: AssetKey, baseline: AssetKey, section: str, field: str) -> AssetChecksDefinition:
+    """Advisory (WARN) check that a categorical mix keeps its baseline shape (PSI)."""
+
+    @asset_check(
+        asset=key, name=f"{field}_stable", blocking=False,
+        additional_ins={"baseline": AssetIn(key=baseline)},
+    )
+    def mix_stable(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
+        """The category mix has not shifted away from the trusted baseline (PSI < 0.1)."""
+        actual = _report(context, key).get("profile", {}).get(field, {})
+        expected = baseline[section]["profile"][field]
+        value = psi(expected, actual)
+        return AssetCheckResult(
+            passed=value < WARN_PSI,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "psi": value,
+                "warn_above": WARN_PSI,
+                "actual": MetadataValue.json(actual),
+                "baseline": MetadataValue.json(expected),
+            },
+        )
+
+    return mix_stable

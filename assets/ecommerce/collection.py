@@ -1,0 +1,235 @@
+"""Collection: signed Kafka batches in, authenticated and validated tables out.
+
+Two topics arrive as signed batches in the landing zone: user activity
+(view / add_to_cart / purchase) and product reviews. Each collection asset
+authenticates every batch against the source registry, applies per-source
+rate limits, validates and sanitises every record, quarantines what fails
+with a reason, records each batch in the provenance ledger, and compares the
+window against the trusted baseline. The checks attached here stop the
+lifecycle before processing when any of that fails.
+"""
+
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    Failure,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.checks.evidence import materialization_metadata
+from assets.checks.intake import baseline_checks, mix_check, source_checks
+from assets.checks.integrity import stored_digest_check
+from assets.checks.schema import expectation_check
+from assets.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
+from assets.ecommerce.intake import IntakeResult, collect_topic
+from assets.ecommerce.profiles import activity_profile, review_profile
+from assets.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
+from resources.integrity import IntegrityLedger, LedgerEntry
+from resources.tables import TableFile
+from resources.scratch import ScratchSpace
+from resources.sources import BatchVerdict, SourceRegistry
+from resources.store import ArtifactStore
+
+ACTIVITY_KEY = AssetKey(["ecommerce", "activity_events"])
+REVIEWS_KEY = AssetKey(["ecommerce", "product_reviews"])
+BASELINE_KEY = AssetKey(["ecommerce", "trusted_baseline"])
+OWNER = "team:data-engineering"
+
+
+@asset(
+    key=BASELINE_KEY,
+    group_name="collection",
+    io_manager_key="json_io_manager",
+    kinds={"python", "json"},
+    owners=[OWNER],
+)
+def trusted_baseline(context: AssetExecutionContext, sources: SourceRegistry, scratch: ScratchSpace) -> dict:
+    """Statistics of the human-reviewed reference window that every new window is compared to.
+
+    Built only from fully authenticated reference batches; anomaly and drift
+    checks measure against this, never against the previous window, so a
+    slow walk of many small steps cannot move the yardstick.
+    """
+    reference = sources.landing_dir() / "reference"
+    baseline = {}
+    for section, schema, profile in (("activity", ACTIVITY, activity_profile),
+                                     ("reviews", REVIEWS, review_profile)):
+        dest = scratch.path(f"baseline-{section}.parquet")
+        result = collect_topic(sources, reference, schema, dest)
+        if not result.received or result.quarantined:
+            raise Failure(
+                f"The reference window for {schema.topic} is not clean ({result.received} received, "
+                f"{result.quarantined} quarantined: {result.reasons()}). A baseline must come from "
+                f"fully authenticated, valid data: regenerate it with `make data`."
+            )
+        baseline[section] = {"per_source": result.per_source(), "profile": profile(dest)}
+    context.add_output_metadata({
+        "activity_rows": baseline["activity"]["profile"]["rows"],
+        "review_rows": baseline["reviews"]["profile"]["rows"],
+    })
+    return baseline
+
+
+def _signer(sources: SourceRegistry, source: str) -> str:
+    policy = sources.policies().get(source)
+    if policy is None:
+        return ""
+    raw = policy.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _collect(
+    context: AssetExecutionContext,
+    schema: RecordSchema,
+    profile: Callable[[Path], dict],
+    sources: SourceRegistry,
+    ledger: IntegrityLedger,
+    store: ArtifactStore,
+    scratch: ScratchSpace,
+) -> TableFile:
+    name = context.asset_key.path[-1]
+    inbox = sources.landing_dir() / "inbox"
+    seen = {e.details["batch_id"] for e in ledger.entries(kind="batch") if e.details.get("accepted")}
+    signers = {s: _signer(sources, s) for s in sources.policies()}
+
+    def record_batch(verdict: BatchVerdict, records: int) -> None:
+        ledger.append(LedgerEntry(
+            subject=f"ecommerce/batches/{schema.topic}",
+            kind="batch",
+            digest=f"sha256:{verdict.sha256}" if verdict.sha256 else "",
+            run_id=context.run_id,
+            sources={"source": verdict.source, "signer": signers.get(verdict.source, "")},
+            details={"batch_id": verdict.batch.batch_id, "accepted": verdict.accepted,
+                     "reason": verdict.reason, "records": records, "schema_version": 1},
+        ))
+
+    dest = scratch.path(f"{name}.parquet")
+    result = collect_topic(sources, inbox, schema, dest, seen_batches=seen, on_batch=record_batch)
+    quarantine = _store_quarantine(context, result, store, ledger)
+    _archive(inbox, schema.topic, result, context.run_id)
+    report = {**result.report(), "profile": profile(dest), "quarantine_path": quarantine}
+    context.add_output_metadata({
+        "received": result.received,
+        "accepted": result.accepted,
+        "quarantined": result.quarantined,
+        "batches_refused": report["batches_refused"],
+        "quarantine_path": quarantine,
+        "quarantine_reasons": MetadataValue.json(result.reasons()),
+        "intake_report": MetadataValue.json(report),
+    })
+    return TableFile(path=dest, rows=result.accepted)
+
+
+def _store_quarantine(
+    context: AssetExecutionContext, result: IntakeResult, store: ArtifactStore, ledger: IntegrityLedger
+) -> str:
+    """Keep refused records, with reasons, encrypted in the collection area for review."""
+    frame = result.quarantine_frame()
+    relative = f"collection/{'/'.join(context.asset_key.path)}/quarantine/{context.run_id}.parquet"
+    with store.stage("collection").open_write(relative) as handle:
+        frame.to_parquet(handle, index=False)
+    artifact = handle.artifact
+    ledger.append(LedgerEntry(
+        subject=f"{context.asset_key.to_user_string()}/quarantine",
+        kind="quarantine",
+        path=artifact.path,
+        digest=artifact.digest,
+        stored_digest=artifact.stored_digest,
+        size=artifact.size,
+        run_id=context.run_id,
+        details={"rows": len(frame), "reasons": result.reasons()},
+    ))
+    return artifact.path
+
+
+def _archive(inbox: Path, topic: str, result: IntakeResult, run_id: str) -> None:
+    """Move consumed batches out of the inbox (like committing Kafka offsets)."""
+    archive = inbox.parent / "archive" / run_id / topic
+    archive.mkdir(parents=True, exist_ok=True)
+    for batch in result.batches:
+        for path in (inbox / topic).glob(f"{batch['batch_id']}.*"):
+            shutil.move(path, archive / path.name)
+
+
+@asset(key=ACTIVITY_KEY, group_name="collection", kinds={"pandas", "parquet"}, owners=[OWNER])
+def activity_events(
+    context: AssetExecutionContext,
+    sources: SourceRegistry,
+    ledger: IntegrityLedger,
+    store: ArtifactStore,
+    scratch: ScratchSpace,
+) -> TableFile:
+    """Authenticated, validated user-activity events from the clickstream sources.
+
+    Protects against forged or replayed batches, flooding sources, malformed
+    and oversized records (quarantined with reasons) and coordinated click
+    campaigns (checked against the trusted baseline).
+    """
+    return _collect(context, ACTIVITY, activity_profile, sources, ledger, store, scratch)
+
+
+@asset(key=REVIEWS_KEY, group_name="collection", kinds={"pandas", "parquet"}, owners=[OWNER])
+def product_reviews(
+    context: AssetExecutionContext,
+    sources: SourceRegistry,
+    ledger: IntegrityLedger,
+    store: ArtifactStore,
+    scratch: ScratchSpace,
+) -> TableFile:
+    """Authenticated, sanitised product reviews (rating and free text).
+
+    Review text is stripped of control characters and inert markup; active
+    markup (scripts, event handlers) is quarantined. Bursts of near-duplicate
+    reviews and waves of brand-new accounts are flagged against the baseline.
+    """
+    return _collect(context, REVIEWS, review_profile, sources, ledger, store, scratch)
+
+
+@asset_check(
+    asset=REVIEWS_KEY, name="no_near_duplicate_burst", blocking=True,
+    additional_ins={"baseline": AssetIn(key=BASELINE_KEY)},
+)
+def no_near_duplicate_burst(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
+    """No item received a burst of near-identical reviews beyond what the baseline shows.
+
+    Copy-paste review campaigns (shilling) vary a word or two per review;
+    MinHash over word shingles groups them per item.
+    """
+    profile = materialization_metadata(context, REVIEWS_KEY).get("intake_report", {}).get("profile", {})
+    largest = profile.get("largest_near_duplicate_cluster", 0)
+    trusted = baseline["reviews"]["profile"]["largest_near_duplicate_cluster"]
+    limit = max(2 * trusted, trusted + 5)
+    return AssetCheckResult(
+        passed=largest <= limit,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"largest_cluster": largest, "item": profile.get("largest_cluster_item", ""),
+                  "baseline_largest": trusted, "limit": limit},
+    )
+
+
+collection_checks = [
+    *source_checks(ACTIVITY_KEY),
+    *baseline_checks(ACTIVITY_KEY, BASELINE_KEY, "activity"),
+    mix_check(ACTIVITY_KEY, BASELINE_KEY, "activity", "event_type_shares"),
+    expectation_check(ACTIVITY_KEY, ACTIVITY_SUITE),
+    stored_digest_check(ACTIVITY_KEY),
+    *source_checks(REVIEWS_KEY),
+    *baseline_checks(REVIEWS_KEY, BASELINE_KEY, "reviews"),
+    mix_check(REVIEWS_KEY, BASELINE_KEY, "reviews", "rating_shares"),
+    expectation_check(REVIEWS_KEY, REVIEW_SUITE),
+    stored_digest_check(REVIEWS_KEY),
+    no_near_duplicate_burst,
+]

@@ -1,0 +1,90 @@
+"""Statistics of a collected window, compared against the trusted baseline.
+
+A profile is small JSON: shares of event types and ratings, the share of
+activity from brand-new accounts, and the largest burst of near-duplicate
+reviews on one item. Shilling attacks (fake accounts pushing an item with
+coordinated clicks and copy-paste five-star reviews) move exactly these.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+NEW_ACCOUNT_DAYS = 7
+SHINGLE_WORDS = 3
+MINHASH_PERMUTATIONS = 32
+MINHASH_BANDS = 8  # 8 bands of 4 rows: pairs with Jaccard >= ~0.6 share a bucket
+_PRIME = (1 << 61) - 1
+_rng = np.random.default_rng(20261126)
+_A = _rng.integers(1, _PRIME, MINHASH_PERMUTATIONS, dtype=np.uint64)
+_B = _rng.integers(0, _PRIME, MINHASH_PERMUTATIONS, dtype=np.uint64)
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _shares(values: pd.Series) -> dict[str, float]:
+    counts = values.astype(str).value_counts(normalize=True)
+    return {str(k): float(v) for k, v in counts.sort_index().items()}
+
+
+def _new_account_share(times: pd.Series, created: pd.Series) -> float:
+    if times.empty:
+        return 0.0
+    age = times.dt.tz_convert(None).dt.normalize() - pd.to_datetime(created)
+    return float((age < pd.Timedelta(days=NEW_ACCOUNT_DAYS)).mean())
+
+
+def activity_profile(path: Path) -> dict:
+    """Event-type mix and new-account share of an accepted activity table."""
+    frame = pq.read_table(path, columns=["event_type", "event_time", "account_created"]).to_pandas()
+    return {
+        "rows": len(frame),
+        "event_type_shares": _shares(frame["event_type"]),
+        "new_account_share": _new_account_share(frame["event_time"], frame["account_created"]),
+    }
+
+
+def _minhash(text: str) -> np.ndarray:
+    words = _WORD.findall(text.lower())
+    shingles = {
+        " ".join(words[i : i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))
+    }
+    hashes = np.fromiter((zlib.crc32(s.encode()) for s in shingles), dtype=np.uint64)
+    # (a*x + b) mod p per permutation; x < 2^32 and a < 2^61 would overflow, so fold a first.
+    return (((_A[:, None] % (1 << 31)) * hashes[None, :] + _B[:, None]) % _PRIME).min(axis=1)
+
+
+def near_duplicate_clusters(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per item, the size of the largest group of near-identical review texts (MinHash LSH)."""
+    if frame.empty:
+        return pd.DataFrame(columns=["item_id", "cluster"])
+    signatures = np.vstack([_minhash(f"{t} {x}") for t, x in zip(frame["title"], frame["text"])])
+    rows = MINHASH_PERMUTATIONS // MINHASH_BANDS
+    sizes = []
+    for band in range(MINHASH_BANDS):
+        keys = signatures[:, band * rows : (band + 1) * rows]
+        bucket = pd.Series([k.tobytes() for k in keys], index=frame.index)
+        sizes.append(frame.assign(bucket=bucket).groupby(["item_id", "bucket"]).size())
+    largest = pd.concat(sizes).groupby(level="item_id").max()
+    return largest.rename("cluster").reset_index().sort_values("cluster", ascending=False)
+
+
+def review_profile(path: Path) -> dict:
+    """Rating mix, new-account share and near-duplicate bursts of an accepted review table."""
+    frame = pq.read_table(
+        path, columns=["item_id", "rating", "title", "text", "review_time", "account_created"]
+    ).to_pandas()
+    clusters = near_duplicate_clusters(frame)
+    top = clusters.iloc[0] if len(clusters) else None
+    return {
+        "rows": len(frame),
+        "rating_shares": _shares(frame["rating"]),
+        "new_account_share": _new_account_share(frame["review_time"], frame["account_created"]),
+        "largest_near_duplicate_cluster": int(top["cluster"]) if top is not None else 0,
+        "largest_cluster_item": str(top["item_id"]) if top is not None else "",
+    }

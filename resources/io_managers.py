@@ -1,0 +1,172 @@
+"""IO managers that never pickle and never hand over unverified bytes.
+
+Dagster's default IO manager pickles every output; these replace it for every
+asset. Tables are Parquet, small records are JSON. Every write goes through
+the stage's own area of the encrypted store and appends a provenance entry to
+the ledger (digests, inputs' digests, code version, git revision, run).
+Every load takes the artifact the ledger names as the asset's newest version
+(by lineage, not by file time), and refuses it unless the bytes at rest and
+the decrypted content both match the recorded digests: a blocking check only
+guards its own run, this guards every later one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import pandas as pd
+import pyarrow.parquet as pq
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+
+from resources.integrity import IntegrityError, IntegrityLedger, LedgerEntry, git_revision
+from resources.scratch import ScratchSpace
+from resources.store import ArtifactStore, StoredArtifact
+from resources.tables import TableFile
+from resources.versioning import DataVersioning
+
+
+def subject_of(context: OutputContext | InputContext) -> str:
+    """The ledger subject of an asset: its key as a slash-joined path."""
+    return context.asset_key.to_user_string()
+
+
+class _LedgerIOManager(ConfigurableIOManager):
+    store: ArtifactStore
+    ledger: IntegrityLedger
+
+    extension: str = ""
+
+    def _publish(
+        self,
+        context: OutputContext,
+        write: Callable[[BinaryIO], None],
+        details: dict[str, Any],
+    ) -> tuple[StoredArtifact, LedgerEntry]:
+        spec = context.asset_spec
+        stage = spec.group_name
+        key_path = "/".join(context.asset_key.path)
+        relative = f"{stage}/{key_path}/{context.run_id}.{self.extension}"
+        with self.store.stage(stage).open_write(relative) as handle:
+            write(handle)
+        artifact = handle.artifact
+        details = {**details, **self._extra_details(context, artifact)}
+        entry = self.ledger.append(
+            LedgerEntry(
+                subject=subject_of(context),
+                kind="artifact",
+                path=artifact.path,
+                digest=artifact.digest,
+                stored_digest=artifact.stored_digest,
+                size=artifact.size,
+                inputs=self._input_digests(dep.asset_key.to_user_string() for dep in spec.deps),
+                code_version=spec.code_version or "",
+                git_revision=git_revision(),
+                run_id=context.run_id,
+                details=details,
+            )
+        )
+        context.add_output_metadata(
+            {
+                "path": artifact.path,
+                "digest": artifact.digest,
+                "stored_digest": artifact.stored_digest,
+                "bytes": artifact.size,
+                "ledger_seq": entry.seq,
+                "git_revision": entry.git_revision,
+                "inputs": MetadataValue.json(entry.inputs),
+                **{k: v for k, v in details.items() if isinstance(v, (int, float, str))},
+            }
+        )
+        return artifact, entry
+
+    def _extra_details(self, context: OutputContext, artifact: StoredArtifact) -> dict[str, Any]:
+        return {}
+
+    def _input_digests(self, subjects) -> dict[str, str]:
+        inputs = {}
+        for subject in subjects:
+            entry = self.ledger.latest(subject)
+            if entry is not None:
+                inputs[subject] = entry.digest
+        return inputs
+
+    def _trusted_entry(self, context: InputContext) -> LedgerEntry:
+        subject = subject_of(context)
+        entry = self.ledger.latest(subject)
+        if entry is None:
+            raise IntegrityError(
+                f"The ledger has no version of '{subject}'. Materialise it (and let its checks "
+                "pass) before the assets that read it."
+            )
+        context.add_input_metadata({"ledger_seq": entry.seq, "digest": entry.digest})
+        return entry
+
+    def _read(self, entry: LedgerEntry) -> bytes:
+        return self.store.read_verified(
+            entry.path, digest=entry.digest, stored_digest=entry.stored_digest
+        )
+
+
+class ParquetIOManager(_LedgerIOManager):
+    """Tables as encrypted Parquet, each published version also kept by DVC.
+
+    Accepts a pandas DataFrame or a `TableFile`; an input annotated
+    `TableFile` is decrypted (after verification) into the run's scratch
+    folder instead of into memory.
+    """
+
+    scratch: ScratchSpace
+    versioning: DataVersioning
+    extension: str = "parquet"
+
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame | TableFile) -> None:
+        if isinstance(obj, TableFile):
+            rows = obj.rows
+
+            def write(handle: BinaryIO) -> None:
+                with open(obj.path, "rb") as source:
+                    while chunk := source.read(8 * 1024 * 1024):
+                        handle.write(chunk)
+        elif isinstance(obj, pd.DataFrame):
+            rows = len(obj)
+
+            def write(handle: BinaryIO) -> None:
+                obj.to_parquet(handle, index=False)
+        else:
+            raise TypeError(
+                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; the "
+                "Parquet IO manager stores a pandas DataFrame or a TableFile."
+            )
+        self._publish(context, write, {"rows": rows, "dagster/row_count": rows})
+
+    def _extra_details(self, context: OutputContext, artifact: StoredArtifact) -> dict[str, Any]:
+        version = self.versioning.version(
+            artifact.path.replace("/", "__"), self.store.local_path(artifact.path)
+        )
+        return {"dvc_md5": version.md5}
+
+    def load_input(self, context: InputContext) -> pd.DataFrame | TableFile:
+        entry = self._trusted_entry(context)
+        if context.dagster_type.typing_type is TableFile:
+            dest = self.scratch.path(f"{entry.path.replace('/', '__')}")
+            self.store.copy_verified(
+                entry.path, dest, digest=entry.digest, stored_digest=entry.stored_digest
+            )
+            return TableFile(path=dest, rows=pq.ParquetFile(dest).metadata.num_rows)
+        return pd.read_parquet(io.BytesIO(self._read(entry)))
+
+
+class JsonIOManager(_LedgerIOManager):
+    """Small records (reports, baselines, manifests) as encrypted canonical JSON."""
+
+    extension: str = "json"
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        payload = json.dumps(obj, sort_keys=True, indent=1, default=str).encode()
+        self._publish(context, lambda handle: handle.write(payload), {})
+
+    def load_input(self, context: InputContext) -> Any:
+        return json.loads(self._read(self._trusted_entry(context)))

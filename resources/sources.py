@@ -1,0 +1,184 @@
+"""The source registry: who may send data, how they prove it, how much they may send.
+
+A batch lands as `<landing>/<topic>/<batch_id>.jsonl` plus
+`<batch_id>.manifest.json`. The manifest names the source, the batch, the
+topic, the record count and the SHA-256 of the `.jsonl`, and carries the
+source's Ed25519 signature over the canonical JSON of those fields. A batch is
+accepted only if its source is registered for that topic, the signature
+verifies under the registered public key, the digest matches, it fits the
+size limit and it was not accepted before (replay). Everything else is
+refused with a reason, and its records are quarantined, not dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from dagster import ConfigurableResource
+
+from resources.integrity import canonical_json
+from resources.runtime import runtime_path
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    source_id: str
+    topic: str
+    public_key: Ed25519PublicKey
+    max_records_per_hour: int
+    max_batch_bytes: int
+
+
+@dataclass(frozen=True)
+class LandedBatch:
+    """A batch as found in the landing zone, before any trust decision."""
+
+    batch_id: str
+    manifest_path: Path
+    data_path: Path
+
+    def read_manifest(self) -> dict:
+        return json.loads(self.manifest_path.read_text())
+
+
+@dataclass(frozen=True)
+class BatchVerdict:
+    batch: LandedBatch
+    source: str
+    accepted: bool
+    reason: str = ""
+    records: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class RateLimiter:
+    """Per-source record budget for each hour of Kafka time within a collection run."""
+
+    counts: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+
+    def admit(self, policy: SourcePolicy, timestamps_ms: list[int]) -> str:
+        """Admit a whole batch or none of it; returns '' or why it was refused."""
+        per_hour: dict[int, int] = defaultdict(int)
+        for ts in timestamps_ms:
+            per_hour[ts // 3_600_000] += 1
+        for hour, n in per_hour.items():
+            used = self.counts[(policy.source_id, hour)]
+            if used + n > policy.max_records_per_hour:
+                return (
+                    f"rate limit: {policy.source_id} would send {used + n} records in one hour, "
+                    f"over its limit of {policy.max_records_per_hour}"
+                )
+        for hour, n in per_hour.items():
+            self.counts[(policy.source_id, hour)] += n
+        return ""
+
+
+def landed_batches(landing: Path, topic: str) -> Iterator[LandedBatch]:
+    """Every batch of a topic in the landing zone, in batch-id order."""
+    folder = landing / topic
+    if not folder.is_dir():
+        return
+    for manifest in sorted(folder.glob(f"*{MANIFEST_SUFFIX}")):
+        batch_id = manifest.name[: -len(MANIFEST_SUFFIX)]
+        yield LandedBatch(batch_id, manifest, folder / f"{batch_id}.jsonl")
+    known = {m.name[: -len(MANIFEST_SUFFIX)] for m in folder.glob(f"*{MANIFEST_SUFFIX}")}
+    for data in sorted(folder.glob("*.jsonl")):
+        if data.stem not in known:
+            yield LandedBatch(data.stem, folder / f"{data.stem}{MANIFEST_SUFFIX}", data)
+
+
+class SourceRegistry(ConfigurableResource):
+    """Known sources, their public keys and limits, and the landing zone they write to.
+
+    `name` is the example (``ecommerce``); the registry file defaults to
+    `.runtime/config/<name>_sources.json` and the landing zone to
+    `.runtime/landing/<name>/`.
+    """
+
+    name: str
+    path: str = ""
+    landing: str = ""
+
+    def _file(self) -> Path:
+        return Path(self.path) if self.path else runtime_path("config") / f"{self.name}_sources.json"
+
+    def landing_dir(self) -> Path:
+        """Where sources deliver: `inbox/<topic>/` is pending, `reference/` is the trusted window."""
+        return Path(self.landing) if self.landing else runtime_path("landing", self.name)
+
+    def policies(self) -> dict[str, SourcePolicy]:
+        file = self._file()
+        if not file.exists():
+            raise FileNotFoundError(
+                f"No source registry at {file}. Enrol the sources first "
+                "(`make data` generates the example sources and enrols them)."
+            )
+        raw = json.loads(file.read_text())["sources"]
+        return {
+            source_id: SourcePolicy(
+                source_id=source_id,
+                topic=entry["topic"],
+                public_key=Ed25519PublicKey.from_public_bytes(
+                    base64.b64decode(entry["public_key"])
+                ),
+                max_records_per_hour=int(entry["max_records_per_hour"]),
+                max_batch_bytes=int(entry["max_batch_bytes"]),
+            )
+            for source_id, entry in raw.items()
+        }
+
+    def verify(
+        self, batch: LandedBatch, topic: str, policies: dict[str, SourcePolicy]
+    ) -> BatchVerdict:
+        """Authenticate one batch against the registry; never raises on bad input."""
+
+        def refuse(reason: str, source: str = "unknown") -> BatchVerdict:
+            return BatchVerdict(batch, source, accepted=False, reason=reason)
+
+        if not batch.manifest_path.exists():
+            return refuse("unsigned: batch has no manifest")
+        try:
+            manifest = batch.read_manifest()
+        except (OSError, ValueError) as error:
+            return refuse(f"unreadable manifest: {error}")
+        if not isinstance(manifest, dict):
+            return refuse("unreadable manifest: not a JSON object")
+        source = str(manifest.get("source", "unknown"))
+        policy = policies.get(source)
+        if policy is None:
+            return refuse(f"unknown source {source!r}", source)
+        if policy.topic != topic or manifest.get("topic") != topic:
+            return refuse(f"source {source!r} is not registered for topic {topic!r}", source)
+        signature = manifest.get("signature")
+        if not signature:
+            return refuse("unsigned: manifest carries no signature", source)
+        signed = {k: v for k, v in manifest.items() if k != "signature"}
+        try:
+            policy.public_key.verify(base64.b64decode(signature), canonical_json(signed))
+        except (InvalidSignature, ValueError):
+            return refuse("bad signature: not signed by the registered key", source)
+        if manifest.get("batch_id") != batch.batch_id:
+            return refuse("manifest names another batch", source)
+        if not batch.data_path.exists():
+            return refuse("manifest without data", source)
+        size = batch.data_path.stat().st_size
+        if size > policy.max_batch_bytes:
+            return refuse(f"oversized batch: {size} bytes > {policy.max_batch_bytes}", source)
+        with open(batch.data_path, "rb") as handle:
+            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+        if manifest.get("digest", {}).get("value") != sha256:
+            return refuse("digest mismatch: data changed after signing", source)
+        return BatchVerdict(
+            batch, source, accepted=True, records=int(manifest.get("records", 0)), sha256=sha256
+        )

@@ -1,0 +1,326 @@
+"""The artifact store: encrypted at rest, atomic writes, one write area per stage.
+
+Every artifact is encrypted with Tink streaming AEAD (AES256-GCM-HKDF, 1 MB
+segments) under a data keyset that is itself wrapped by the key provider's
+key-encryption key: envelope encryption, so a KMS in production only ever
+unwraps one small keyset. The artifact's store path is the associated data,
+so ciphertext moved to another artifact's path does not decrypt.
+
+Spark cannot read files the application encrypted itself, so Spark stages
+work on plaintext copies in a private per-run scratch folder
+(`resources.scratch`); in production, prefer storage-native encryption that
+Spark reads transparently (S3 SSE-KMS) and keep this layer for models/images.
+
+A stage gets a `StageStore` that can write only under its own area
+(`<root>/<stage>/`), optionally with its own storage credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import tink
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+from tink import streaming_aead
+from upath import UPath
+
+from resources.integrity import CHUNK, Hasher, IntegrityError
+from resources.keys import KeyProvider
+from resources.runtime import runtime_path
+
+streaming_aead.register()
+
+STAGES = ("collection", "storage", "processing", "modeling", "deployment", "monitoring")
+_KEYSET_AD = b"secure-ai-pipeline/store-keyset"
+
+
+class StoreAccessError(PermissionError):
+    """A stage tried to write outside its own area of the store."""
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """What was written: store path, plaintext digest, digest of the bytes at rest, size."""
+
+    path: str
+    digest: str
+    stored_digest: str
+    size: int
+
+
+class _HashingWriter(io.RawIOBase):
+    """Passes writes through to `sink` while hashing and counting them."""
+
+    def __init__(self, sink: BinaryIO, algorithm: str, *, close_sink: bool):
+        self._sink, self._close_sink = sink, close_sink
+        self.hasher, self.size = Hasher(algorithm), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.hasher.update(view)
+        self.size += len(view)
+        self._sink.write(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        if not self.closed and self._close_sink:
+            self._sink.close()
+        super().close()
+
+
+class _HashingReader(io.RawIOBase):
+    """Hashes everything read from `source`."""
+
+    def __init__(self, source: BinaryIO, algorithm: str):
+        self._source, self.hasher = source, Hasher(algorithm)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._source.read(len(buffer))
+        self.hasher.update(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _Unclosable(io.RawIOBase):
+    """Tink closes its destination when the message ends; the commit must stay ours."""
+
+    def __init__(self, sink: BinaryIO):
+        self._sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self._sink.write(data)
+
+
+@contextlib.contextmanager
+def _atomic_local_file(target: Path) -> Iterator[BinaryIO]:
+    """Write to a temp file beside `target`, fsync, rename; a crash leaves only the temp."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ArtifactStore(ConfigurableResource):
+    """Encrypted, atomic artifact storage with per-stage write areas.
+
+    `root` is a local folder by default and any fsspec URL in production
+    (e.g. ``s3://bucket/pipeline``); `stage_storage_options` gives each stage
+    its own credentials there, so the object store enforces the same
+    least-privilege split the local path check enforces here.
+    """
+
+    key_provider: KeyProvider
+    root: str = ""
+    encrypt: bool = True
+    algorithm: str = "blake3"
+    stage_storage_options: dict[str, dict[str, str]] = {}
+
+    _aead: streaming_aead.StreamingAead | None = PrivateAttr(default=None)
+
+    def _root(self, stage: str | None = None) -> UPath:
+        options = self.stage_storage_options.get(stage, {}) if stage else {}
+        return UPath(self.root or runtime_path("store"), **options)
+
+    def _is_local(self) -> bool:
+        return self._root().protocol in ("", "file", "local")
+
+    def _streaming_aead(self) -> streaming_aead.StreamingAead:
+        """The data keyset, unwrapped by the KEK; created and stored wrapped on first use."""
+        if self._aead is None:
+            kek = self.key_provider.key_encryption_aead()
+            keyset_file = self._root() / ".keyset" / "data-keyset.json"
+            if keyset_file.exists():
+                handle = tink.json_proto_keyset_format.parse_encrypted(
+                    keyset_file.read_text(), kek, _KEYSET_AD
+                )
+            else:
+                handle = tink.new_keyset_handle(
+                    streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
+                )
+                wrapped = tink.json_proto_keyset_format.serialize_encrypted(handle, kek, _KEYSET_AD)
+                with self._open_atomic(keyset_file) as sink:
+                    sink.write(wrapped.encode())
+            self._aead = handle.primitive(streaming_aead.StreamingAead)
+        return self._aead
+
+    @contextlib.contextmanager
+    def _open_atomic(self, target: UPath) -> Iterator[BinaryIO]:
+        if self._is_local():
+            with _atomic_local_file(Path(target.path)) as handle:
+                yield handle
+        else:
+            # Object stores publish an object only when its upload completes.
+            with target.open("wb") as handle:
+                yield handle
+
+    def stage(self, name: str) -> StageStore:
+        """A handle that can write only under `<root>/<name>/`."""
+        if name not in STAGES:
+            raise StoreAccessError(f"Unknown stage {name!r}; stages are {', '.join(STAGES)}.")
+        return StageStore(self, name)
+
+    @contextlib.contextmanager
+    def _write(self, stage: str, path: str) -> Iterator[_HashingWriter]:
+        target = self._root(stage) / path
+        with self._open_atomic(target) as raw:
+            stored = _HashingWriter(raw, self.algorithm, close_sink=False)
+            if self.encrypt:
+                encrypting = self._streaming_aead().new_encrypting_stream(
+                    _Unclosable(stored), path.encode()
+                )
+                plain = _HashingWriter(encrypting, self.algorithm, close_sink=True)
+            else:
+                plain = _HashingWriter(stored, self.algorithm, close_sink=False)
+            yield plain
+            plain.close()
+            plain.stored = stored
+
+    @contextlib.contextmanager
+    def open_verified(self, path: str, *, digest: str, stored_digest: str) -> Iterator[BinaryIO]:
+        """Yield a plaintext stream of `path`; raise IntegrityError unless both digests match.
+
+        The check runs when the caller has read the stream to its end, so read
+        it fully before trusting anything derived from it (`read_verified` and
+        `copy_verified` do).
+        """
+        algorithm = digest.split(":", 1)[0]
+        with (self._root() / path).open("rb") as raw:
+            stored = _HashingReader(raw, algorithm)
+            if self.encrypt:
+                try:
+                    plain_source = self._streaming_aead().new_decrypting_stream(
+                        io.BufferedReader(stored, CHUNK), path.encode()
+                    )
+                except tink.TinkError as error:
+                    raise IntegrityError(f"{path} cannot be decrypted: {error}") from error
+            else:
+                plain_source = stored
+            plain = _HashingReader(plain_source, algorithm)
+            try:
+                yield io.BufferedReader(plain, CHUNK)
+            except tink.TinkError as error:
+                raise IntegrityError(
+                    f"{path} failed authenticated decryption: its bytes were changed at rest "
+                    f"or it was encrypted under another key ({error}). Do not use it; "
+                    "re-materialise it from trusted inputs and run the integrity audit."
+                ) from error
+            if stored.hasher.digest() != stored_digest:
+                raise IntegrityError(
+                    f"{path}: the bytes at rest do not match the ledger "
+                    f"(expected {stored_digest}, found {stored.hasher.digest()}). "
+                    "The artifact was changed after it was written; do not use it. "
+                    "Re-materialise it from trusted inputs and run the integrity audit."
+                )
+            if plain.hasher.digest() != digest:
+                raise IntegrityError(
+                    f"{path}: content digest {plain.hasher.digest()} does not match the "
+                    f"ledger's {digest}. Re-materialise it from trusted inputs."
+                )
+
+    def read_verified(self, path: str, *, digest: str, stored_digest: str) -> bytes:
+        with self.open_verified(path, digest=digest, stored_digest=stored_digest) as stream:
+            return stream.read()
+
+    def copy_verified(self, path: str, dest: Path, *, digest: str, stored_digest: str) -> Path:
+        """Decrypt a verified copy into a local file (for Spark); no partial file survives."""
+        with (
+            self.open_verified(path, digest=digest, stored_digest=stored_digest) as stream,
+            _atomic_local_file(dest) as out,
+        ):
+            while chunk := stream.read(CHUNK):
+                out.write(chunk)
+        return dest
+
+    def stored_digest(self, path: str, algorithm: str | None = None) -> str:
+        """Digest of the bytes at rest, without decrypting (the audit needs no data key)."""
+        hasher = Hasher(algorithm or self.algorithm)
+        with (self._root() / path).open("rb") as raw:
+            while chunk := raw.read(CHUNK):
+                hasher.update(chunk)
+        return hasher.digest()
+
+    def exists(self, path: str) -> bool:
+        return (self._root() / path).exists()
+
+    def local_path(self, path: str) -> Path:
+        """The file behind a store path (local stores only: tests and the audit use it)."""
+        return Path((self._root() / path).path)
+
+
+class StageStore:
+    """One stage's write handle: every write lands under `<root>/<stage>/` or is refused."""
+
+    def __init__(self, store: ArtifactStore, stage: str):
+        self._store, self.stage = store, stage
+
+    def _checked(self, relative: str) -> str:
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+            raise StoreAccessError(f"Refused store path {relative!r}: give a path inside the area.")
+        if parts[0] != self.stage:
+            raise StoreAccessError(
+                f"Stage '{self.stage}' may write only under '{self.stage}/'; refused a write "
+                f"to '{relative}'. Each stage writes its own area: emit the artifact from an "
+                f"asset in group '{parts[0]}' instead."
+            )
+        return str(PurePosixPath(*parts))
+
+    @contextlib.contextmanager
+    def open_write(self, relative: str) -> Iterator[BinaryIO]:
+        """Stream plaintext in; it is encrypted, hashed and published atomically on exit.
+
+        After the block, `handle.artifact` holds the `StoredArtifact`.
+        """
+        path = self._checked(relative)
+        with self._store._write(self.stage, path) as plain:
+            yield plain
+        plain.artifact = StoredArtifact(
+            path=path,
+            digest=plain.hasher.digest(),
+            stored_digest=plain.stored.hasher.digest(),
+            size=plain.size,
+        )
+
+    def write_bytes(self, relative: str, data: bytes) -> StoredArtifact:
+        with self.open_write(relative) as handle:
+            handle.write(data)
+        return handle.artifact
+
+    def write_file(self, relative: str, source: Path) -> StoredArtifact:
+        with self.open_write(relative) as handle, open(source, "rb") as src:
+            while chunk := src.read(CHUNK):
+                handle.write(chunk)
+        return handle.artifact
