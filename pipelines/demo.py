@@ -55,7 +55,7 @@ def main() -> int:
     instance = DagsterInstance.get()
     print("E-commerce lifecycle")
     evaluations, written = run_jobs(
-        ecommerce.defs,
+        ecommerce.build_definitions(),
         ["ecommerce_baseline", "ecommerce_lifecycle", "ecommerce_integrity_audit"],
         instance,
     )

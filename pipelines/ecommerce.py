@@ -33,20 +33,28 @@ audit_job = define_asset_job(
     description="Re-hash every stored artifact and verify the ledger chain.",
 )
 
-defs = Definitions(
-    assets=[
-        collection.trusted_baseline,
-        collection.activity_events,
-        collection.product_reviews,
-        processing.sessions,
-        processing.interactions,
-        processing.scored_reviews,
-        processing.item_features,
-        audit,
-    ],
-    asset_checks=[*collection.collection_checks, *processing.processing_checks, *audit_checks],
-    jobs=[baseline_job, lifecycle_job, audit_job],
-    schedules=[ScheduleDefinition(job=audit_job, cron_schedule="0 3 * * *")],
-    resources=resources_for("ecommerce"),
-    executor=in_process_executor,
-)
+
+
+def build_definitions() -> Definitions:
+    """The location's definitions, with resources resolved from the environment now."""
+    return Definitions(
+        assets=[
+            collection.trusted_baseline,
+            collection.activity_events,
+            collection.product_reviews,
+            processing.sessions,
+            processing.interactions,
+            processing.scored_reviews,
+            processing.item_features,
+            audit,
+        ],
+        asset_checks=[*collection.collection_checks, *processing.processing_checks, *audit_checks],
+        jobs=[baseline_job, lifecycle_job, audit_job],
+        schedules=[ScheduleDefinition(job=audit_job, cron_schedule="0 3 * * *")],
+        resources=resources_for("ecommerce"),
+        # One process per run: Spark starts once and every step shares its session.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

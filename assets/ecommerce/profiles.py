@@ -32,20 +32,28 @@ def _shares(values: pd.Series) -> dict[str, float]:
     return {str(k): float(v) for k, v in counts.sort_index().items()}
 
 
-def _new_account_share(times: pd.Series, created: pd.Series) -> float:
-    if times.empty:
+def _new_account_share(frame: pd.DataFrame, time_column: str) -> float:
+    """Share of distinct active users whose account was under a week old when first seen.
+
+    Counted per user, not per event, so one busy new customer does not look
+    like a wave of fake accounts.
+    """
+    if frame.empty:
         return 0.0
-    age = times.dt.tz_convert(None).dt.normalize() - pd.to_datetime(created)
+    first = frame.groupby("user_id").agg(first=(time_column, "min"), created=("account_created", "first"))
+    age = first["first"].dt.tz_convert(None).dt.normalize() - pd.to_datetime(first["created"])
     return float((age < pd.Timedelta(days=NEW_ACCOUNT_DAYS)).mean())
 
 
 def activity_profile(path: Path) -> dict:
     """Event-type mix and new-account share of an accepted activity table."""
-    frame = pq.read_table(path, columns=["event_type", "event_time", "account_created"]).to_pandas()
+    frame = pq.read_table(
+        path, columns=["event_type", "user_id", "event_time", "account_created"]
+    ).to_pandas()
     return {
         "rows": len(frame),
         "event_type_shares": _shares(frame["event_type"]),
-        "new_account_share": _new_account_share(frame["event_time"], frame["account_created"]),
+        "new_account_share": _new_account_share(frame, "event_time"),
     }
 
 
@@ -77,14 +85,15 @@ def near_duplicate_clusters(frame: pd.DataFrame) -> pd.DataFrame:
 def review_profile(path: Path) -> dict:
     """Rating mix, new-account share and near-duplicate bursts of an accepted review table."""
     frame = pq.read_table(
-        path, columns=["item_id", "rating", "title", "text", "review_time", "account_created"]
+        path,
+        columns=["item_id", "user_id", "rating", "title", "text", "review_time", "account_created"],
     ).to_pandas()
     clusters = near_duplicate_clusters(frame)
     top = clusters.iloc[0] if len(clusters) else None
     return {
         "rows": len(frame),
         "rating_shares": _shares(frame["rating"]),
-        "new_account_share": _new_account_share(frame["review_time"], frame["account_created"]),
+        "new_account_share": _new_account_share(frame, "review_time"),
         "largest_near_duplicate_cluster": int(top["cluster"]) if top is not None else 0,
         "largest_cluster_item": str(top["item_id"]) if top is not None else "",
     }

@@ -29,7 +29,7 @@ MAX_CLOCK_SKEW = pd.Timedelta(days=1)
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 # Markup that executes or loads something when rendered: quarantined, not cleaned.
 ACTIVE_MARKUP = re.compile(
-    r"<\s*/?\s*(script|iframe|object|embed|style|svg|math|form|meta|link|base|img)\b"
+    r"<\s*/?\s*(?:script|iframe|object|embed|style|svg|math|form|meta|link|base|img)\b"
     r"|\bon[a-z]+\s*=|javascript:|data:text/html",
     re.IGNORECASE,
 )

@@ -272,13 +272,13 @@ def test_unsigned_batch_has_no_signature_and_raw_lines_land_verbatim(tmp_path):
         raw_lines=raw,
     )
     manifest = json.loads(path.read_bytes())
-    data = (tmp_path / "web-clickstream" / "web-clickstream-attack-000000.jsonl").read_bytes()
+    data = (tmp_path / "user-activity" / "web-clickstream-attack-000000.jsonl").read_bytes()
     assert "signature" not in manifest
     assert data == b"{not json\n" + b'{"topic":"user-activity"}\n'
     assert manifest["records"] == 2
     assert manifest["digest"] == {"algorithm": "sha256", "value": hashlib.sha256(data).hexdigest()}
     assert manifest["created_at"] == "2026-11-02T00:00:00.000Z"
-    assert not list((tmp_path / "web-clickstream").glob(".*"))  # no temp file left behind
+    assert not list((tmp_path / "user-activity").glob(".*"))  # no temp file left behind
 
 
 def test_batch_names_cannot_leave_the_landing_folder(tmp_path):
@@ -448,7 +448,7 @@ def test_default_rate_limit_tolerates_a_20x_spike_but_not_more_than_100x(home):
 
 def test_cli_lands_both_windows_and_replaces_stale_batches(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "home"))
-    stale = tmp_path / "in" / "mobile-app" / "mobile-app-20261101-000099.jsonl"
+    stale = tmp_path / "in" / "user-activity" / "mobile-app-20261101-000099.jsonl"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old\n")
     cli.main(["--events", "500", "--landing", str(tmp_path / "in")])

@@ -1,0 +1,118 @@
+"""The artifact store: encryption at rest, per-stage areas, atomic writes, tamper detection."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from resources.integrity import IntegrityError
+from resources.keys import LocalKeyProvider
+from resources.store import ArtifactStore, StoreAccessError
+
+SECRET_ROW = b"user u0000042 bought item i000777 for 19.99 -- confidential"
+
+
+@pytest.fixture
+def store(home) -> ArtifactStore:
+    return ArtifactStore(key_provider=LocalKeyProvider())
+
+
+def test_stored_bytes_hold_no_plaintext_and_read_back_verified(store):
+    artifact = store.stage("collection").write_bytes("collection/t/1.bin", SECRET_ROW * 100)
+    at_rest = store.local_path(artifact.path).read_bytes()
+    assert SECRET_ROW[:20] not in at_rest and b"u0000042" not in at_rest
+    assert store.read_verified(artifact.path, digest=artifact.digest,
+                               stored_digest=artifact.stored_digest) == SECRET_ROW * 100
+    assert os.stat(store.local_path(artifact.path)).st_mode & 0o077 == 0
+
+
+def test_stored_bytes_do_not_decrypt_with_another_key(store, tmp_path):
+    artifact = store.stage("collection").write_bytes("collection/t/1.bin", SECRET_ROW)
+    other = ArtifactStore(key_provider=LocalKeyProvider(folder=str(tmp_path / "other-keys")),
+                          root=str(tmp_path / "other-store"))
+    target = other.local_path(artifact.path)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(store.local_path(artifact.path).read_bytes())
+    with pytest.raises(IntegrityError, match="another key"):
+        other.read_verified(artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest)
+
+
+def test_ciphertext_moved_to_another_path_does_not_decrypt(store):
+    """The path is the associated data: swapping two artifacts' files is caught."""
+    a = store.stage("collection").write_bytes("collection/t/a.bin", b"A" * 64)
+    b = store.stage("collection").write_bytes("collection/t/b.bin", b"B" * 64)
+    store.local_path(b.path).write_bytes(store.local_path(a.path).read_bytes())
+    with pytest.raises(IntegrityError):
+        store.read_verified(b.path, digest=b.digest, stored_digest=a.stored_digest)
+
+
+def test_one_changed_byte_is_refused(store):
+    artifact = store.stage("processing").write_bytes("processing/t/1.bin", os.urandom(3 << 20))
+    path = store.local_path(artifact.path)
+    data = bytearray(path.read_bytes())
+    data[2 << 20] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        store.read_verified(artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest)
+    assert store.stored_digest(artifact.path) != artifact.stored_digest
+
+
+@pytest.mark.parametrize(
+    "stage, path",
+    [
+        ("processing", "collection/activity_events/x.parquet"),
+        ("collection", "collection/../processing/x.parquet"),
+        ("collection", "/etc/passwd"),
+        ("modeling", "modelingx/x"),
+    ],
+)
+def test_a_stage_cannot_write_outside_its_own_area(store, stage, path):
+    with pytest.raises(StoreAccessError):
+        store.stage(stage).write_bytes(path, b"x")
+    assert not any(Path(store.local_path("")).rglob("x*"))
+
+
+def test_unencrypted_mode_still_verifies_digests(home):
+    store = ArtifactStore(key_provider=LocalKeyProvider(), encrypt=False)
+    artifact = store.stage("collection").write_bytes("collection/t/1.bin", SECRET_ROW)
+    assert artifact.digest == artifact.stored_digest
+    store.local_path(artifact.path).write_bytes(SECRET_ROW.upper())
+    with pytest.raises(IntegrityError, match="bytes at rest do not match"):
+        store.read_verified(artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest)
+
+
+WRITER = """
+import sys, time
+from resources.keys import LocalKeyProvider
+from resources.store import ArtifactStore
+store = ArtifactStore(key_provider=LocalKeyProvider())
+with store.stage("processing").open_write("processing/big/table.parquet") as handle:
+    for i in range(100_000):
+        handle.write(b"row %09d " % i * 10_000)
+        if i == 20:
+            print("writing", flush=True)
+        time.sleep(0.01)
+"""
+
+
+def test_sigkill_mid_write_leaves_nothing_a_later_load_accepts(store, home):
+    writer = subprocess.Popen([sys.executable, "-c", WRITER], stdout=subprocess.PIPE,
+                              cwd=Path(__file__).resolve().parents[2], env=os.environ.copy())
+    assert writer.stdout.readline().strip() == b"writing"
+    time.sleep(0.2)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+
+    final = store.local_path("processing/big/table.parquet")
+    assert not final.exists()  # nothing was published under the artifact's name
+    leftovers = list(final.parent.glob(".table.parquet.tmp-*"))
+    assert leftovers and leftovers[0].stat().st_size > 0  # the half-written temp is all there is
+    # Even if someone renamed the leftover into place, no digest would vouch for it.
+    leftovers[0].rename(final)
+    with pytest.raises(IntegrityError):
+        store.read_verified("processing/big/table.parquet", digest="blake3:unknown",
+                            stored_digest=store.stored_digest("processing/big/table.parquet") + "x")
