@@ -27,15 +27,17 @@ data: install  ## generate the example sources' signed batches and enrol the sou
 approve-code: install  ## a reviewer signs the current transformation code as approved
 	$(PY) -m pipelines.approve_code
 
-demo: install data approve-code  ## run the lifecycle end to end and print the summary
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
+	@cp dagster.yaml $@
+
+demo: install data approve-code $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
 	$(PY) -m pipelines.demo
 
 test: install  ## the whole test suite
 	$(PY) -m pytest
 
-ui: install  ## the Dagster UI on http://127.0.0.1:3000
-	@mkdir -p $(DAGSTER_HOME)
+ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs)

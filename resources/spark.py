@@ -74,6 +74,8 @@ class SparkResource(dg.ConfigurableResource):
             "spark.ui.enabled": "false",
             # Even where the UI is turned back on, nobody may kill jobs from it.
             "spark.ui.killEnabled": "false",
+            # Progress bars on the console garble run logs.
+            "spark.ui.showConsoleProgress": "false",
             # Event logs copy query plans and settings to disk outside the artifact store.
             "spark.eventLog.enabled": "false",
             # Shuffle and spill files hold raw rows on local disk: encrypt them (AES-CTR).

@@ -57,12 +57,17 @@ def test_forged_and_unsigned_batches_are_refused_and_stop_processing(shop):
     assert report["quarantine_reasons"]["batch refused"] == 100
 
 
-def test_source_over_its_rate_limit_is_refused(shop):
+def _set_rate_limit(shop: Shop, source: str, per_hour: int) -> None:
+    """Re-enrol a source with another hourly limit (after the baseline was taken)."""
     shop.baseline()
     registry = shop.paths["registry"]
     enrolled = json.loads(registry.read_text())
-    enrolled["sources"]["web-clickstream"]["max_records_per_hour"] = 5
+    enrolled["sources"][source]["max_records_per_hour"] = per_hour
     registry.write_text(json.dumps(enrolled))
+
+
+def test_source_over_its_rate_limit_is_refused(shop):
+    _set_rate_limit(shop, "web-clickstream", 5)
 
     result = collect(shop)
 
@@ -110,6 +115,8 @@ def test_bad_records_are_quarantined_with_reasons_and_the_run_goes_on(shop):
 
 
 def test_volume_spike_from_one_source_is_flagged(shop):
+    """Twenty times the usual volume, within the source's hard rate limit, is still an anomaly."""
+    _set_rate_limit(shop, "mobile-app", 10_000)
     mobile = shop.payloads("user-activity", source="mobile-app")
     spike = [{**p, "event_id": f"s{n:04x}{i:08x}"} for n in range(19) for i, p in enumerate(mobile)]
     shop.land("mobile-app", spike, batch_id="mobile-app-spike-000001")
