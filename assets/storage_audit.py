@@ -6,15 +6,14 @@ artifacts nobody has read since, and detects a rewritten or truncated
 ledger history. It needs no data key: it hashes ciphertext.
 """
 
-
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    AssetChecksDefinition,
     MetadataValue,
     asset,
     asset_check,
@@ -31,8 +30,13 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
     """The audit asset for one example's artifacts, and its blocking checks."""
     key = AssetKey([example, "integrity_audit"])
 
-    @asset(key=key, group_name="storage", io_manager_key="json_io_manager",
-           kinds={"python", "json"}, owners=[OWNER])
+    @asset(
+        key=key,
+        group_name="storage",
+        io_manager_key="json_io_manager",
+        kinds={"python", "json"},
+        owners=[OWNER],
+    )
     def audit(context: AssetExecutionContext, ledger: IntegrityLedger, store: ArtifactStore) -> dict:
         """Re-hashes every stored artifact against the ledger and verifies the ledger chain.
 
@@ -59,15 +63,17 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
             "chain_entries": chain.entries,
             "chain_problems": chain.problems,
         }
-        context.add_output_metadata({
-            "artifacts_checked": checked,
-            "mismatched": len(mismatched),
-            "missing": len(missing),
-            "chain_ok": chain.ok,
-            "head_seq": chain.head_seq,
-            "head_mac": chain.head_mac,
-            "findings": MetadataValue.json(report),
-        })
+        context.add_output_metadata(
+            {
+                "artifacts_checked": checked,
+                "mismatched": len(mismatched),
+                "missing": len(missing),
+                "chain_ok": chain.ok,
+                "head_seq": chain.head_seq,
+                "head_mac": chain.head_mac,
+                "findings": MetadataValue.json(report),
+            }
+        )
         return report
 
     @asset_check(asset=key, name="store_matches_ledger", blocking=True)
@@ -78,8 +84,10 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
         return AssetCheckResult(
             passed=bool(findings) and not bad,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"checked": findings.get("artifacts_checked", 0),
-                      "changed_or_missing": MetadataValue.json(bad)},
+            metadata={
+                "checked": findings.get("artifacts_checked", 0),
+                "changed_or_missing": MetadataValue.json(bad),
+            },
         )
 
     @asset_check(asset=key, name="ledger_chain_intact", blocking=True)
@@ -89,8 +97,10 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
         return AssetCheckResult(
             passed=bool(findings.get("chain_ok")),
             severity=AssetCheckSeverity.ERROR,
-            metadata={"entries": findings.get("chain_entries", 0),
-                      "problems": MetadataValue.json(findings.get("chain_problems", []))},
+            metadata={
+                "entries": findings.get("chain_entries", 0),
+                "problems": MetadataValue.json(findings.get("chain_problems", [])),
+            },
         )
 
     return audit, [store_matches_ledger, ledger_chain_intact]

@@ -40,8 +40,12 @@ def resources_for(example: str) -> dict[str, Any]:
     store = ArtifactStore(key_provider=keys, root=_env("PIPELINE_STORE_URL"))
     ledger = IntegrityLedger(key_provider=keys, url=_env("PIPELINE_LEDGER_URL"))
     scratch = ScratchSpace()
-    versioning = DataVersioning(**({"remote_url": _env("PIPELINE_DVC_REMOTE")} if _env("PIPELINE_DVC_REMOTE") else {}))
-    spark = SparkResource(**({"master": _env("PIPELINE_SPARK_MASTER")} if _env("PIPELINE_SPARK_MASTER") else {}))
+    versioning = DataVersioning(
+        **({"remote_url": _env("PIPELINE_DVC_REMOTE")} if _env("PIPELINE_DVC_REMOTE") else {})
+    )
+    spark = SparkResource(
+        **({"master": _env("PIPELINE_SPARK_MASTER")} if _env("PIPELINE_SPARK_MASTER") else {})
+    )
     return {
         "key_provider": keys,
         "store": store,

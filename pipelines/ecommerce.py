@@ -34,7 +34,6 @@ audit_job = define_asset_job(
 )
 
 
-
 def build_definitions() -> Definitions:
     """The location's definitions, with resources resolved from the environment now."""
     return Definitions(

@@ -6,7 +6,13 @@ the storage integrity audit over the healthcare area of the shared store.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job, in_process_executor
+from dagster import (
+    AssetSelection,
+    Definitions,
+    ScheduleDefinition,
+    define_asset_job,
+    in_process_executor,
+)
 
 from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for

@@ -58,7 +58,9 @@ class CodeApprovals(ConfigurableResource):
     approver_public_key: str = ""
 
     def _manifest_file(self) -> Path:
-        return Path(self.manifest_path) if self.manifest_path else runtime_path("config") / "approved_code.json"
+        return (
+            Path(self.manifest_path) if self.manifest_path else runtime_path("config") / "approved_code.json"
+        )
 
     def _public_key(self) -> Ed25519PublicKey:
         if self.approver_public_key:

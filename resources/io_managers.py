@@ -105,9 +105,7 @@ class _LedgerIOManager(ConfigurableIOManager):
         return entry
 
     def _read(self, entry: LedgerEntry) -> bytes:
-        return self.store.read_verified(
-            entry.path, digest=entry.digest, stored_digest=entry.stored_digest
-        )
+        return self.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
 
 
 class ParquetIOManager(_LedgerIOManager):
@@ -152,9 +150,7 @@ class ParquetIOManager(_LedgerIOManager):
         entry = self._trusted_entry(context)
         if context.dagster_type.typing_type is TableFile:
             dest = self.scratch.path(f"{entry.path.replace('/', '__')}")
-            self.store.copy_verified(
-                entry.path, dest, digest=entry.digest, stored_digest=entry.stored_digest
-            )
+            self.store.copy_verified(entry.path, dest, digest=entry.digest, stored_digest=entry.stored_digest)
             return TableFile(path=dest, rows=pq.ParquetFile(dest).metadata.num_rows)
         return pd.read_parquet(io.BytesIO(self._read(entry)))
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tink
-from tink import secret_key_access
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 from dagster import ConfigurableResource
-from tink import aead
+from tink import aead, secret_key_access
 
 from resources.runtime import runtime_path
 
@@ -93,9 +92,7 @@ class LocalKeyProvider(KeyProvider):
     def key_encryption_aead(self) -> aead.Aead:
         def new_kek() -> bytes:
             handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
-            return tink.json_proto_keyset_format.serialize(
-                handle, secret_key_access.TOKEN
-            ).encode()
+            return tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN).encode()
 
         serialized = self._read_or_create("kek.json", new_kek).decode()
         handle = tink.json_proto_keyset_format.parse(serialized, secret_key_access.TOKEN)

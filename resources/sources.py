@@ -129,18 +129,14 @@ class SourceRegistry(ConfigurableResource):
             source_id: SourcePolicy(
                 source_id=source_id,
                 topic=entry["topic"],
-                public_key=Ed25519PublicKey.from_public_bytes(
-                    base64.b64decode(entry["public_key"])
-                ),
+                public_key=Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["public_key"])),
                 max_records_per_hour=int(entry["max_records_per_hour"]),
                 max_batch_bytes=int(entry["max_batch_bytes"]),
             )
             for source_id, entry in raw.items()
         }
 
-    def verify(
-        self, batch: LandedBatch, topic: str, policies: dict[str, SourcePolicy]
-    ) -> BatchVerdict:
+    def verify(self, batch: LandedBatch, topic: str, policies: dict[str, SourcePolicy]) -> BatchVerdict:
         """Authenticate one batch against the registry; never raises on bad input."""
 
         def refuse(reason: str, source: str = "unknown") -> BatchVerdict:

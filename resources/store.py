@@ -198,9 +198,7 @@ class ArtifactStore(ConfigurableResource):
         with self._open_atomic(target) as raw:
             stored = _HashingWriter(raw, self.algorithm, close_sink=False)
             if self.encrypt:
-                encrypting = self._streaming_aead().new_encrypting_stream(
-                    _Unclosable(stored), path.encode()
-                )
+                encrypting = self._streaming_aead().new_encrypting_stream(_Unclosable(stored), path.encode())
                 plain = _HashingWriter(encrypting, self.algorithm, close_sink=True)
             else:
                 plain = _HashingWriter(stored, self.algorithm, close_sink=False)

@@ -130,10 +130,7 @@ class ValidationOutcome:
 
     def summary(self) -> str:
         if self.success:
-            return (
-                f"{self.asset_name}: all {self.evaluated} expectations of suite "
-                f"{self.suite_name!r} passed"
-            )
+            return f"{self.asset_name}: all {self.evaluated} expectations of suite {self.suite_name!r} passed"
         parts = []
         for item in self.failed:
             what = item["expectation_type"]
@@ -213,9 +210,7 @@ class DataValidator(dg.ConfigurableResource):
             context = gx.get_context(mode="ephemeral")
             # No analytics, no tqdm progress bars on stderr for every validation.
             context.config.analytics_enabled = False
-            context.variables.progress_bars = ProgressBarsConfig(
-                globally=False, metric_calculations=False
-            )
+            context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
             self._context = context
         return self._context
 
@@ -329,9 +324,7 @@ def _describe_failure(result: Any) -> dict[str, Any]:
         "kwargs": _jsonable(kwargs),
         "unexpected_count": _jsonable(details.get("unexpected_count")),
         "unexpected_percent": _jsonable(details.get("unexpected_percent")),
-        "partial_unexpected": _jsonable(
-            list(details.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]
-        ),
+        "partial_unexpected": _jsonable(list(details.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]),
     }
     if "observed_value" in details:
         item["observed_value"] = _jsonable(details["observed_value"])

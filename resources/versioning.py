@@ -320,9 +320,7 @@ class DataVersioning(dg.ConfigurableResource):
         restore_dir.mkdir(exist_ok=True)
         token = uuid.uuid4().hex
         pointer = restore_dir / f"{token}.dvc"
-        pointer.write_text(
-            f"outs:\n- md5: '{md5}'\n  hash: md5\n  path: {token}\n", encoding="utf-8"
-        )
+        pointer.write_text(f"outs:\n- md5: '{md5}'\n  hash: md5\n  path: {token}\n", encoding="utf-8")
         remote_odb = repo.cloud.get_remote_odb(REMOTE_NAME, command="fetch")
         on_remote = remote_odb.exists(md5)
         try:
@@ -383,9 +381,7 @@ def _merge(conf: dict, desired: dict) -> None:
 
 def _contains(current: Any, desired: Any) -> bool:
     if isinstance(desired, dict):
-        return isinstance(current, dict) and all(
-            _contains(current.get(k), v) for k, v in desired.items()
-        )
+        return isinstance(current, dict) and all(_contains(current.get(k), v) for k, v in desired.items())
     if isinstance(desired, bool):  # the config file stores booleans as text
         return str(current).lower() == str(desired).lower()
     return current == desired

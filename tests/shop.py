@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from assets.ecommerce.collection import BASELINE_KEY
-
 from assets.ecommerce.transforms import approved_transforms
 from examples.ecommerce.generate import default_paths, generate
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
@@ -106,8 +105,14 @@ class Shop:
         ]
         key = self.keys.signer(source) if signer is True else signer
         return write_batch(
-            self.paths["inbox"], source, topic, messages, key,
-            batch_id=batch_id, created_at=datetime.now(UTC), raw_lines=raw_lines,
+            self.paths["inbox"],
+            source,
+            topic,
+            messages,
+            key,
+            batch_id=batch_id,
+            created_at=datetime.now(UTC),
+            raw_lines=raw_lines,
         )
 
     def payloads(self, topic: str, limit: int | None = None, source: str = "") -> list[dict]:
@@ -123,10 +128,7 @@ class Shop:
 
 def checks(result: ExecuteInProcessResult) -> dict[str, bool]:
     """Check name (asset/check) → passed, for every check evaluated in the run."""
-    return {
-        f"{e.asset_key.path[-1]}:{e.check_name}": e.passed
-        for e in result.get_asset_check_evaluations()
-    }
+    return {f"{e.asset_key.path[-1]}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
 
 
 def materialized(result: ExecuteInProcessResult) -> set[str]:

@@ -5,7 +5,6 @@ against the previous batch, so an attacker cannot walk the distribution
 somewhere else in steps that each look small.
 """
 
-
 import numpy as np
 
 

@@ -1,6 +1,5 @@
 """Reading the evidence an asset recorded when it materialised."""
 
-
 from typing import Any
 
 from dagster import AssetCheckExecutionContext, AssetKey

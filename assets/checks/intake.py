@@ -5,12 +5,11 @@ downstream of the collected table runs. Evidence (which batches, which
 sources, which reasons) goes into the check's metadata.
 """
 
-
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     AssetIn,
     AssetKey,
     MetadataValue,
@@ -42,8 +41,7 @@ def source_checks(key: AssetKey) -> list[AssetChecksDefinition]:
         """
         report = _report(context, key)
         refused = [
-            b for b in report.get("refused_batches", [])
-            if not b["reason"].startswith(("rate limit",))
+            b for b in report.get("refused_batches", []) if not b["reason"].startswith(("rate limit",))
         ]
         return AssetCheckResult(
             passed=report.get("unauthenticated_batches", 1) == 0,
@@ -63,7 +61,10 @@ def source_checks(key: AssetKey) -> list[AssetChecksDefinition]:
         return AssetCheckResult(
             passed=report.get("rate_limited_batches", 1) == 0,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"rate_limited_batches": len(limited), "batches": MetadataValue.json(limited[:20])},
+            metadata={
+                "rate_limited_batches": len(limited),
+                "batches": MetadataValue.json(limited[:20]),
+            },
         )
 
     @asset_check(asset=key, name="records_accounted", blocking=True)
@@ -103,7 +104,9 @@ def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[Ass
     """
 
     @asset_check(
-        asset=key, name="volume_within_baseline", blocking=True,
+        asset=key,
+        name="volume_within_baseline",
+        blocking=True,
         additional_ins={"baseline": AssetIn(key=baseline)},
     )
     def volume_within_baseline(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
@@ -130,7 +133,9 @@ def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[Ass
         )
 
     @asset_check(
-        asset=key, name="new_accounts_within_baseline", blocking=True,
+        asset=key,
+        name="new_accounts_within_baseline",
+        blocking=True,
         additional_ins={"baseline": AssetIn(key=baseline)},
     )
     def new_accounts_within_baseline(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
@@ -154,7 +159,9 @@ def mix_check(key: AssetKey, baseline: AssetKey, section: str, field: str) -> As
     """Advisory (WARN) check that a categorical mix keeps its baseline shape (PSI)."""
 
     @asset_check(
-        asset=key, name=f"{field}_stable", blocking=False,
+        asset=key,
+        name=f"{field}_stable",
+        blocking=False,
         additional_ins={"baseline": AssetIn(key=baseline)},
     )
     def mix_stable(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:

@@ -1,11 +1,10 @@
 """Check factories for stored-artifact integrity and provenance."""
 
-
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     AssetKey,
     asset_check,
 )
@@ -29,8 +28,12 @@ def stored_digest_check(key: AssetKey) -> AssetChecksDefinition:
         return AssetCheckResult(
             passed=found == entry.stored_digest,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"path": entry.path, "expected": entry.stored_digest, "found": found,
-                      "ledger_seq": entry.seq},
+            metadata={
+                "path": entry.path,
+                "expected": entry.stored_digest,
+                "found": found,
+                "ledger_seq": entry.seq,
+            },
         )
 
     return stored_digest_matches_ledger
@@ -40,12 +43,12 @@ def provenance_check(key: AssetKey, inputs: list[AssetKey]) -> AssetChecksDefini
     """Blocking check that the ledger names the exact inputs, code and revision behind the asset."""
 
     @asset_check(asset=key, name="provenance_recorded", blocking=True)
-    def provenance_recorded(
-        context: AssetCheckExecutionContext, ledger: IntegrityLedger
-    ) -> AssetCheckResult:
+    def provenance_recorded(context: AssetCheckExecutionContext, ledger: IntegrityLedger) -> AssetCheckResult:
         """Every artifact must be traceable to its inputs' digests and its code version."""
         entry = ledger.latest(key.to_user_string())
-        missing = [k.to_user_string() for k in inputs if k.to_user_string() not in (entry.inputs if entry else {})]
+        missing = [
+            k.to_user_string() for k in inputs if k.to_user_string() not in (entry.inputs if entry else {})
+        ]
         ok = entry is not None and not missing and bool(entry.code_version) and bool(entry.git_revision)
         return AssetCheckResult(
             passed=ok,

@@ -1,10 +1,15 @@
 """Check factory: a table validated by a Great Expectations suite."""
 
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetKey,
+    asset_check,
+)
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetKey, asset_check
-
-from resources.tables import TableFile
 from resources.spark import SparkResource
+from resources.tables import TableFile
 from resources.validation import DataValidator, Suite
 
 

@@ -9,7 +9,6 @@ window against the trusted baseline. The checks attached here stop the
 lifecycle before processing when any of that fails.
 """
 
-
 import hashlib
 import shutil
 from collections.abc import Callable
@@ -38,10 +37,10 @@ from assets.ecommerce.intake import IntakeResult, collect_topic
 from assets.ecommerce.profiles import activity_profile, review_profile
 from assets.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
 from resources.integrity import IntegrityLedger, LedgerEntry
-from resources.tables import TableFile
 from resources.scratch import ScratchSpace
 from resources.sources import BatchVerdict, SourceRegistry
 from resources.store import ArtifactStore
+from resources.tables import TableFile
 
 ACTIVITY_KEY = AssetKey(["ecommerce", "activity_events"])
 REVIEWS_KEY = AssetKey(["ecommerce", "product_reviews"])
@@ -65,8 +64,10 @@ def trusted_baseline(context: AssetExecutionContext, sources: SourceRegistry, sc
     """
     reference = sources.landing_dir() / "reference"
     baseline = {}
-    for section, schema, profile in (("activity", ACTIVITY, activity_profile),
-                                     ("reviews", REVIEWS, review_profile)):
+    for section, schema, profile in (
+        ("activity", ACTIVITY, activity_profile),
+        ("reviews", REVIEWS, review_profile),
+    ):
         dest = scratch.path(f"baseline-{section}.parquet")
         result = collect_topic(sources, reference, schema, dest)
         if not result.received or result.quarantined:
@@ -76,10 +77,12 @@ def trusted_baseline(context: AssetExecutionContext, sources: SourceRegistry, sc
                 f"fully authenticated, valid data: regenerate it with `make data`."
             )
         baseline[section] = {"per_source": result.per_source(), "profile": profile(dest)}
-    context.add_output_metadata({
-        "activity_rows": baseline["activity"]["profile"]["rows"],
-        "review_rows": baseline["reviews"]["profile"]["rows"],
-    })
+    context.add_output_metadata(
+        {
+            "activity_rows": baseline["activity"]["profile"]["rows"],
+            "review_rows": baseline["reviews"]["profile"]["rows"],
+        }
+    )
     return baseline
 
 
@@ -106,35 +109,47 @@ def _collect(
     signers = {s: _signer(sources, s) for s in sources.policies()}
 
     def record_batch(verdict: BatchVerdict, records: int) -> None:
-        ledger.append(LedgerEntry(
-            subject=f"ecommerce/batches/{schema.topic}",
-            kind="batch",
-            digest=f"sha256:{verdict.sha256}" if verdict.sha256 else "",
-            run_id=context.run_id,
-            sources={"source": verdict.source, "signer": signers.get(verdict.source, "")},
-            details={"batch_id": verdict.batch.batch_id, "accepted": verdict.accepted,
-                     "reason": verdict.reason, "records": records, "schema_version": 1},
-        ))
+        ledger.append(
+            LedgerEntry(
+                subject=f"ecommerce/batches/{schema.topic}",
+                kind="batch",
+                digest=f"sha256:{verdict.sha256}" if verdict.sha256 else "",
+                run_id=context.run_id,
+                sources={"source": verdict.source, "signer": signers.get(verdict.source, "")},
+                details={
+                    "batch_id": verdict.batch.batch_id,
+                    "accepted": verdict.accepted,
+                    "reason": verdict.reason,
+                    "records": records,
+                    "schema_version": 1,
+                },
+            )
+        )
 
     dest = scratch.path(f"{name}.parquet")
     result = collect_topic(sources, inbox, schema, dest, seen_batches=seen, on_batch=record_batch)
     quarantine = _store_quarantine(context, result, store, ledger)
     _archive(inbox, schema.topic, result, context.run_id)
     report = {**result.report(), "profile": profile(dest), "quarantine_path": quarantine}
-    context.add_output_metadata({
-        "received": result.received,
-        "accepted": result.accepted,
-        "quarantined": result.quarantined,
-        "batches_refused": report["batches_refused"],
-        "quarantine_path": quarantine,
-        "quarantine_reasons": MetadataValue.json(result.reasons()),
-        "intake_report": MetadataValue.json(report),
-    })
+    context.add_output_metadata(
+        {
+            "received": result.received,
+            "accepted": result.accepted,
+            "quarantined": result.quarantined,
+            "batches_refused": report["batches_refused"],
+            "quarantine_path": quarantine,
+            "quarantine_reasons": MetadataValue.json(result.reasons()),
+            "intake_report": MetadataValue.json(report),
+        }
+    )
     return TableFile(path=dest, rows=result.accepted)
 
 
 def _store_quarantine(
-    context: AssetExecutionContext, result: IntakeResult, store: ArtifactStore, ledger: IntegrityLedger
+    context: AssetExecutionContext,
+    result: IntakeResult,
+    store: ArtifactStore,
+    ledger: IntegrityLedger,
 ) -> str:
     """Keep refused records, with reasons, encrypted in the collection area for review."""
     frame = result.quarantine_frame()
@@ -142,16 +157,18 @@ def _store_quarantine(
     with store.stage("collection").open_write(relative) as handle:
         frame.to_parquet(handle, index=False)
     artifact = handle.artifact
-    ledger.append(LedgerEntry(
-        subject=f"{context.asset_key.to_user_string()}/quarantine",
-        kind="quarantine",
-        path=artifact.path,
-        digest=artifact.digest,
-        stored_digest=artifact.stored_digest,
-        size=artifact.size,
-        run_id=context.run_id,
-        details={"rows": len(frame), "reasons": result.reasons()},
-    ))
+    ledger.append(
+        LedgerEntry(
+            subject=f"{context.asset_key.to_user_string()}/quarantine",
+            kind="quarantine",
+            path=artifact.path,
+            digest=artifact.digest,
+            stored_digest=artifact.stored_digest,
+            size=artifact.size,
+            run_id=context.run_id,
+            details={"rows": len(frame), "reasons": result.reasons()},
+        )
+    )
     return artifact.path
 
 
@@ -199,7 +216,9 @@ def product_reviews(
 
 
 @asset_check(
-    asset=REVIEWS_KEY, name="no_near_duplicate_burst", blocking=True,
+    asset=REVIEWS_KEY,
+    name="no_near_duplicate_burst",
+    blocking=True,
     additional_ins={"baseline": AssetIn(key=BASELINE_KEY)},
 )
 def no_near_duplicate_burst(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
@@ -215,8 +234,12 @@ def no_near_duplicate_burst(context: AssetCheckExecutionContext, baseline: dict)
     return AssetCheckResult(
         passed=largest <= limit,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"largest_cluster": largest, "item": profile.get("largest_cluster_item", ""),
-                  "baseline_largest": trusted, "limit": limit},
+        metadata={
+            "largest_cluster": largest,
+            "item": profile.get("largest_cluster_item", ""),
+            "baseline_largest": trusted,
+            "limit": limit,
+        },
     )
 
 

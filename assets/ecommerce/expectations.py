@@ -21,8 +21,7 @@ ACTIVITY_SUITE = Suite(
     [
         *_not_null("event_id", "event_type", "user_id", "item_id", "event_time", "price"),
         gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
-        gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, max_value=100_000,
-                                          strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, max_value=100_000, strict_min=True),
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
     ],
 )

@@ -18,7 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.ecommerce.records import KAFKA_FIELDS, RecordSchema
-from resources.sources import BatchVerdict, RateLimiter, SourcePolicy, SourceRegistry, landed_batches
+from resources.sources import (
+    BatchVerdict,
+    RateLimiter,
+    SourcePolicy,
+    SourceRegistry,
+    landed_batches,
+)
 
 MAX_RECORD_BYTES = 16 * 1024
 RAW_KEPT_CHARS = 1024
@@ -74,9 +80,7 @@ class IntakeResult:
             "batches_refused": len(refused),
             "refused_batches": refused[:50],
             "rate_limited_batches": sum(b["reason"].startswith("rate limit") for b in refused),
-            "unauthenticated_batches": sum(
-                not b["reason"].startswith("rate limit") for b in refused
-            ),
+            "unauthenticated_batches": sum(not b["reason"].startswith("rate limit") for b in refused),
             "per_source": self.per_source(),
         }
 
@@ -155,13 +159,23 @@ def collect_topic(
             if on_batch:
                 on_batch(verdict, len(lines))
             result.batches.append(
-                {"batch_id": batch.batch_id, "source": verdict.source,
-                 "accepted": verdict.accepted, "reason": verdict.reason, "records": len(lines)}
+                {
+                    "batch_id": batch.batch_id,
+                    "source": verdict.source,
+                    "accepted": verdict.accepted,
+                    "reason": verdict.reason,
+                    "records": len(lines),
+                }
             )
             if not verdict.accepted:
                 for i, line in enumerate(lines):
-                    _quarantine(result, verdict, i, f"batch refused: {verdict.reason}",
-                                line.decode("utf-8", "replace"))
+                    _quarantine(
+                        result,
+                        verdict,
+                        i,
+                        f"batch refused: {verdict.reason}",
+                        line.decode("utf-8", "replace"),
+                    )
                 continue
             good = [(i, m) for i, (m, _) in enumerate(decoded) if m]
             for i, (m, why) in enumerate(decoded):
@@ -181,21 +195,32 @@ def _validate(schema, payload_fields, good, verdict, lines, result) -> pa.Table:
     kafka_time = pd.to_datetime([m["kafka_timestamp"] for _, m in good], unit="ms", utc=True)
     clean, reasons = schema.check(values, pd.Series(kafka_time, index=line_numbers))
     for line_no in reasons.index[reasons != ""]:
-        _quarantine(result, verdict, int(line_no), reasons[line_no],
-                    lines[line_no].decode("utf-8", "replace"))
+        _quarantine(
+            result,
+            verdict,
+            int(line_no),
+            reasons[line_no],
+            lines[line_no].decode("utf-8", "replace"),
+        )
     keep = reasons == ""
     clean = clean[keep].assign(
         source=verdict.source,
         batch_id=verdict.batch.batch_id,
-        kafka_partition=[m["kafka_partition"] for (_, m), k in zip(good, keep) if k],
-        kafka_offset=[m["kafka_offset"] for (_, m), k in zip(good, keep) if k],
+        kafka_partition=[m["kafka_partition"] for (_, m), k in zip(good, keep, strict=True) if k],
+        kafka_offset=[m["kafka_offset"] for (_, m), k in zip(good, keep, strict=True) if k],
     )
     result.accepted += len(clean)
-    hours = (pd.Series([m["kafka_timestamp"] for (_, m), k in zip(good, keep) if k]) // 3_600_000)
+    hours = pd.Series([m["kafka_timestamp"] for (_, m), k in zip(good, keep, strict=True) if k]) // 3_600_000
     result.source_hours[verdict.source].update(hours.tolist())
     return pa.Table.from_pandas(clean, schema=schema.arrow_schema, preserve_index=False)
 
 
 def _refused(verdict: BatchVerdict, reason: str) -> BatchVerdict:
-    return BatchVerdict(verdict.batch, verdict.source, accepted=False, reason=reason,
-                        records=verdict.records, sha256=verdict.sha256)
+    return BatchVerdict(
+        verdict.batch,
+        verdict.source,
+        accepted=False,
+        reason=reason,
+        records=verdict.records,
+        sha256=verdict.sha256,
+    )

@@ -8,7 +8,6 @@ DVC-versioned. Each asset's `code_version` is the digest of the
 transformation it runs, so Dagster shows outputs made by other code as stale.
 """
 
-
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, asset
 
 from assets.checks.integrity import provenance_check, stored_digest_check
@@ -66,22 +65,30 @@ def _transform_asset(key: AssetKey, upstream: AssetKey, transform: str, descript
 
 
 sessions = _transform_asset(
-    SESSIONS_KEY, ACTIVITY_KEY, "sessionise",
+    SESSIONS_KEY,
+    ACTIVITY_KEY,
+    "sessionise",
     "Activity events split into server-side sessions (30-minute inactivity gap). Replayed "
     "duplicates of an event are removed; the client's own session ids are kept, not trusted.",
 )
 interactions = _transform_asset(
-    INTERACTIONS_KEY, SESSIONS_KEY, "build_interactions",
+    INTERACTIONS_KEY,
+    SESSIONS_KEY,
+    "build_interactions",
     "The implicit-feedback table the recommender trains on: one row per user and item, "
     "with view/cart/purchase counts and a confidence weight.",
 )
 scored_reviews = _transform_asset(
-    SCORED_REVIEWS_KEY, REVIEWS_KEY, "review_sentiment",
+    SCORED_REVIEWS_KEY,
+    REVIEWS_KEY,
+    "review_sentiment",
     "Reviews with a sentiment score from a Spark ML model trained on their ratings. These "
     "labels are what label-flipping attacks target; modeling checks them for label issues.",
 )
 item_features = _transform_asset(
-    ITEM_FEATURES_KEY, SCORED_REVIEWS_KEY, "item_review_features",
+    ITEM_FEATURES_KEY,
+    SCORED_REVIEWS_KEY,
+    "item_review_features",
     "Per-item review features: volume, mean rating and sentiment, positive share.",
 )
 

@@ -59,9 +59,7 @@ def activity_profile(path: Path) -> dict:
 
 def _minhash(text: str) -> np.ndarray:
     words = _WORD.findall(text.lower())
-    shingles = {
-        " ".join(words[i : i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))
-    }
+    shingles = {" ".join(words[i : i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))}
     hashes = np.fromiter((zlib.crc32(s.encode()) for s in shingles), dtype=np.uint64)
     # (a*x + b) mod p per permutation; x < 2^32 and a < 2^61 would overflow, so fold a first.
     return (((_A[:, None] % (1 << 31)) * hashes[None, :] + _B[:, None]) % _PRIME).min(axis=1)
@@ -71,7 +69,7 @@ def near_duplicate_clusters(frame: pd.DataFrame) -> pd.DataFrame:
     """Per item, the size of the largest group of near-identical review texts (MinHash LSH)."""
     if frame.empty:
         return pd.DataFrame(columns=["item_id", "cluster"])
-    signatures = np.vstack([_minhash(f"{t} {x}") for t, x in zip(frame["title"], frame["text"])])
+    signatures = np.vstack([_minhash(f"{t} {x}") for t, x in zip(frame["title"], frame["text"], strict=True)])
     rows = MINHASH_PERMUTATIONS // MINHASH_BANDS
     sizes = []
     for band in range(MINHASH_BANDS):

@@ -107,7 +107,10 @@ def _check_activity(values: pd.DataFrame, kafka_time: pd.Series) -> tuple[pd.Dat
             (_bad_id(values["item_id"]), "invalid field: item_id"),
             (_bad_id(values["session_id"]), "invalid field: session_id"),
             (event_time.isna(), "invalid field: event_time"),
-            ((event_time - kafka_time).abs() > MAX_CLOCK_SKEW, "timestamp: event_time far from Kafka time"),
+            (
+                (event_time - kafka_time).abs() > MAX_CLOCK_SKEW,
+                "timestamp: event_time far from Kafka time",
+            ),
             (price.isna() | (price <= 0) | (price > MAX_PRICE), "out of range: price"),
             (account_created.isna(), "invalid field: account_created"),
             (account_created > event_time, "timestamp: account created after the event"),
@@ -148,7 +151,10 @@ def _check_review(values: pd.DataFrame, kafka_time: pd.Series) -> tuple[pd.DataF
             (text.str.len() > MAX_TEXT_CHARS, "oversized: text"),
             (markup, "markup: active content in review"),
             (review_time.isna(), "invalid field: review_time"),
-            ((review_time - kafka_time).abs() > MAX_CLOCK_SKEW, "timestamp: review_time far from Kafka time"),
+            (
+                (review_time - kafka_time).abs() > MAX_CLOCK_SKEW,
+                "timestamp: review_time far from Kafka time",
+            ),
             (account_created.isna(), "invalid field: account_created"),
             (account_created > review_time, "timestamp: account created after the review"),
         ],

@@ -42,9 +42,7 @@ def sessionise(events: DataFrame, gap_minutes: int = 30) -> DataFrame:
     )
 
     by_user = Window.partitionBy("user_id").orderBy("event_time", "event_id")
-    micros_since_prev = F.unix_micros("event_time") - F.unix_micros(
-        F.lag("event_time").over(by_user)
-    )
+    micros_since_prev = F.unix_micros("event_time") - F.unix_micros(F.lag("event_time").over(by_user))
     starts_session = micros_since_prev.isNull() | (micros_since_prev > gap_minutes * 60_000_000)
     with_ordinal = (
         deduplicated.withColumn("seconds_since_prev", micros_since_prev / 1_000_000)
@@ -57,9 +55,7 @@ def sessionise(events: DataFrame, gap_minutes: int = 30) -> DataFrame:
     # Same user_id partitioning as `by_user`, so this window needs no second shuffle.
     in_session = Window.partitionBy("user_id", "_ordinal").orderBy("event_time", "event_id")
     return (
-        with_ordinal.withColumn(
-            "session_key", F.concat_ws(":", "user_id", F.col("_ordinal").cast("string"))
-        )
+        with_ordinal.withColumn("session_key", F.concat_ws(":", "user_id", F.col("_ordinal").cast("string")))
         .withColumn("session_seq", F.row_number().over(in_session))
         .drop("_starts", "_ordinal")
     )
@@ -91,9 +87,7 @@ def build_interactions(sessions: DataFrame) -> DataFrame:
         F.max("event_time").alias("last_seen"),
     )
     weighted = (
-        F.col("views") * VIEW_WEIGHT
-        + F.col("carts") * CART_WEIGHT
-        + F.col("purchases") * PURCHASE_WEIGHT
+        F.col("views") * VIEW_WEIGHT + F.col("carts") * CART_WEIGHT + F.col("purchases") * PURCHASE_WEIGHT
     )
     return counts.withColumn("confidence", 1.0 + CONFIDENCE_ALPHA * weighted).withColumn(
         "label", (F.col("carts") + F.col("purchases") > 0).cast("int")
@@ -175,9 +169,7 @@ def review_sentiment(reviews: DataFrame) -> tuple[DataFrame, dict[str, int | flo
         "heldout_accuracy": float(accuracy),
     }
 
-    scored = model.transform(prepared).withColumn(
-        "sentiment_score", vector_to_array("_probability")[1]
-    )
+    scored = model.transform(prepared).withColumn("sentiment_score", vector_to_array("_probability")[1])
     return scored.select(*reviews.columns, "sentiment_label", "sentiment_score"), metrics
 
 

@@ -59,9 +59,7 @@ def generate(
     paths = default_paths(home) | {k: v for k, v in overrides.items() if v is not None}
     cfg = WorldConfig(seed=seed, events=events)
     source_keys = SourceKeys.load_or_create(paths["keys"])
-    enrol_sources(
-        paths["registry"], source_keys, max_records_per_hour=default_max_records_per_hour(cfg)
-    )
+    enrol_sources(paths["registry"], source_keys, max_records_per_hour=default_max_records_per_hour(cfg))
     offsets: Offsets = {}
     windows = {}
     for name, period in WINDOWS:

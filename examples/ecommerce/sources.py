@@ -247,9 +247,7 @@ def emit_window(
 class _BatchStream:
     """Collects one source's messages and writes a signed batch every `size` records."""
 
-    def __init__(
-        self, landing: Path, source: str, signer: Ed25519PrivateKey, window: str, size: int
-    ) -> None:
+    def __init__(self, landing: Path, source: str, signer: Ed25519PrivateKey, window: str, size: int) -> None:
         self.landing, self.source, self.signer = landing, source, signer
         self.window, self.size = window, size
         self.pending: list[Message] = []

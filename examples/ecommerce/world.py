@@ -407,9 +407,7 @@ def _interactions(
     return users[order].astype(np.int32), items[order].astype(np.int32), stages[order]
 
 
-def _choose_items(
-    pop: Population, users: np.ndarray, uniforms: np.ndarray, seed: int
-) -> np.ndarray:
+def _choose_items(pop: Population, users: np.ndarray, uniforms: np.ndarray, seed: int) -> np.ndarray:
     """Each user picks among the items shown to them by softmax of affinity."""
     items = np.empty(len(users), dtype=np.int64)
     order = np.argsort(users, kind="stable")
@@ -424,9 +422,9 @@ def _choose_items(
         shown = np.minimum(np.searchsorted(popularity_cdf, shown_draws), n_items - 1)
         block_users = np.arange(first, min(first + USER_BLOCK, len(pop.user_vectors)))
         shown = shown[: len(block_users)]
-        affinity = np.einsum(
-            "bd,bkd->bk", pop.user_vectors[block_users], pop.item_vectors[shown]
-        ) / np.sqrt(LATENT_DIM)
+        affinity = np.einsum("bd,bkd->bk", pop.user_vectors[block_users], pop.item_vectors[shown]) / np.sqrt(
+            LATENT_DIM
+        )
         weight = np.exp(CHOICE_SHARPNESS * (affinity - affinity.max(axis=1, keepdims=True)))
         cdf = np.cumsum(weight, axis=1) / weight.sum(axis=1, keepdims=True)
         cdf[:, -1] = 1.0

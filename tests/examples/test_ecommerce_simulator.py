@@ -307,9 +307,7 @@ def test_offsets_form_one_monotonic_log_per_partition(home):
         for source in SOURCES:
             source_log = defaultdict(list)
             for m in messages(folder, source):
-                assert (
-                    m["partition"] == zlib.crc32(m["key"].encode()) % TOPIC_PARTITIONS[m["topic"]]
-                )
+                assert m["partition"] == zlib.crc32(m["key"].encode()) % TOPIC_PARTITIONS[m["topic"]]
                 source_log[m["partition"]].append(m["offset"])
                 logs[(m["topic"], m["partition"])].append(m["offset"])
             for offsets in source_log.values():
@@ -423,9 +421,7 @@ def test_keys_are_private_persistent_and_enrolled(home):
     assert paths["registry"].stat().st_mode & 0o777 == 0o600
     keys = SourceKeys.load_or_create(paths["keys"])
     registry = json.loads(paths["registry"].read_bytes())["sources"]
-    assert {s: e["public_key"] for s, e in registry.items()} == {
-        s: keys.public_key_b64(s) for s in SOURCES
-    }
+    assert {s: e["public_key"] for s, e in registry.items()} == {s: keys.public_key_b64(s) for s in SOURCES}
     assert {e["max_batch_bytes"] for e in registry.values()} == {64 * 2**20}
 
 

@@ -5,7 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import Definitions, FilesystemIOManager, InMemoryIOManager, fs_io_manager, mem_io_manager
+from dagster import (
+    Definitions,
+    FilesystemIOManager,
+    InMemoryIOManager,
+    fs_io_manager,
+    mem_io_manager,
+)
 
 from pipelines import ecommerce, healthcare
 from resources.io_managers import JsonIOManager, ParquetIOManager
@@ -23,7 +29,9 @@ def test_every_asset_uses_a_non_pickling_io_manager(name):
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         manager = resources.get(node.io_manager_key)
-        assert manager is not None, f"{key.to_user_string()} uses '{node.io_manager_key}', which is not defined"
+        assert manager is not None, (
+            f"{key.to_user_string()} uses '{node.io_manager_key}', which is not defined"
+        )
         assert isinstance(manager, (ParquetIOManager, JsonIOManager)), (
             f"{key.to_user_string()} is stored by {type(manager).__name__}, which may pickle"
         )
@@ -46,15 +54,25 @@ def test_every_check_that_guards_collection_and_processing_blocks():
     graph = ecommerce.defs.resolve_asset_graph()
     specs = [graph.get_check_spec(k) for k in graph.asset_check_keys]
     blocking = {s.key.name for s in specs if s.blocking}
-    assert {"batches_authenticated", "sources_within_rate_limits", "records_accounted",
-            "volume_within_baseline", "no_near_duplicate_burst", "expectations_met",
-            "stored_digest_matches_ledger", "provenance_recorded"} <= blocking
+    assert {
+        "batches_authenticated",
+        "sources_within_rate_limits",
+        "records_accounted",
+        "volume_within_baseline",
+        "no_near_duplicate_burst",
+        "expectations_met",
+        "stored_digest_matches_ledger",
+        "provenance_recorded",
+    } <= blocking
     assert all(s.description for s in specs), [s.key for s in specs if not s.description]
 
 
 def test_dagster_definitions_validate_passes_for_the_workspace():
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr

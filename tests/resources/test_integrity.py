@@ -20,8 +20,14 @@ from resources.keys import LocalKeyProvider
 def ledger(home) -> IntegrityLedger:
     ledger = IntegrityLedger(key_provider=LocalKeyProvider())
     for i in range(5):
-        ledger.append(LedgerEntry(subject=f"ecommerce/t{i}", kind="artifact",
-                                  digest=digest_bytes(str(i).encode()), path=f"collection/t{i}"))
+        ledger.append(
+            LedgerEntry(
+                subject=f"ecommerce/t{i}",
+                kind="artifact",
+                digest=digest_bytes(str(i).encode()),
+                path=f"collection/t{i}",
+            )
+        )
     return ledger
 
 
@@ -58,9 +64,15 @@ def test_rewrite_that_recomputes_the_chain_without_the_key_is_detected(ledger):
     for entry in entries[2:]:
         body = {**entry.body(), "prev_mac": prev, "digest": "blake3:forged"}
         mac = hashlib.sha256(canonical_json(body)).hexdigest()
-        _sql(ledger, f"UPDATE ledger_entries SET digest='blake3:forged', prev_mac='x{entry.seq}' "
-                     f"WHERE seq={entry.seq}")
-        _sql(ledger, f"UPDATE ledger_entries SET prev_mac='{prev}', mac='{mac}' WHERE seq={entry.seq}")
+        _sql(
+            ledger,
+            f"UPDATE ledger_entries SET digest='blake3:forged', prev_mac='x{entry.seq}' "
+            f"WHERE seq={entry.seq}",
+        )
+        _sql(
+            ledger,
+            f"UPDATE ledger_entries SET prev_mac='{prev}', mac='{mac}' WHERE seq={entry.seq}",
+        )
         prev = mac
     assert not ledger.verify_chain().ok
 
@@ -90,8 +102,15 @@ def test_truncated_tail_is_detected_against_an_earlier_audit_anchor(ledger):
 
 
 def test_latest_follows_lineage_and_records_what_made_an_artifact(ledger):
-    ledger.append(LedgerEntry(subject="ecommerce/t1", kind="artifact", digest="blake3:new",
-                              inputs={"ecommerce/t0": "blake3:aa"}, code_version="blake3:cc"))
+    ledger.append(
+        LedgerEntry(
+            subject="ecommerce/t1",
+            kind="artifact",
+            digest="blake3:new",
+            inputs={"ecommerce/t0": "blake3:aa"},
+            code_version="blake3:cc",
+        )
+    )
     latest = ledger.latest("ecommerce/t1")
     assert latest.digest == "blake3:new" and latest.seq == 6
     assert latest.inputs == {"ecommerce/t0": "blake3:aa"}

@@ -17,15 +17,23 @@ NOW = "2026-11-02T10:00:00.000Z"
 def registry(home) -> tuple[SourceRegistry, SourceKeys]:
     keys = SourceKeys.load_or_create(home / "simulator")
     enrol_sources(home / "registry.json", keys, max_records_per_hour=10)
-    return SourceRegistry(name="ecommerce", path=str(home / "registry.json"),
-                          landing=str(home / "landing")), keys
+    return SourceRegistry(
+        name="ecommerce", path=str(home / "registry.json"), landing=str(home / "landing")
+    ), keys
 
 
 def _land(registry: SourceRegistry, source: str, signer, n: int = 3, topic: str = TOPIC, name="b1"):
     offsets: dict = {}
     messages = [kafka_message(topic, offsets, "u1", {"i": i}, NOW) for i in range(n)]
-    return write_batch(registry.landing_dir(), source, topic, messages, signer,
-                       batch_id=f"{source}-{name}", created_at=datetime(2026, 11, 2, tzinfo=UTC))
+    return write_batch(
+        registry.landing_dir(),
+        source,
+        topic,
+        messages,
+        signer,
+        batch_id=f"{source}-{name}",
+        created_at=datetime(2026, 11, 2, tzinfo=UTC),
+    )
 
 
 def _verdicts(registry: SourceRegistry) -> dict[str, str]:

@@ -25,15 +25,19 @@ def test_stored_bytes_hold_no_plaintext_and_read_back_verified(store):
     artifact = store.stage("collection").write_bytes("collection/t/1.bin", SECRET_ROW * 100)
     at_rest = store.local_path(artifact.path).read_bytes()
     assert SECRET_ROW[:20] not in at_rest and b"u0000042" not in at_rest
-    assert store.read_verified(artifact.path, digest=artifact.digest,
-                               stored_digest=artifact.stored_digest) == SECRET_ROW * 100
+    assert (
+        store.read_verified(artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest)
+        == SECRET_ROW * 100
+    )
     assert os.stat(store.local_path(artifact.path)).st_mode & 0o077 == 0
 
 
 def test_stored_bytes_do_not_decrypt_with_another_key(store, tmp_path):
     artifact = store.stage("collection").write_bytes("collection/t/1.bin", SECRET_ROW)
-    other = ArtifactStore(key_provider=LocalKeyProvider(folder=str(tmp_path / "other-keys")),
-                          root=str(tmp_path / "other-store"))
+    other = ArtifactStore(
+        key_provider=LocalKeyProvider(folder=str(tmp_path / "other-keys")),
+        root=str(tmp_path / "other-store"),
+    )
     target = other.local_path(artifact.path)
     target.parent.mkdir(parents=True)
     target.write_bytes(store.local_path(artifact.path).read_bytes())
@@ -100,8 +104,12 @@ with store.stage("processing").open_write("processing/big/table.parquet") as han
 
 
 def test_sigkill_mid_write_leaves_nothing_a_later_load_accepts(store, home):
-    writer = subprocess.Popen([sys.executable, "-c", WRITER], stdout=subprocess.PIPE,
-                              cwd=Path(__file__).resolve().parents[2], env=os.environ.copy())
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+        env=os.environ.copy(),
+    )
     assert writer.stdout.readline().strip() == b"writing"
     time.sleep(0.2)
     writer.send_signal(signal.SIGKILL)
@@ -114,5 +122,8 @@ def test_sigkill_mid_write_leaves_nothing_a_later_load_accepts(store, home):
     # Even if someone renamed the leftover into place, no digest would vouch for it.
     leftovers[0].rename(final)
     with pytest.raises(IntegrityError):
-        store.read_verified("processing/big/table.parquet", digest="blake3:unknown",
-                            stored_digest=store.stored_digest("processing/big/table.parquet") + "x")
+        store.read_verified(
+            "processing/big/table.parquet",
+            digest="blake3:unknown",
+            stored_digest=store.stored_digest("processing/big/table.parquet") + "x",
+        )

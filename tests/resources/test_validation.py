@@ -111,9 +111,7 @@ def test_the_check_result_carries_what_failed(validator):
     }
     # strict JSON: the null user_ids are reported as null, not NaN
     assert "NaN" not in json.dumps(failures, allow_nan=False)
-    assert "expect_column_values_to_be_in_set(event_type): 1 unexpected" in (
-        result.metadata["summary"].value
-    )
+    assert "expect_column_values_to_be_in_set(event_type): 1 unexpected" in (result.metadata["summary"].value)
 
 
 def test_a_missing_column_is_a_failure_not_a_crash(validator):
@@ -184,11 +182,7 @@ def spark_session(request):
     except pytest.FixtureLookupError:
         from pyspark.sql import SparkSession
 
-        return (
-            SparkSession.builder.master("local[1]")
-            .config("spark.ui.enabled", "false")
-            .getOrCreate()
-        )
+        return SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
 
 
 @pytest.mark.slow

@@ -138,9 +138,7 @@ def test_an_unknown_version_raises_a_clear_error(versioning, tmp_path):
 
 
 @pytest.mark.parametrize("keep_read_only", [True, False], ids=["mode-kept", "mode-changed"])
-def test_a_corrupted_remote_object_is_detected_not_returned(
-    home, versioning, tmp_path, keep_read_only
-):
+def test_a_corrupted_remote_object_is_detected_not_returned(home, versioning, tmp_path, keep_read_only):
     data = os.urandom(3000)
     version = versioning.version(NAME, write(tmp_path / "x.enc", data))
     tamper(remote_object(home, version.md5), b"X" + data[1:], keep_read_only=keep_read_only)
@@ -170,9 +168,7 @@ def test_the_remote_is_chosen_by_configuration(home, tmp_path):
     other_remote = tmp_path / "elsewhere"
     DataVersioning().version(NAME, write(tmp_path / "a.enc", b"first"))
 
-    version = DataVersioning(remote_url=str(other_remote)).version(
-        NAME, write(tmp_path / "b.enc", b"second")
-    )
+    version = DataVersioning(remote_url=str(other_remote)).version(NAME, write(tmp_path / "b.enc", b"second"))
 
     assert (other_remote / "files" / "md5" / version.md5[:2] / version.md5[2:]).is_file()
     assert not remote_object(home, version.md5).exists()

@@ -40,8 +40,12 @@ def test_clean_window_passes_every_collection_check_and_reaches_processing(shop)
 def test_forged_and_unsigned_batches_are_refused_and_stop_processing(shop):
     payloads = shop.payloads("user-activity", limit=50)
     forged = [{**p, "event_id": f"f{i:012x}"} for i, p in enumerate(payloads)]
-    shop.land("web-clickstream", forged, batch_id="web-clickstream-forged-000001",
-              signer=Ed25519PrivateKey.generate())
+    shop.land(
+        "web-clickstream",
+        forged,
+        batch_id="web-clickstream-forged-000001",
+        signer=Ed25519PrivateKey.generate(),
+    )
     shop.land("mobile-app", forged, batch_id="mobile-app-unsigned-000001", signer=None)
 
     result = collect(shop)
@@ -84,11 +88,26 @@ def test_bad_records_are_quarantined_with_reasons_and_the_run_goes_on(shop):
     stamp = event["event_time"]
     lines = [
         b'{"topic": "user-activity", "partition": 0, "offset": 1, "value": "{not json',
-        json.dumps({"topic": "user-activity", "partition": 0, "offset": 2, "key": "u",
-                    "timestamp": 1, "value": "x" * 20_000}).encode(),
-        json.dumps({"topic": "user-activity", "partition": 0, "offset": 3, "key": "u",
-                    "timestamp": int(datetime.fromisoformat(stamp).timestamp() * 1000),
-                    "value": json.dumps({**event, "event_id": "e-bad", "event_type": "refund"})}).encode(),
+        json.dumps(
+            {
+                "topic": "user-activity",
+                "partition": 0,
+                "offset": 2,
+                "key": "u",
+                "timestamp": 1,
+                "value": "x" * 20_000,
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "topic": "user-activity",
+                "partition": 0,
+                "offset": 3,
+                "key": "u",
+                "timestamp": int(datetime.fromisoformat(stamp).timestamp() * 1000),
+                "value": json.dumps({**event, "event_id": "e-bad", "event_type": "refund"}),
+            }
+        ).encode(),
     ]
     shop.land("web-clickstream", [], batch_id="web-clickstream-junk-000001", raw_lines=lines)
     script = {**review, "review_id": "r-xss", "text": 'Nice <script>fetch("//evil")</script>'}
@@ -132,10 +151,16 @@ def test_near_duplicate_review_burst_is_flagged(shop):
     template = shop.payloads("product-reviews", limit=1)[0]
     words = ["amazing", "fantastic", "incredible", "superb", "wonderful"]
     burst = [
-        {**template, "review_id": f"r-burst-{i}", "user_id": f"u{9_000_000 + i}", "item_id": "i000001",
-         "rating": 5, "title": "Best purchase ever",
-         "text": f"Absolutely {words[i % 5]} product, five stars, works perfectly, "
-                 f"buy it now you will not regret it at all {i}"}
+        {
+            **template,
+            "review_id": f"r-burst-{i}",
+            "user_id": f"u{9_000_000 + i}",
+            "item_id": "i000001",
+            "rating": 5,
+            "title": "Best purchase ever",
+            "text": f"Absolutely {words[i % 5]} product, five stars, works perfectly, "
+            f"buy it now you will not regret it at all {i}",
+        }
         for i in range(25)
     ]
     shop.land("reviews-service", burst, batch_id="reviews-service-burst-000001")
@@ -149,9 +174,14 @@ def test_near_duplicate_review_burst_is_flagged(shop):
 def test_wave_of_brand_new_accounts_is_flagged(shop):
     events = shop.payloads("user-activity", limit=400)
     fresh = [
-        {**p, "event_id": f"n{i:012x}", "user_id": f"u{8_000_000 + i % 40}",
-         "account_created": (datetime.fromisoformat(p["event_time"]) - timedelta(days=1))
-         .astimezone(UTC).strftime("%Y-%m-%d")}
+        {
+            **p,
+            "event_id": f"n{i:012x}",
+            "user_id": f"u{8_000_000 + i % 40}",
+            "account_created": (datetime.fromisoformat(p["event_time"]) - timedelta(days=1))
+            .astimezone(UTC)
+            .strftime("%Y-%m-%d"),
+        }
         for i, p in enumerate(events)
     ]
     shop.land("web-clickstream", fresh, batch_id="web-clickstream-fresh-000001")

@@ -6,20 +6,33 @@ from assets.ecommerce.records import ACTIVITY, REVIEWS, sanitise_text
 
 KAFKA_TIME = pd.Timestamp("2026-11-02T10:00:00Z")
 EVENT = {
-    "event_id": "e0001", "event_type": "view", "user_id": "u0000001", "item_id": "i000001",
-    "session_id": "s1", "event_time": "2026-11-02T10:00:00.000Z", "price": 9.99,
+    "event_id": "e0001",
+    "event_type": "view",
+    "user_id": "u0000001",
+    "item_id": "i000001",
+    "session_id": "s1",
+    "event_time": "2026-11-02T10:00:00.000Z",
+    "price": 9.99,
     "account_created": "2025-01-01",
 }
 REVIEW = {
-    "review_id": "r1", "user_id": "u0000001", "item_id": "i000001", "rating": 4,
-    "title": "Good", "text": "Works well.", "review_time": "2026-11-02T10:00:00.000Z",
+    "review_id": "r1",
+    "user_id": "u0000001",
+    "item_id": "i000001",
+    "rating": 4,
+    "title": "Good",
+    "text": "Works well.",
+    "review_time": "2026-11-02T10:00:00.000Z",
     "account_created": "2025-01-01",
 }
 
 
 def _check(schema, rows):
-    fields = [n for n in schema.arrow_schema.names
-              if n not in ("source", "batch_id", "kafka_partition", "kafka_offset")]
+    fields = [
+        n
+        for n in schema.arrow_schema.names
+        if n not in ("source", "batch_id", "kafka_partition", "kafka_offset")
+    ]
     frame = pd.DataFrame.from_records(rows, columns=fields)
     return schema.check(frame, pd.Series([KAFKA_TIME] * len(rows)))
 

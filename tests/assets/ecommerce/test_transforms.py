@@ -156,8 +156,7 @@ def test_build_interactions_counts_and_confidence(spark):
             ("u1", "i2", "view", "u1:1", T0 + timedelta(minutes=3)),
             ("u2", "i1", "add_to_cart", "u2:1", T0 + timedelta(days=1)),
         ],
-        "user_id string, item_id string, event_type string, session_key string, "
-        "event_time timestamp",
+        "user_id string, item_id string, event_type string, session_key string, event_time timestamp",
     )
     out = build_interactions(sessions)
     rows = {
@@ -168,8 +167,7 @@ def test_build_interactions_counts_and_confidence(spark):
     }
 
     counts = {
-        key: (r["views"], r["carts"], r["purchases"], r["sessions"], r["label"])
-        for key, r in rows.items()
+        key: (r["views"], r["carts"], r["purchases"], r["sessions"], r["label"]) for key, r in rows.items()
     }
     assert counts == {
         ("u1", "i1"): (2, 1, 1, 2, 1),
