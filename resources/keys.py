@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tink
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -47,6 +48,10 @@ class KeyProvider(ConfigurableResource, ABC):
     @abstractmethod
     def signing_key(self, name: str) -> Ed25519PrivateKey:
         """A named Ed25519 signing key (code-approval key, reviewer key, ...)."""
+
+    @abstractmethod
+    def ec_signing_key(self, name: str) -> ec.EllipticCurvePrivateKey:
+        """A named EC P-256 signing key (the model release key: OpenSSF model-signing needs EC)."""
 
 
 class LocalKeyProvider(KeyProvider):
@@ -110,4 +115,15 @@ class LocalKeyProvider(KeyProvider):
         key = load_pem_private_key(self._read_or_create(f"{name}.pem", new_key), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise TypeError(f"Key '{name}' is not an Ed25519 private key.")
+        return key
+
+    def ec_signing_key(self, name: str) -> ec.EllipticCurvePrivateKey:
+        def new_key() -> bytes:
+            return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+            )
+
+        key = load_pem_private_key(self._read_or_create(f"{name}.ec.pem", new_key), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise TypeError(f"Key '{name}' is not an EC P-256 private key.")
         return key
