@@ -1,0 +1,557 @@
+"""The e-commerce recommender: matrix factorisation trained with BPR, in PyTorch.
+
+Pure model code with no Dagster and no I/O beyond `save_model`/`load_model`.
+The modeling assets call these functions on the `interactions` table
+(`user_id`, `item_id`, `views`, `carts`, `purchases`, `sessions`,
+`first_seen`, `last_seen`, `confidence`, `label`) and publish the result.
+
+Security properties this module owns:
+
+- **Nothing is pickled.** Weights are a safetensors file (a JSON header plus
+  raw tensor bytes) and everything else is JSON. `load_model` builds the
+  network from code and only then fills it from the safetensors file, so a
+  model directory cannot carry code (OWASP LLM03 Supply Chain, MITRE ATLAS
+  AML.T0011.000 Unsafe AI Artifacts).
+- **Deterministic training.** The same table, index and `TrainConfig` give
+  bit-identical weights on CPU, so a model can be reproduced and audited from
+  its recorded inputs.
+- **Shilling sensitivity.** `shilling_sensitivity` measures how far a
+  coordinated group of fake accounts can push an unpopular item into real
+  users' top-k (OWASP LLM04 Data and Model Poisoning, AML.T0020 Poison
+  Training Data), the robustness figure the modeling checks hold to a limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+MODEL_NAME = "matrix_factorization"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+EVAL_BATCH_USERS = 1024  # users ranked per step: bounds memory at users x items
+INIT_STD = 0.1
+FAKE_USER_PREFIX = "shill"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one BPR training run.
+
+    `weight_decay` is an L2 penalty on the embedding rows and biases each
+    batch touches (the usual BPR regulariser), not optimiser-wide decay that
+    would shrink every row on every step.
+    """
+
+    dim: int = 32
+    epochs: int = 20
+    lr: float = 0.05
+    weight_decay: float = 1e-4
+    batch_size: int = 4096
+    negatives: int = 1
+    seed: int = 7
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class IdIndex:
+    """Contiguous positions of user and item ids, sorted so that the same ids give the same index."""
+
+    users: tuple[str, ...]
+    items: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for kind, ids in (("user", self.users), ("item", self.items)):
+            if list(ids) != sorted(set(ids)):
+                raise ValueError(f"{kind} ids must be unique and sorted")
+
+    @classmethod
+    def from_interactions(cls, interactions: pd.DataFrame) -> IdIndex:
+        """The index of every user and item that appears in `interactions`."""
+        return cls(
+            users=tuple(sorted(interactions["user_id"].unique())),
+            items=tuple(sorted(interactions["item_id"].unique())),
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @cached_property
+    def _user_lookup(self) -> pd.Index:
+        return pd.Index(self.users)
+
+    @cached_property
+    def _item_lookup(self) -> pd.Index:
+        return pd.Index(self.items)
+
+    def user_positions(self, user_ids: Any) -> np.ndarray:
+        """Positions of `user_ids`; an unknown id raises KeyError."""
+        return _positions(self._user_lookup, user_ids, "user")
+
+    def item_positions(self, item_ids: Any, *, skip_unknown: bool = False) -> np.ndarray:
+        """Positions of `item_ids`; an unknown id raises KeyError, or is left out with `skip_unknown`."""
+        if skip_unknown:
+            item_ids = [item for item in item_ids if item in self._item_lookup]
+        return _positions(self._item_lookup, item_ids, "item")
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"users": list(self.users), "items": list(self.items)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[str]]) -> IdIndex:
+        return cls(users=tuple(data["users"]), items=tuple(data["items"]))
+
+
+def _positions(lookup: pd.Index, ids: Any, kind: str) -> np.ndarray:
+    positions = lookup.get_indexer(pd.Index(ids))
+    if (positions < 0).any():
+        unknown = pd.Index(ids)[positions < 0][:5].tolist()
+        raise KeyError(f"unknown {kind} ids: {unknown}")
+    return positions.astype(np.int64)
+
+
+def split_holdout(interactions: pd.DataFrame, *, min_interactions: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave-last-out split: each user's most recent item (by `last_seen`) is held out.
+
+    Users with fewer than `min_interactions` items stay wholly in train, so no
+    user is left with too little history to learn from. Ties on `last_seen`
+    are broken by `item_id`, so the split never depends on row order.
+    """
+    ordered = interactions.sort_values(["user_id", "last_seen", "item_id"], kind="stable")
+    by_user = ordered.groupby("user_id", sort=False)
+    is_last = by_user.cumcount(ascending=False) == 0
+    held = is_last & (by_user["item_id"].transform("size") >= min_interactions)
+    return ordered[~held].reset_index(drop=True), ordered[held].reset_index(drop=True)
+
+
+class MatrixFactorization(nn.Module):
+    """score(u, i) = <user_u, item_i> + bias_i: user and item embeddings plus an item bias."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.user_embedding = nn.Embedding(n_users, dim)
+        self.item_embedding = nn.Embedding(n_items, dim)
+        self.item_bias = nn.Embedding(n_items, 1)
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Small random embeddings and zero biases, drawn from `generator` only."""
+        nn.init.normal_(self.user_embedding.weight, std=INIT_STD, generator=generator)
+        nn.init.normal_(self.item_embedding.weight, std=INIT_STD, generator=generator)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of the pairs (users[j], items[j])."""
+        return (self.user_embedding(users) * self.item_embedding(items)).sum(-1) + self.item_bias(items).squeeze(-1)
+
+    def scores_for_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for each user: shape [len(users), n_items]."""
+        return self.user_embedding(users) @ self.item_embedding.weight.T + self.item_bias.weight.T
+
+    def architecture(self) -> dict[str, Any]:
+        """What `build_from_architecture` needs to rebuild this network from code."""
+        return {
+            "name": MODEL_NAME,
+            "n_users": self.user_embedding.num_embeddings,
+            "n_items": self.item_embedding.num_embeddings,
+            "dim": self.user_embedding.embedding_dim,
+        }
+
+
+def build_from_architecture(arch: dict[str, Any]) -> MatrixFactorization:
+    """An untrained network shaped as `arch` declares.
+
+    The architecture is a small JSON record interpreted by this code; the
+    network is never deserialised from a stored object, so a model file cannot
+    bring its own code.
+    """
+    expected = {"name", "n_users", "n_items", "dim"}
+    if set(arch) != expected:
+        raise ValueError(f"architecture must have exactly the keys {sorted(expected)}, got {sorted(arch)}")
+    if arch["name"] != MODEL_NAME:
+        raise ValueError(f"unknown architecture {arch['name']!r}; expected {MODEL_NAME!r}")
+    sizes = {key: arch[key] for key in ("n_users", "n_items", "dim")}
+    if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes.values()):
+        raise ValueError(f"architecture sizes must be positive integers, got {sizes}")
+    return MatrixFactorization(**sizes)
+
+
+def _pairs(interactions: pd.DataFrame, index: IdIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) positions of the rows, sorted so that row order never matters."""
+    users = index.user_positions(interactions["user_id"])
+    items = index.item_positions(interactions["item_id"])
+    order = np.lexsort((items, users))
+    return users[order], items[order]
+
+
+def _positive_weights(interactions: pd.DataFrame, index: IdIndex) -> np.ndarray:
+    """Confidence of each row, in `_pairs` order, scaled to mean 1 so the learning rate keeps its meaning."""
+    users = index.user_positions(interactions["user_id"])
+    items = index.item_positions(interactions["item_id"])
+    confidence = interactions["confidence"].to_numpy(dtype=np.float64)[np.lexsort((items, users))]
+    return (confidence / confidence.mean()).astype(np.float32)
+
+
+def train_bpr(
+    train: pd.DataFrame,
+    index: IdIndex,
+    cfg: TrainConfig,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> MatrixFactorization:
+    """Matrix factorisation fitted with confidence-weighted BPR and uniform negative sampling.
+
+    Every (user, item) row is a positive; each epoch pairs it with
+    `cfg.negatives` items drawn uniformly and minimises
+    -confidence * log sigmoid(score(pos) - score(neg)) with Adam. All
+    randomness comes from generators seeded by `cfg.seed` (a torch generator
+    for the initial weights, a numpy generator for shuffling and negatives)
+    and rows are sorted first, so the same input gives the same weights on
+    CPU whatever the row order. Returns the model on CPU in eval mode.
+    """
+    device = torch.device(cfg.device)
+    model = MatrixFactorization(index.n_users, index.n_items, cfg.dim)
+    model.reset_parameters(torch.Generator().manual_seed(cfg.seed))
+    model.to(device).train()
+    users, items = (torch.from_numpy(a).to(device) for a in _pairs(train, index))
+    weights = torch.from_numpy(_positive_weights(train, index)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+    for epoch in range(cfg.epochs):
+        total = 0.0
+        for rows, negatives in _epoch_batches(len(users), index.n_items, cfg, rng):
+            rows = torch.from_numpy(rows).to(device)
+            negatives = torch.from_numpy(negatives).to(device)
+            loss = _batch_loss(model, users[rows], items[rows], negatives, weights[rows], cfg.weight_decay)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        if log is not None:
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / len(users):.4f}")
+    return model.cpu().eval()
+
+
+def _epoch_batches(
+    n_rows: int, n_items: int, cfg: TrainConfig, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch in shuffled batches of row positions, each row with its uniformly drawn negatives."""
+    order = rng.permutation(n_rows)
+    negatives = rng.integers(n_items, size=(n_rows, cfg.negatives))
+    for start in range(0, n_rows, cfg.batch_size):
+        yield order[start : start + cfg.batch_size], negatives[start : start + cfg.batch_size]
+
+
+def _batch_loss(
+    model: MatrixFactorization,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    weights: torch.Tensor,
+    weight_decay: float,
+) -> torch.Tensor:
+    """Confidence-weighted BPR, -w * log sigmoid(score(pos) - score(neg)), plus L2 on the rows used."""
+    user_vectors = model.user_embedding(users)
+    positive_vectors, negative_vectors = model.item_embedding(positives), model.item_embedding(negatives)
+    positive_bias, negative_bias = model.item_bias(positives).squeeze(-1), model.item_bias(negatives).squeeze(-1)
+    positive = (user_vectors * positive_vectors).sum(-1) + positive_bias
+    negative = torch.einsum("bd,bnd->bn", user_vectors, negative_vectors) + negative_bias
+    ranking = -(F.logsigmoid(positive.unsqueeze(-1) - negative).mean(-1) * weights).mean()
+    l2 = (
+        user_vectors.square().sum(-1)
+        + positive_vectors.square().sum(-1)
+        + positive_bias.square()
+        + (negative_vectors.square().sum(-1) + negative_bias.square()).mean(-1)
+    )
+    return ranking + weight_decay * l2.mean()
+
+
+def evaluate(
+    model: MatrixFactorization, train: pd.DataFrame, heldout: pd.DataFrame, index: IdIndex, k: int = 10
+) -> dict[str, float | int]:
+    """Held-out recall@k and NDCG@k of the model, ranking every item a user has not trained on."""
+    with torch.no_grad():
+        return _rank_metrics(model.scores_for_users, train, heldout, index, k)
+
+
+def popularity_baseline(
+    train: pd.DataFrame, heldout: pd.DataFrame, index: IdIndex, k: int = 10
+) -> dict[str, float | int]:
+    """The same metrics for recommending the items most users interacted with in training."""
+    counts = np.bincount(index.item_positions(train["item_id"]), minlength=index.n_items)
+    popularity = torch.from_numpy(counts.astype(np.float32))
+    return _rank_metrics(lambda users: popularity.expand(len(users), -1), train, heldout, index, k)
+
+
+def _rank_metrics(
+    score_users: Callable[[torch.Tensor], torch.Tensor],
+    train: pd.DataFrame,
+    heldout: pd.DataFrame,
+    index: IdIndex,
+    k: int,
+) -> dict[str, float | int]:
+    """Mean recall@k and NDCG@k over the held-out users, scored EVAL_BATCH_USERS users at a time.
+
+    Each user's training items are excluded from their ranking; memory stays
+    at a batch of users times the number of items.
+    """
+    train_users, train_items = _pairs(train, index)
+    held_users, held_items = _pairs(heldout, index)
+    users = np.unique(held_users)
+    discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
+    recall, ndcg = 0.0, 0.0
+    for start in range(0, len(users), EVAL_BATCH_USERS):
+        batch = users[start : start + EVAL_BATCH_USERS]
+        scores = score_users(torch.from_numpy(batch)).clone()
+        scores[_rows_in(batch, train_users, train_items)] = -torch.inf
+        relevant = torch.zeros_like(scores, dtype=torch.bool)
+        relevant[_rows_in(batch, held_users, held_items)] = True
+        top = scores.topk(min(k, index.n_items), dim=1).indices
+        hits = relevant.gather(1, top).double()
+        n_relevant = relevant.sum(1).double()
+        ideal = torch.cumsum(discounts, 0)[(n_relevant.clamp(max=k) - 1).long()]
+        recall += (hits.sum(1) / n_relevant).sum().item()
+        ndcg += ((hits * discounts[: top.shape[1]]).sum(1) / ideal).sum().item()
+    n = max(len(users), 1)
+    return {f"recall@{k}": recall / n, f"ndcg@{k}": ndcg / n, "users": len(users)}
+
+
+def _rows_in(batch: np.ndarray, users: np.ndarray, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row in batch, item) coordinates of the (user, item) pairs whose user is in the sorted `batch`."""
+    inside = np.isin(users, batch)
+    rows = np.searchsorted(batch, users[inside])
+    return torch.from_numpy(rows), torch.from_numpy(items[inside])
+
+
+def recommend(
+    model: MatrixFactorization, index: IdIndex, user_id: str, k: int, exclude: set[str]
+) -> list[tuple[str, float]]:
+    """The user's top-k items with their scores, best first, leaving out the items in `exclude`.
+
+    Excluded ids the index does not know are ignored; an unknown user raises KeyError.
+    """
+    user = torch.from_numpy(index.user_positions([user_id]))
+    with torch.no_grad():
+        scores = model.scores_for_users(user)[0]
+    excluded = index.item_positions(sorted(exclude), skip_unknown=True)
+    scores[torch.from_numpy(excluded)] = -torch.inf
+    top = scores.topk(min(k, index.n_items - len(excluded)))
+    return [(index.items[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+
+def save_model(
+    model: MatrixFactorization,
+    index: IdIndex,
+    cfg: TrainConfig,
+    metrics: dict[str, Any],
+    directory: Path,
+    *,
+    version: int,
+) -> Path:
+    """Write `model.safetensors` (the state dict) and `config.json` into a new `directory`.
+
+    Both files are written and fsynced in a temporary sibling folder that is
+    renamed into place in one step, so a killed run never leaves a
+    half-written model that a later run could trust. A model directory is
+    written once: an existing non-empty `directory` is refused.
+    """
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"model directory {directory} already holds files; a model version is written once")
+    config = {
+        "architecture": model.architecture(),
+        "train_config": cfg.to_dict(),
+        "id_index": index.to_dict(),
+        "metrics": metrics,
+        "version": version,
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+    (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
+        _fsync(path)
+    os.replace(staging, directory)
+    _fsync(directory.parent)
+    return directory
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def load_model(directory: Path) -> tuple[MatrixFactorization, IdIndex, dict[str, Any]]:
+    """The model, id index and config stored in `directory` by `save_model`.
+
+    Protects against unsafe deserialisation: the network is built from code
+    by `build_from_architecture`, and the weights come from a safetensors file
+    only (never pickle or `torch.load`). A weights file whose tensor names,
+    shapes or dtypes differ from the declared architecture, or an id index whose sizes
+    differ from it, is refused with ValueError rather than loaded partially.
+    Verifying who produced the directory (its signature) is the caller's job.
+    """
+    directory = Path(directory)
+    config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    model = build_from_architecture(config["architecture"])
+    index = IdIndex.from_dict(config["id_index"])
+    if (index.n_users, index.n_items) != (model.architecture()["n_users"], model.architecture()["n_items"]):
+        raise ValueError(
+            f"id index has {index.n_users} users and {index.n_items} items, "
+            f"the architecture declares {config['architecture']}"
+        )
+    tensors = load_file(directory / WEIGHTS_FILE)
+    expected = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in model.state_dict().items()}
+    found = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in tensors.items()}
+    if found != expected:
+        raise ValueError(
+            f"{WEIGHTS_FILE} does not match the architecture in {CONFIG_FILE}: "
+            f"expected tensors {expected}, found {found}"
+        )
+    model.load_state_dict(tensors, strict=True)
+    return model.eval(), index, config
+
+
+def pick_shilling_target(train: pd.DataFrame) -> str:
+    """The least popular item with at least one interaction (fewest users, then smallest id).
+
+    An unpopular item is what a shilling attacker promotes: it has the most
+    to gain, and a clean model has no reason to recommend it.
+    """
+    counts = train.groupby("item_id").size()
+    return str(counts.sort_index().sort_values(kind="stable").index[0])
+
+
+def inject_shilling(
+    train: pd.DataFrame,
+    index: IdIndex,
+    *,
+    target_item: str,
+    fake_users: int,
+    filler_items: int,
+    seed: int,
+) -> tuple[pd.DataFrame, IdIndex]:
+    """Add `fake_users` fake accounts running a bandwagon attack on `target_item`.
+
+    Each fake account buys the target (with the highest confidence seen in
+    `train`) and views `filler_items` other items drawn by popularity, so its
+    profile resembles a real user's and ties the target to popular taste.
+    Returns the poisoned table and its index; fake ids sort before the real ones.
+    """
+    index.item_positions([target_item])
+    fake_ids = [f"{FAKE_USER_PREFIX}{n:06d}" for n in range(fake_users)]
+    if set(fake_ids) & set(index.users):
+        raise ValueError(f"fake user ids with prefix {FAKE_USER_PREFIX!r} collide with real ones")
+    popularity = train.groupby("item_id").size().drop(target_item, errors="ignore").sort_index()
+    n_fillers = min(filler_items, len(popularity))
+    rng = np.random.default_rng(seed)
+    fillers = [
+        rng.choice(popularity.index.to_numpy(), size=n_fillers, replace=False, p=popularity / popularity.sum())
+        for _ in fake_ids
+    ]
+    is_target = np.tile(np.r_[True, np.zeros(n_fillers, dtype=bool)], fake_users)
+    now = train["last_seen"].max()
+    fake = pd.DataFrame(
+        {
+            "user_id": np.repeat(fake_ids, n_fillers + 1),
+            "item_id": [item for chosen in fillers for item in (target_item, *chosen)],
+            "views": 1,
+            "carts": is_target.astype(np.int64),
+            "purchases": is_target.astype(np.int64),
+            "sessions": 1,
+            "first_seen": now,
+            "last_seen": now,
+            "confidence": np.where(is_target, train["confidence"].max(), train["confidence"].median()),
+            "label": is_target.astype(train["label"].dtype),
+        }
+    )
+    poisoned = pd.concat([train, fake.astype(train.dtypes[fake.columns].to_dict())], ignore_index=True)
+    return poisoned, IdIndex(users=tuple(sorted([*index.users, *fake_ids])), items=index.items)
+
+
+def target_exposure(
+    model: MatrixFactorization, index: IdIndex, item_id: str, users: list[str], k: int = 10
+) -> float:
+    """Share of `users` whose top-k over all items contains `item_id`."""
+    if not users:
+        return 0.0
+    item = int(index.item_positions([item_id])[0])
+    positions = index.user_positions(users)
+    exposed = 0
+    with torch.no_grad():
+        for start in range(0, len(positions), EVAL_BATCH_USERS):
+            batch = torch.from_numpy(positions[start : start + EVAL_BATCH_USERS])
+            top = model.scores_for_users(batch).topk(min(k, index.n_items), dim=1).indices
+            exposed += int((top == item).any(1).sum())
+    return exposed / len(positions)
+
+
+def shilling_sensitivity(
+    train: pd.DataFrame,
+    index: IdIndex,
+    cfg: TrainConfig,
+    *,
+    target_item: str | None = None,
+    fake_user_share: float = 0.05,
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """How far a bandwagon attack with `fake_user_share` fake accounts lifts an item's exposure.
+
+    Trains the same configuration (same seed) on the clean table and on a
+    copy with fake accounts injected, and compares the share of real users
+    who had not interacted with the target and now see it in their top-10.
+    Fake accounts get as many filler items as a median real user has, so they
+    cannot be told apart by profile size. `target_item` defaults to
+    `pick_shilling_target(train)`; `epochs` shortens training for a quick test.
+    """
+    target = target_item or pick_shilling_target(train)
+    short = replace(cfg, epochs=cfg.epochs if epochs is None else epochs)
+    fake_users = round(fake_user_share * index.n_users)
+    poisoned, poisoned_index = inject_shilling(
+        train,
+        index,
+        target_item=target,
+        fake_users=fake_users,
+        filler_items=int(train.groupby("user_id").size().median()) - 1,
+        seed=cfg.seed,
+    )
+    reached = set(train.loc[train["item_id"] == target, "user_id"])
+    audience = [user for user in index.users if user not in reached]
+    clean = target_exposure(train_bpr(train, index, short), index, target, audience)
+    attacked = target_exposure(train_bpr(poisoned, poisoned_index, short), poisoned_index, target, audience)
+    return {
+        "target_item": target,
+        "fake_users": fake_users,
+        "exposure_clean": clean,
+        "exposure_poisoned": attacked,
+        "exposure_lift": attacked - clean,
+    }
