@@ -11,6 +11,7 @@ environment variables instead of editing code:
 | `PIPELINE_LEDGER_URL` | ledger database (SQLAlchemy URL) | `postgresql+psycopg://...` |
 | `PIPELINE_DVC_REMOTE` | DVC remote | `s3://bucket/dvc` |
 | `PIPELINE_SPARK_MASTER` | Spark master | `spark://spark-master:7077` |
+| `PIPELINE_MLFLOW_URI` | MLflow tracking and registry | `http://mlflow:5000` |
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from typing import Any
 
 from resources.code_approval import CodeApprovals
 from resources.integrity import IntegrityLedger
-from resources.io_managers import JsonIOManager, ParquetIOManager
+from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
 from resources.keys import LocalKeyProvider
+from resources.releases import ModelReleases
 from resources.scratch import ScratchSpace
+from resources.signing import ReleaseSigner
 from resources.sources import SourceRegistry
 from resources.spark import SparkResource
 from resources.store import ArtifactStore
+from resources.tracking import ExperimentTracking
 from resources.validation import DataValidator
 from resources.versioning import DataVersioning
 
@@ -58,4 +62,9 @@ def resources_for(example: str) -> dict[str, Any]:
         "approvals": CodeApprovals(key_provider=keys),
         "io_manager": ParquetIOManager(store=store, ledger=ledger, scratch=scratch, versioning=versioning),
         "json_io_manager": JsonIOManager(store=store, ledger=ledger),
+        "model_io_manager": ModelDirIOManager(store=store, ledger=ledger, scratch=scratch),
+        "tracking": ExperimentTracking(tracking_uri=_env("PIPELINE_MLFLOW_URI")),
+        # Only the promotion step asks for the signer: it alone holds the release key.
+        "signer": ReleaseSigner(key_provider=keys),
+        "releases": ModelReleases(),
     }

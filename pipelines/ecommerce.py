@@ -1,6 +1,6 @@
-"""The e-commerce recommender's code location: collection, storage, processing."""
+"""The e-commerce recommender's code location: the whole lifecycle, collection to retraining."""
 
-from __future__ import annotations
+from typing import Any
 
 from dagster import (
     AssetSelection,
@@ -10,34 +10,52 @@ from dagster import (
     in_process_executor,
 )
 
-from assets.ecommerce import collection, processing
+from assets.ecommerce import collection, deployment, modeling, monitoring, processing, retraining_audit
 from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for
 
 audit, audit_checks = integrity_audit("ecommerce")
 
+REFERENCE = AssetSelection.assets(
+    collection.reference_events,
+    collection.reference_reviews,
+    collection.trusted_baseline,
+    modeling.training_reference,
+)
+AUDITS = AssetSelection.assets(audit, retraining_audit.retraining_audit)
+FEEDBACK_LOOP = AssetSelection.groups("monitoring", "modeling", "deployment") - REFERENCE - AUDITS
+
 baseline_job = define_asset_job(
     "ecommerce_baseline",
-    selection=AssetSelection.assets(collection.trusted_baseline),
-    description="Compute the trusted baseline from the reviewed reference window.",
+    selection=REFERENCE,
+    description="Collect the reviewed reference window and compute the trusted baselines from it.",
 )
 lifecycle_job = define_asset_job(
     "ecommerce_lifecycle",
-    selection=AssetSelection.groups("collection", "processing")
-    - AssetSelection.assets(collection.trusted_baseline),
-    description="Collect the landed batches and process them, stopping at any failed control.",
+    selection=AssetSelection.all() - REFERENCE - AUDITS,
+    description="Collect, process, train, check and promote, stopping at any failed control.",
+)
+retraining_job = define_asset_job(
+    "ecommerce_retraining",
+    selection=FEEDBACK_LOOP,
+    description="Validate new feedback, retrain on trusted plus capped feedback, promote if not worse.",
 )
 audit_job = define_asset_job(
-    "ecommerce_integrity_audit",
-    selection=AssetSelection.assets(audit),
-    description="Re-hash every stored artifact and verify the ledger chain.",
+    "ecommerce_audit",
+    selection=AUDITS,
+    description="Re-hash every stored artifact, verify the ledger chain, trace every released model.",
 )
 
 
-def build_definitions() -> Definitions:
-    """The location's definitions, with resources resolved from the environment now."""
+def build_definitions(**overrides: Any) -> Definitions:
+    """The location's definitions, with resources resolved from the environment now.
+
+    `overrides` replaces resources by key (tests train for fewer epochs).
+    """
     return Definitions(
         assets=[
+            collection.reference_events,
+            collection.reference_reviews,
             collection.trusted_baseline,
             collection.activity_events,
             collection.product_reviews,
@@ -45,12 +63,33 @@ def build_definitions() -> Definitions:
             processing.interactions,
             processing.scored_reviews,
             processing.item_features,
+            monitoring.feedback_events,
+            monitoring.feedback_reviews,
+            monitoring.feedback_drift,
+            monitoring.feedback_interactions,
+            modeling.training_reference,
+            modeling.training_interactions,
+            modeling.recommender_model,
+            deployment.champion_model,
+            retraining_audit.retraining_audit,
             audit,
         ],
-        asset_checks=[*collection.collection_checks, *processing.processing_checks, *audit_checks],
-        jobs=[baseline_job, lifecycle_job, audit_job],
+        asset_checks=[
+            *collection.collection_checks,
+            *processing.processing_checks,
+            *monitoring.monitoring_checks,
+            *modeling.modeling_checks,
+            *deployment.deployment_checks,
+            retraining_audit.retraining_audit_clean,
+            *audit_checks,
+        ],
+        jobs=[baseline_job, lifecycle_job, retraining_job, audit_job],
         schedules=[ScheduleDefinition(job=audit_job, cron_schedule="0 3 * * *")],
-        resources=resources_for("ecommerce"),
+        resources={
+            **resources_for("ecommerce"),
+            "recommender_settings": modeling.RecommenderSettings(),
+            **overrides,
+        },
         # One process per run: Spark starts once and every step shares its session.
         executor=in_process_executor,
     )

@@ -15,16 +15,24 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from resources.integrity import IntegrityError, IntegrityLedger, LedgerEntry, git_revision
+from resources.integrity import (
+    IntegrityError,
+    IntegrityLedger,
+    LedgerEntry,
+    canonical_json,
+    digest_bytes,
+    git_revision,
+)
 from resources.scratch import ScratchSpace
 from resources.store import ArtifactStore, StoredArtifact
-from resources.tables import TableFile
+from resources.tables import ModelDir, TableFile
 from resources.versioning import DataVersioning
 
 
@@ -39,20 +47,29 @@ class _LedgerIOManager(ConfigurableIOManager):
 
     extension: str = ""
 
+    def _area(self, context: OutputContext) -> tuple[str, str]:
+        """The writing stage (the asset's group) and this materialisation's base path."""
+        stage = context.asset_spec.group_name
+        return stage, f"{stage}/{'/'.join(context.asset_key.path)}/{context.run_id}"
+
     def _publish(
         self,
         context: OutputContext,
         write: Callable[[BinaryIO], None],
         details: dict[str, Any],
-    ) -> tuple[StoredArtifact, LedgerEntry]:
-        spec = context.asset_spec
-        stage = spec.group_name
-        key_path = "/".join(context.asset_key.path)
-        relative = f"{stage}/{key_path}/{context.run_id}.{self.extension}"
-        with self.store.stage(stage).open_write(relative) as handle:
+    ) -> LedgerEntry:
+        stage, base = self._area(context)
+        with self.store.stage(stage).open_write(f"{base}.{self.extension}") as handle:
             write(handle)
         artifact = handle.artifact
         details = {**details, **self._extra_details(context, artifact)}
+        return self._record(context, artifact, details)
+
+    def _record(
+        self, context: OutputContext, artifact: StoredArtifact, details: dict[str, Any]
+    ) -> LedgerEntry:
+        """Append the provenance entry and show its evidence on the materialisation."""
+        spec = context.asset_spec
         entry = self.ledger.append(
             LedgerEntry(
                 subject=subject_of(context),
@@ -80,7 +97,7 @@ class _LedgerIOManager(ConfigurableIOManager):
                 **{k: v for k, v in details.items() if isinstance(v, (int, float, str))},
             }
         )
-        return artifact, entry
+        return entry
 
     def _extra_details(self, context: OutputContext, artifact: StoredArtifact) -> dict[str, Any]:
         return {}
@@ -153,6 +170,64 @@ class ParquetIOManager(_LedgerIOManager):
             self.store.copy_verified(entry.path, dest, digest=entry.digest, stored_digest=entry.stored_digest)
             return TableFile(path=dest, rows=pq.ParquetFile(dest).metadata.num_rows)
         return pd.read_parquet(io.BytesIO(self._read(entry)))
+
+
+class ModelDirIOManager(_LedgerIOManager):
+    """Model directories (safetensors weights, JSON config, signature) stored file by file.
+
+    Each file is an encrypted artifact with its own ledger entry (so the
+    integrity audit re-hashes every one); the asset's entry carries a digest
+    over the files' digests. A load verifies every file and the set of files:
+    a file added to or removed from a stored model is refused.
+    """
+
+    scratch: ScratchSpace
+
+    def handle_output(self, context: OutputContext, obj: ModelDir) -> None:
+        if not isinstance(obj, ModelDir):
+            raise TypeError(f"{subject_of(context)} returned {type(obj).__name__}; expected a ModelDir.")
+        stage, base = self._area(context)
+        files = {}
+        for file in sorted(obj.path.iterdir()):
+            if file.is_symlink() or not file.is_file():
+                raise IntegrityError(f"{file} is not a regular file; a model directory holds files only.")
+            artifact = self.store.stage(stage).write_file(f"{base}/{file.name}", file)
+            self.ledger.append(
+                LedgerEntry(
+                    subject=f"{subject_of(context)}/{file.name}",
+                    kind="artifact-file",
+                    path=artifact.path,
+                    digest=artifact.digest,
+                    stored_digest=artifact.stored_digest,
+                    size=artifact.size,
+                    run_id=context.run_id,
+                )
+            )
+            files[file.name] = asdict(artifact)
+        bundle = StoredArtifact(
+            path=base,
+            digest=_bundle_digest(files),
+            stored_digest=_bundle_digest(files, "stored_digest"),
+            size=sum(f["size"] for f in files.values()),
+        )
+        self._record(context, bundle, {"files": files, **obj.details})
+
+    def load_input(self, context: InputContext) -> ModelDir:
+        entry = self._trusted_entry(context)
+        files = entry.details["files"]
+        if _bundle_digest(files) != entry.digest:
+            raise IntegrityError(f"The file list of {entry.subject} does not match its recorded digest.")
+        dest = self.scratch.path(entry.path.replace("/", "__"))
+        dest.mkdir(mode=0o700)
+        for name, stored in files.items():
+            self.store.copy_verified(
+                stored["path"], dest / name, digest=stored["digest"], stored_digest=stored["stored_digest"]
+            )
+        return ModelDir(path=dest, details={k: v for k, v in entry.details.items() if k != "files"})
+
+
+def _bundle_digest(files: dict[str, dict], field: str = "digest") -> str:
+    return digest_bytes(canonical_json({name: stored[field] for name, stored in files.items()}))
 
 
 class JsonIOManager(_LedgerIOManager):

@@ -1,9 +1,9 @@
-"""Tables passed between assets as Parquet files rather than in-memory frames."""
+"""Tables and model directories passed between assets as files rather than in-memory objects."""
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,6 +20,17 @@ class TableFile:
 
     path: Path
     rows: int
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A model directory (safetensors weights + JSON config, later a signature) in scratch.
+
+    `details` (JSON-serialisable) is recorded in the ledger entry beside the files.
+    """
+
+    path: Path
+    details: dict = field(default_factory=dict)
 
 
 def spark_to_table_file(frame: DataFrame, dest: Path) -> TableFile:

@@ -118,6 +118,7 @@ TORCH_VERSION_TAG = "pipeline.torch_version"
 
 MAX_MLFLOW_DIGEST = 36  # mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE
 MAX_INPUT_TAG_VALUE = 500  # mlflow.utils.validation.MAX_INPUT_TAG_VALUE_SIZE
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
 _BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
 
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".dill"})
@@ -224,10 +225,8 @@ def _looks_pickled(path: Path) -> bool:
         head = fh.read(1 << 16)
     if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
         return False
-    if len(head) >= 9 and head[8:9] == b"{":
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if 8 + header_len <= path.stat().st_size:
-            return False  # a safetensors header
+    if len(head) >= 9 and head[8:9] == b"{" and _is_safetensors(path, head):
+        return False
     parsed = 0
     try:
         for opcode, _arg, _pos in pickletools.genops(head):
@@ -237,6 +236,20 @@ def _looks_pickled(path: Path) -> bool:
     except Exception:  # not (or no longer) a parsable pickle stream
         return parsed >= 8
     return parsed >= 8
+
+
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    """True if the file starts with a well-formed safetensors header (u64 length + JSON object)."""
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if header_len > _MAX_SAFETENSORS_HEADER or 8 + header_len > path.stat().st_size:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(8)
+        raw = fh.read(header_len)
+    try:
+        return isinstance(json.loads(raw), dict)
+    except ValueError:
+        return False
 
 
 def _refuse_pickles(local_dir: Path) -> None:
@@ -495,9 +508,17 @@ class ExperimentTracking(dg.ConfigurableResource):
         try:
             yield tracked
         except BaseException:
-            client.set_terminated(tracked.run_id, status="FAILED")
+            try:
+                client.set_terminated(tracked.run_id, status="FAILED")
+            except Exception:  # keep the original error; the run stays RUNNING
+                logger.warning("could not mark MLflow run %s as FAILED", tracked.run_id, exc_info=True)
             raise
         client.set_terminated(tracked.run_id, status="FINISHED")
+
+    def attach(self, run_id: str) -> TrackedRun:
+        """A handle on an existing run (promotion adds the signed release to the run that trained it)."""
+        client = self.client()
+        return TrackedRun(client, run_id, client.get_run(run_id).info.artifact_uri)
 
     def run_inputs(self, run_id: str) -> list[dict[str, Any]]:
         """The datasets a run logged: name, full digest, source, context, rows."""

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import io
 import json
+import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,10 +112,15 @@ def model_line(config: Mapping[str, Any]) -> str:
 def scan_for_pickle(data: bytes | BinaryIO, file_id: str, file_ext: str | None = None) -> list[str]:
     """Strict picklescan: every global import, dangerous opcode or scan error is a finding."""
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    scanner_log = logging.getLogger("picklescan")
+    level = scanner_log.level
+    scanner_log.setLevel(logging.ERROR)  # "could not parse as pickle" is the *good* case for weights
     try:
         result = scan_bytes(stream, file_id, file_ext, strict=True)
     except Exception as exc:  # a scanner that cannot parse the file is a failure, not a pass
         return [f"picklescan could not scan it ({type(exc).__name__}: {exc})"]
+    finally:
+        scanner_log.setLevel(level)
     findings = [f"{g.safety.value} import {g.module}.{g.name}" for g in result.globals]
     if result.scan_err:
         findings.append("picklescan hit a parse error inside a pickle stream")

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from assets.ecommerce.collection import BASELINE_KEY
+from assets.ecommerce.modeling import RecommenderSettings
 from assets.ecommerce.transforms import approved_transforms
 from examples.ecommerce.generate import default_paths, generate
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
@@ -26,6 +27,7 @@ from resources.integrity import IntegrityLedger
 from resources.store import ArtifactStore
 
 EVENTS = 3_000
+FAST_TRAINING = RecommenderSettings(dim=16, epochs=8, shilling_epochs=4)
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -41,7 +43,7 @@ class Shop:
         self.paths = default_paths(self.home)
         self.summary = generate(seed=7, events=EVENTS, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
-        self.defs = ecommerce.build_definitions()
+        self.defs = ecommerce.build_definitions(recommender_settings=FAST_TRAINING)
         resources_for("ecommerce")["approvals"].approve(approved_transforms(), approver="tests")
 
     def run(self, job: str) -> ExecuteInProcessResult:

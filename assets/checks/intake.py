@@ -29,8 +29,11 @@ def _report(context: AssetCheckExecutionContext, key: AssetKey) -> dict:
     return materialization_metadata(context, key).get("intake_report") or {}
 
 
-def source_checks(key: AssetKey) -> list[AssetChecksDefinition]:
-    """Authentication, rate limits and record accounting for one collected table."""
+def source_checks(key: AssetKey, *, allow_empty: bool = False) -> list[AssetChecksDefinition]:
+    """Authentication, rate limits and record accounting for one collected table.
+
+    `allow_empty` accepts a window in which nothing arrived (feedback may be quiet).
+    """
 
     @asset_check(asset=key, name="batches_authenticated", blocking=True)
     def batches_authenticated(context: AssetCheckExecutionContext) -> AssetCheckResult:
@@ -80,9 +83,11 @@ def source_checks(key: AssetKey) -> list[AssetChecksDefinition]:
         share = quarantined / received if received else 0.0
         balanced = received == accepted + quarantined
         return AssetCheckResult(
-            passed=bool(received) and balanced and share <= MAX_QUARANTINE_SHARE,
+            passed=(bool(received) or allow_empty) and balanced and share <= MAX_QUARANTINE_SHARE,
             severity=AssetCheckSeverity.ERROR,
-            description=None if received else "No records arrived: generate data with `make data`.",
+            description=None
+            if received or allow_empty
+            else "No records arrived: generate data with `make data`.",
             metadata={
                 "received": received,
                 "accepted": accepted,
@@ -181,3 +186,36 @@ def mix_check(key: AssetKey, baseline: AssetKey, section: str, field: str) -> As
         )
 
     return mix_stable
+
+
+def near_duplicate_check(key: AssetKey, baseline: AssetKey) -> AssetChecksDefinition:
+    """Blocking check for bursts of near-identical reviews on one item (copy-paste campaigns)."""
+
+    @asset_check(
+        asset=key,
+        name="no_near_duplicate_burst",
+        blocking=True,
+        additional_ins={"baseline": AssetIn(key=baseline)},
+    )
+    def no_near_duplicate_burst(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
+        """No item received a burst of near-identical reviews beyond what the baseline shows.
+
+        Copy-paste review campaigns (shilling) vary a word or two per review;
+        MinHash over word shingles groups them per item.
+        """
+        profile = _report(context, key).get("profile", {})
+        largest = profile.get("largest_near_duplicate_cluster", 0)
+        trusted = baseline["reviews"]["profile"]["largest_near_duplicate_cluster"]
+        limit = max(2 * trusted, trusted + 5)
+        return AssetCheckResult(
+            passed=largest <= limit,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "largest_cluster": largest,
+                "item": profile.get("largest_cluster_item", ""),
+                "baseline_largest": trusted,
+                "limit": limit,
+            },
+        )
+
+    return no_near_duplicate_burst

@@ -16,86 +16,104 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     Failure,
     MetadataValue,
     asset,
-    asset_check,
 )
 
-from assets.checks.evidence import materialization_metadata
-from assets.checks.intake import baseline_checks, mix_check, source_checks
+from assets.checks.intake import baseline_checks, mix_check, near_duplicate_check, source_checks
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
 from assets.ecommerce.intake import IntakeResult, collect_topic
-from assets.ecommerce.profiles import activity_profile, review_profile
+from assets.ecommerce.profiles import activity_profile, review_profile, source_rates
 from assets.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
 from resources.integrity import IntegrityLedger, LedgerEntry
 from resources.scratch import ScratchSpace
-from resources.sources import BatchVerdict, SourceRegistry
+from resources.sources import BatchVerdict, SourcePolicy, SourceRegistry
 from resources.store import ArtifactStore
 from resources.tables import TableFile
 
 ACTIVITY_KEY = AssetKey(["ecommerce", "activity_events"])
 REVIEWS_KEY = AssetKey(["ecommerce", "product_reviews"])
 BASELINE_KEY = AssetKey(["ecommerce", "trusted_baseline"])
+REFERENCE_EVENTS_KEY = AssetKey(["ecommerce", "reference_events"])
+REFERENCE_REVIEWS_KEY = AssetKey(["ecommerce", "reference_reviews"])
 OWNER = "team:data-engineering"
+
+
+def _reference_asset(key: AssetKey, schema: RecordSchema, description: str):
+    """An asset holding one topic of the trusted reference window, collected through every control."""
+
+    @asset(
+        key=key, group_name="collection", kinds={"pandas", "parquet"}, owners=[OWNER], description=description
+    )
+    def _asset(sources: SourceRegistry, scratch: ScratchSpace) -> TableFile:
+        dest = scratch.path(f"{key.path[-1]}.parquet")
+        result = collect_topic(sources, sources.landing_dir() / "reference", schema, dest)
+        if not result.received or result.quarantined:
+            raise Failure(
+                f"The reference window for {schema.topic} is not clean ({result.received} received, "
+                f"{result.quarantined} quarantined: {result.reasons()}). A trusted reference must come "
+                "from fully authenticated, valid data: regenerate it with `make data`."
+            )
+        return TableFile(path=dest, rows=result.accepted)
+
+    return _asset
+
+
+reference_events = _reference_asset(
+    REFERENCE_EVENTS_KEY,
+    ACTIVITY,
+    "Activity of the human-reviewed reference window: the trusted yardstick for anomaly, "
+    "training-data and drift checks. Refused unless every batch authenticates and every record is valid.",
+)
+reference_reviews = _reference_asset(
+    REFERENCE_REVIEWS_KEY,
+    REVIEWS,
+    "Reviews of the human-reviewed reference window (the trusted yardstick for review checks).",
+)
 
 
 @asset(
     key=BASELINE_KEY,
+    ins={"events": AssetIn(key=REFERENCE_EVENTS_KEY), "reviews": AssetIn(key=REFERENCE_REVIEWS_KEY)},
     group_name="collection",
     io_manager_key="json_io_manager",
     kinds={"python", "json"},
     owners=[OWNER],
 )
-def trusted_baseline(context: AssetExecutionContext, sources: SourceRegistry, scratch: ScratchSpace) -> dict:
-    """Statistics of the human-reviewed reference window that every new window is compared to.
+def trusted_baseline(context: AssetExecutionContext, events: TableFile, reviews: TableFile) -> dict:
+    """Statistics of the reference window that every new window is compared to.
 
-    Built only from fully authenticated reference batches; anomaly and drift
-    checks measure against this, never against the previous window, so a
-    slow walk of many small steps cannot move the yardstick.
+    Anomaly and drift checks measure against this, never against the
+    previous window, so a slow walk of many small steps cannot move the yardstick.
     """
-    reference = sources.landing_dir() / "reference"
-    baseline = {}
-    for section, schema, profile in (
-        ("activity", ACTIVITY, activity_profile),
-        ("reviews", REVIEWS, review_profile),
-    ):
-        dest = scratch.path(f"baseline-{section}.parquet")
-        result = collect_topic(sources, reference, schema, dest)
-        if not result.received or result.quarantined:
-            raise Failure(
-                f"The reference window for {schema.topic} is not clean ({result.received} received, "
-                f"{result.quarantined} quarantined: {result.reasons()}). A baseline must come from "
-                f"fully authenticated, valid data: regenerate it with `make data`."
-            )
-        baseline[section] = {"per_source": result.per_source(), "profile": profile(dest)}
-    context.add_output_metadata(
-        {
-            "activity_rows": baseline["activity"]["profile"]["rows"],
-            "review_rows": baseline["reviews"]["profile"]["rows"],
-        }
-    )
+    baseline = {
+        "activity": {
+            "per_source": source_rates(events.path, "event_time"),
+            "profile": activity_profile(events.path),
+        },
+        "reviews": {
+            "per_source": source_rates(reviews.path, "review_time"),
+            "profile": review_profile(reviews.path),
+        },
+    }
+    context.add_output_metadata({"activity_rows": events.rows, "review_rows": reviews.rows})
     return baseline
 
 
-def _signer(sources: SourceRegistry, source: str) -> str:
-    policy = sources.policies().get(source)
-    if policy is None:
-        return ""
+def _signer(policy: SourcePolicy) -> str:
     raw = policy.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _collect(
+def collect_window(
     context: AssetExecutionContext,
+    window: str,
     schema: RecordSchema,
     profile: Callable[[Path], dict],
     sources: SourceRegistry,
@@ -103,10 +121,11 @@ def _collect(
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> TableFile:
+    """Collect one landing window (`inbox`, `feedback`) of a topic through every intake control."""
     name = context.asset_key.path[-1]
-    inbox = sources.landing_dir() / "inbox"
+    inbox = sources.landing_dir() / window
     seen = {e.details["batch_id"] for e in ledger.entries(kind="batch") if e.details.get("accepted")}
-    signers = {s: _signer(sources, s) for s in sources.policies()}
+    signers = {source: _signer(policy) for source, policy in sources.policies().items()}
 
     def record_batch(verdict: BatchVerdict, records: int) -> None:
         ledger.append(
@@ -174,7 +193,7 @@ def _store_quarantine(
 
 def _archive(inbox: Path, topic: str, result: IntakeResult, run_id: str) -> None:
     """Move consumed batches out of the inbox (like committing Kafka offsets)."""
-    archive = inbox.parent / "archive" / run_id / topic
+    archive = inbox.parent / "archive" / run_id / inbox.name / topic
     archive.mkdir(parents=True, exist_ok=True)
     for batch in result.batches:
         for path in (inbox / topic).glob(f"{batch['batch_id']}.*"):
@@ -195,7 +214,7 @@ def activity_events(
     and oversized records (quarantined with reasons) and coordinated click
     campaigns (checked against the trusted baseline).
     """
-    return _collect(context, ACTIVITY, activity_profile, sources, ledger, store, scratch)
+    return collect_window(context, "inbox", ACTIVITY, activity_profile, sources, ledger, store, scratch)
 
 
 @asset(key=REVIEWS_KEY, group_name="collection", kinds={"pandas", "parquet"}, owners=[OWNER])
@@ -212,35 +231,7 @@ def product_reviews(
     markup (scripts, event handlers) is quarantined. Bursts of near-duplicate
     reviews and waves of brand-new accounts are flagged against the baseline.
     """
-    return _collect(context, REVIEWS, review_profile, sources, ledger, store, scratch)
-
-
-@asset_check(
-    asset=REVIEWS_KEY,
-    name="no_near_duplicate_burst",
-    blocking=True,
-    additional_ins={"baseline": AssetIn(key=BASELINE_KEY)},
-)
-def no_near_duplicate_burst(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
-    """No item received a burst of near-identical reviews beyond what the baseline shows.
-
-    Copy-paste review campaigns (shilling) vary a word or two per review;
-    MinHash over word shingles groups them per item.
-    """
-    profile = materialization_metadata(context, REVIEWS_KEY).get("intake_report", {}).get("profile", {})
-    largest = profile.get("largest_near_duplicate_cluster", 0)
-    trusted = baseline["reviews"]["profile"]["largest_near_duplicate_cluster"]
-    limit = max(2 * trusted, trusted + 5)
-    return AssetCheckResult(
-        passed=largest <= limit,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "largest_cluster": largest,
-            "item": profile.get("largest_cluster_item", ""),
-            "baseline_largest": trusted,
-            "limit": limit,
-        },
-    )
+    return collect_window(context, "inbox", REVIEWS, review_profile, sources, ledger, store, scratch)
 
 
 collection_checks = [
@@ -254,5 +245,5 @@ collection_checks = [
     mix_check(REVIEWS_KEY, BASELINE_KEY, "reviews", "rating_shares"),
     expectation_check(REVIEWS_KEY, REVIEW_SUITE),
     stored_digest_check(REVIEWS_KEY),
-    no_near_duplicate_burst,
+    near_duplicate_check(REVIEWS_KEY, BASELINE_KEY),
 ]

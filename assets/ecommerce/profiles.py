@@ -46,15 +46,30 @@ def _new_account_share(frame: pd.DataFrame, time_column: str) -> float:
 
 
 def activity_profile(path: Path) -> dict:
-    """Event-type mix and new-account share of an accepted activity table."""
+    """Event-type mix, new-account share and how concentrated carts/purchases are on one item."""
     frame = pq.read_table(
-        path, columns=["event_type", "user_id", "event_time", "account_created"]
+        path, columns=["event_type", "user_id", "item_id", "event_time", "account_created"]
     ).to_pandas()
+    intent = frame[frame["event_type"] != "view"]
     return {
         "rows": len(frame),
         "event_type_shares": _shares(frame["event_type"]),
+        "top_item_intent_share": float(intent["item_id"].value_counts(normalize=True).max())
+        if len(intent)
+        else 0.0,
         "new_account_share": _new_account_share(frame, "event_time"),
     }
+
+
+def source_rates(path: Path, time_column: str) -> dict[str, dict[str, float]]:
+    """Records per source and per hour of the time they span (as the intake reports them)."""
+    frame = pq.read_table(path, columns=["source", time_column]).to_pandas()
+    hours = frame[time_column].dt.floor("h")
+    rates = {}
+    for source, group in hours.groupby(frame["source"]):
+        span = int((group.max() - group.min()) / pd.Timedelta(hours=1)) + 1
+        rates[str(source)] = {"records": len(group), "hours": span, "records_per_hour": len(group) / span}
+    return rates
 
 
 def _minhash(text: str) -> np.ndarray:

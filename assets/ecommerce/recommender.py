@@ -24,8 +24,8 @@ Security properties this module owns:
 from __future__ import annotations
 
 import json
-import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
@@ -59,12 +60,22 @@ class TrainConfig:
 
     dim: int = 32
     epochs: int = 20
-    lr: float = 0.05
-    weight_decay: float = 1e-4
+    lr: float = 0.01
+    weight_decay: float = 0.03
     batch_size: int = 4096
     negatives: int = 1
     seed: int = 7
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        counts = {
+            "dim": self.dim,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "negatives": self.negatives,
+        }
+        if min(counts.values()) < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"invalid training configuration: {self}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +147,9 @@ def _positions(lookup: pd.Index, ids: Any, kind: str) -> np.ndarray:
     return positions.astype(np.int64)
 
 
-def split_holdout(interactions: pd.DataFrame, *, min_interactions: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_holdout(
+    interactions: pd.DataFrame, *, min_interactions: int = 3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leave-last-out split: each user's most recent item (by `last_seen`) is held out.
 
     Users with fewer than `min_interactions` items stay wholly in train, so no
@@ -167,7 +180,8 @@ class MatrixFactorization(nn.Module):
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of the pairs (users[j], items[j])."""
-        return (self.user_embedding(users) * self.item_embedding(items)).sum(-1) + self.item_bias(items).squeeze(-1)
+        dot = (self.user_embedding(users) * self.item_embedding(items)).sum(-1)
+        return dot + self.item_bias(items).squeeze(-1)
 
     def scores_for_users(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each user: shape [len(users), n_items]."""
@@ -201,20 +215,27 @@ def build_from_architecture(arch: dict[str, Any]) -> MatrixFactorization:
     return MatrixFactorization(**sizes)
 
 
-def _pairs(interactions: pd.DataFrame, index: IdIndex) -> tuple[np.ndarray, np.ndarray]:
-    """(user, item) positions of the rows, sorted so that row order never matters."""
-    users = index.user_positions(interactions["user_id"])
-    items = index.item_positions(interactions["item_id"])
+def _training_rows(
+    train: pd.DataFrame, index: IdIndex, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """User and item positions and positive weights of the rows, sorted so that row order never matters.
+
+    The weights are the rows' confidence scaled to mean 1, so the learning
+    rate means the same whatever the confidence formula's scale.
+    """
+    users, items = _pair_positions(train, index)
     order = np.lexsort((items, users))
-    return users[order], items[order]
+    confidence = train["confidence"].to_numpy(dtype=np.float64)[order]
+    weights = (confidence / confidence.mean()).astype(np.float32)
+    return (
+        torch.from_numpy(users[order]).to(device),
+        torch.from_numpy(items[order]).to(device),
+        torch.from_numpy(weights).to(device),
+    )
 
 
-def _positive_weights(interactions: pd.DataFrame, index: IdIndex) -> np.ndarray:
-    """Confidence of each row, in `_pairs` order, scaled to mean 1 so the learning rate keeps its meaning."""
-    users = index.user_positions(interactions["user_id"])
-    items = index.item_positions(interactions["item_id"])
-    confidence = interactions["confidence"].to_numpy(dtype=np.float64)[np.lexsort((items, users))]
-    return (confidence / confidence.mean()).astype(np.float32)
+def _pair_positions(interactions: pd.DataFrame, index: IdIndex) -> tuple[np.ndarray, np.ndarray]:
+    return index.user_positions(interactions["user_id"]), index.item_positions(interactions["item_id"])
 
 
 def train_bpr(
@@ -238,12 +259,11 @@ def train_bpr(
     model = MatrixFactorization(index.n_users, index.n_items, cfg.dim)
     model.reset_parameters(torch.Generator().manual_seed(cfg.seed))
     model.to(device).train()
-    users, items = (torch.from_numpy(a).to(device) for a in _pairs(train, index))
-    weights = torch.from_numpy(_positive_weights(train, index)).to(device)
+    users, items, weights = _training_rows(train, index, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     for epoch in range(cfg.epochs):
-        total = 0.0
+        total = torch.zeros((), device=device)
         for rows, negatives in _epoch_batches(len(users), index.n_items, cfg, rng):
             rows = torch.from_numpy(rows).to(device)
             negatives = torch.from_numpy(negatives).to(device)
@@ -251,9 +271,9 @@ def train_bpr(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(rows)
+            total += loss.detach() * len(rows)
         if log is not None:
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / len(users):.4f}")
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total.item() / len(users):.4f}")
     return model.cpu().eval()
 
 
@@ -278,7 +298,8 @@ def _batch_loss(
     """Confidence-weighted BPR, -w * log sigmoid(score(pos) - score(neg)), plus L2 on the rows used."""
     user_vectors = model.user_embedding(users)
     positive_vectors, negative_vectors = model.item_embedding(positives), model.item_embedding(negatives)
-    positive_bias, negative_bias = model.item_bias(positives).squeeze(-1), model.item_bias(negatives).squeeze(-1)
+    positive_bias = model.item_bias(positives).squeeze(-1)
+    negative_bias = model.item_bias(negatives).squeeze(-1)
     positive = (user_vectors * positive_vectors).sum(-1) + positive_bias
     negative = torch.einsum("bd,bnd->bn", user_vectors, negative_vectors) + negative_bias
     ranking = -(F.logsigmoid(positive.unsqueeze(-1) - negative).mean(-1) * weights).mean()
@@ -295,8 +316,7 @@ def evaluate(
     model: MatrixFactorization, train: pd.DataFrame, heldout: pd.DataFrame, index: IdIndex, k: int = 10
 ) -> dict[str, float | int]:
     """Held-out recall@k and NDCG@k of the model, ranking every item a user has not trained on."""
-    with torch.no_grad():
-        return _rank_metrics(model.scores_for_users, train, heldout, index, k)
+    return _rank_metrics(lambda users: _user_scores(model, users), train, heldout, index, k)
 
 
 def popularity_baseline(
@@ -305,11 +325,18 @@ def popularity_baseline(
     """The same metrics for recommending the items most users interacted with in training."""
     counts = np.bincount(index.item_positions(train["item_id"]), minlength=index.n_items)
     popularity = torch.from_numpy(counts.astype(np.float32))
-    return _rank_metrics(lambda users: popularity.expand(len(users), -1), train, heldout, index, k)
+    return _rank_metrics(lambda users: popularity.expand(len(users), -1).clone(), train, heldout, index, k)
+
+
+@torch.no_grad()
+def _user_scores(model: MatrixFactorization, users: np.ndarray) -> torch.Tensor:
+    """Scores of every item for the users at positions `users`, on CPU, wherever the model lives."""
+    device = model.item_embedding.weight.device
+    return model.scores_for_users(torch.from_numpy(users).to(device)).cpu()
 
 
 def _rank_metrics(
-    score_users: Callable[[torch.Tensor], torch.Tensor],
+    score_users: Callable[[np.ndarray], torch.Tensor],
     train: pd.DataFrame,
     heldout: pd.DataFrame,
     index: IdIndex,
@@ -320,14 +347,14 @@ def _rank_metrics(
     Each user's training items are excluded from their ranking; memory stays
     at a batch of users times the number of items.
     """
-    train_users, train_items = _pairs(train, index)
-    held_users, held_items = _pairs(heldout, index)
+    train_users, train_items = _pair_positions(train, index)
+    held_users, held_items = _pair_positions(heldout, index)
     users = np.unique(held_users)
     discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
     recall, ndcg = 0.0, 0.0
     for start in range(0, len(users), EVAL_BATCH_USERS):
         batch = users[start : start + EVAL_BATCH_USERS]
-        scores = score_users(torch.from_numpy(batch)).clone()
+        scores = score_users(batch)
         scores[_rows_in(batch, train_users, train_items)] = -torch.inf
         relevant = torch.zeros_like(scores, dtype=torch.bool)
         relevant[_rows_in(batch, held_users, held_items)] = True
@@ -355,13 +382,13 @@ def recommend(
 
     Excluded ids the index does not know are ignored; an unknown user raises KeyError.
     """
-    user = torch.from_numpy(index.user_positions([user_id]))
-    with torch.no_grad():
-        scores = model.scores_for_users(user)[0]
+    scores = _user_scores(model, index.user_positions([user_id]))[0]
     excluded = index.item_positions(sorted(exclude), skip_unknown=True)
     scores[torch.from_numpy(excluded)] = -torch.inf
     top = scores.topk(min(k, index.n_items - len(excluded)))
-    return [(index.items[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+    return [
+        (index.items[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
 
 
 def save_model(
@@ -382,7 +409,9 @@ def save_model(
     """
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
-        raise FileExistsError(f"model directory {directory} already holds files; a model version is written once")
+        raise FileExistsError(
+            f"model directory {directory} already holds files; a model version is written once"
+        )
     config = {
         "architecture": model.architecture(),
         "train_config": cfg.to_dict(),
@@ -392,12 +421,16 @@ def save_model(
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
-    (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-    for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
-        _fsync(path)
-    os.replace(staging, directory)
+    try:
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
+            _fsync(path)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _fsync(directory.parent)
     return directory
 
@@ -415,13 +448,17 @@ def load_model(directory: Path) -> tuple[MatrixFactorization, IdIndex, dict[str,
 
     Protects against unsafe deserialisation: the network is built from code
     by `build_from_architecture`, and the weights come from a safetensors file
-    only (never pickle or `torch.load`). A weights file whose tensor names,
-    shapes or dtypes differ from the declared architecture, or an id index whose sizes
+    only (never pickle or `torch.load`), so a pickle payload in place of the
+    weights is refused unread. A weights file whose tensor names, shapes or
+    dtypes differ from the declared architecture, or an id index whose sizes
     differ from it, is refused with ValueError rather than loaded partially.
     Verifying who produced the directory (its signature) is the caller's job.
     """
     directory = Path(directory)
     config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    missing = {"architecture", "id_index", "train_config", "metrics", "version"} - set(config)
+    if missing:
+        raise ValueError(f"{CONFIG_FILE} lacks {sorted(missing)}")
     model = build_from_architecture(config["architecture"])
     index = IdIndex.from_dict(config["id_index"])
     if (index.n_users, index.n_items) != (model.architecture()["n_users"], model.architecture()["n_items"]):
@@ -429,7 +466,10 @@ def load_model(directory: Path) -> tuple[MatrixFactorization, IdIndex, dict[str,
             f"id index has {index.n_users} users and {index.n_items} items, "
             f"the architecture declares {config['architecture']}"
         )
-    tensors = load_file(directory / WEIGHTS_FILE)
+    try:
+        tensors = load_file(directory / WEIGHTS_FILE)
+    except SafetensorError as error:
+        raise ValueError(f"{WEIGHTS_FILE} is not a valid safetensors file: {error}") from error
     expected = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in model.state_dict().items()}
     found = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in tensors.items()}
     if found != expected:
@@ -467,23 +507,24 @@ def inject_shilling(
     profile resembles a real user's and ties the target to popular taste.
     Returns the poisoned table and its index; fake ids sort before the real ones.
     """
-    index.item_positions([target_item])
+    index.item_positions([target_item])  # KeyError for a target the index does not know
     fake_ids = [f"{FAKE_USER_PREFIX}{n:06d}" for n in range(fake_users)]
     if set(fake_ids) & set(index.users):
         raise ValueError(f"fake user ids with prefix {FAKE_USER_PREFIX!r} collide with real ones")
     popularity = train.groupby("item_id").size().drop(target_item, errors="ignore").sort_index()
     n_fillers = min(filler_items, len(popularity))
-    rng = np.random.default_rng(seed)
-    fillers = [
-        rng.choice(popularity.index.to_numpy(), size=n_fillers, replace=False, p=popularity / popularity.sum())
-        for _ in fake_ids
-    ]
+    # Gumbel top-k: per fake user, n_fillers distinct items drawn with probability by popularity
+    keys = np.log(popularity.to_numpy()) + np.random.default_rng(seed).gumbel(
+        size=(fake_users, len(popularity))
+    )
+    fillers = popularity.index.to_numpy()[np.argsort(-keys, axis=1, kind="stable")[:, :n_fillers]]
+    profiles = np.column_stack([np.full(fake_users, target_item, dtype=object), fillers])
     is_target = np.tile(np.r_[True, np.zeros(n_fillers, dtype=bool)], fake_users)
     now = train["last_seen"].max()
     fake = pd.DataFrame(
         {
             "user_id": np.repeat(fake_ids, n_fillers + 1),
-            "item_id": [item for chosen in fillers for item in (target_item, *chosen)],
+            "item_id": profiles.ravel(),
             "views": 1,
             "carts": is_target.astype(np.int64),
             "purchases": is_target.astype(np.int64),
@@ -507,11 +548,9 @@ def target_exposure(
     item = int(index.item_positions([item_id])[0])
     positions = index.user_positions(users)
     exposed = 0
-    with torch.no_grad():
-        for start in range(0, len(positions), EVAL_BATCH_USERS):
-            batch = torch.from_numpy(positions[start : start + EVAL_BATCH_USERS])
-            top = model.scores_for_users(batch).topk(min(k, index.n_items), dim=1).indices
-            exposed += int((top == item).any(1).sum())
+    for start in range(0, len(positions), EVAL_BATCH_USERS):
+        scores = _user_scores(model, positions[start : start + EVAL_BATCH_USERS])
+        exposed += int((scores.topk(min(k, index.n_items), dim=1).indices == item).any(1).sum())
     return exposed / len(positions)
 
 
@@ -541,7 +580,7 @@ def shilling_sensitivity(
         index,
         target_item=target,
         fake_users=fake_users,
-        filler_items=int(train.groupby("user_id").size().median()) - 1,
+        filler_items=max(int(train.groupby("user_id").size().median()) - 1, 0),
         seed=cfg.seed,
     )
     reached = set(train.loc[train["item_id"] == target, "user_id"])

@@ -35,6 +35,7 @@ def default_paths(home: Path) -> dict[str, Path]:
     return {
         "inbox": home / "landing" / "ecommerce" / "inbox",
         "reference": home / "landing" / "ecommerce" / "reference",
+        "feedback": home / "landing" / "ecommerce" / "feedback",
         "registry": home / "config" / "ecommerce_sources.json",
         "keys": home / "simulator" / "ecommerce_keys",
     }
@@ -81,6 +82,24 @@ def generate(
     }
 
 
+def generate_feedback(seed: int, events: int, home: Path, *, cycle: int = 1) -> dict:
+    """Land week `cycle` after the collected window as feedback batches (clicks and new reviews).
+
+    Same shop, same users and items, same signing sources: what the deployed
+    recommender's users do next, which monitoring validates before retraining.
+    """
+    paths = default_paths(home)
+    world = build_world(WorldConfig(seed=seed, events=events), period=cycle)
+    window = world.window_start.strftime("%Y%m%d")
+    _clear_window(paths["feedback"], window)
+    keys = SourceKeys.load_or_create(paths["keys"])
+    return {
+        "window": window,
+        "landing": str(paths["feedback"]),
+        "sources": emit_window(world, paths["feedback"], keys, window=window, offsets={}),
+    }
+
+
 def _clear_window(landing: Path, window: str) -> None:
     """Remove earlier batches of this window, so that a smaller rerun leaves none behind."""
     for source, topic in SOURCES.items():
@@ -96,7 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reference", type=Path, help="reference-window landing folder")
     parser.add_argument("--registry", type=Path, help="source registry file")
     parser.add_argument("--keys", type=Path, help="folder of the sources' private keys")
+    parser.add_argument("--feedback-cycle", type=int, help="land feedback week N instead of the windows")
     args = parser.parse_args(argv)
+    if args.feedback_cycle:
+        summary = generate_feedback(args.seed, args.events, runtime_home(), cycle=args.feedback_cycle)
+        print(f"feedback {summary['window']}: {summary['sources']} -> {summary['landing']}")
+        return summary
     summary = generate(
         args.seed,
         args.events,

@@ -1,0 +1,156 @@
+"""Deployment: signed promotion of a challenger that is not worse than the champion.
+
+Promotion runs only when every blocking check upstream passed (Dagster
+skips it otherwise). It stamps a monotonically increasing version into the
+model's config, signs the directory with the release key (OpenSSF
+model-signing, EC P-256, offline), publishes it read-only, registers it in
+the MLflow registry and moves the `champion` alias. Servers load it through
+the secure loader, which verifies the signature against the trusted release
+keys and refuses older versions (rollback).
+"""
+
+import json
+import shutil
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AutomationCondition,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.ecommerce import recommender
+from assets.ecommerce.modeling import MODEL_KEY
+from assets.ecommerce.processing import INTERACTIONS_KEY
+from resources.releases import ModelReleases
+from resources.scratch import ScratchSpace
+from resources.signing import CONFIG_FILE, ReleaseSigner
+from resources.tables import ModelDir, TableFile
+from resources.tracking import ExperimentTracking
+from serving.loader import SecureModelLoader
+
+CHAMPION_KEY = AssetKey(["ecommerce", "champion_model"])
+MODEL_NAME = "ecommerce-recommender"
+ARCHITECTURES = {"matrix_factorization": recommender.build_from_architecture}
+OWNER = "team:ml-platform"
+# How much worse than the champion a challenger may score on the trusted holdout (noise).
+RECALL_TOLERANCE = 0.005
+
+
+def _trusted_holdout(interactions: pd.DataFrame, *indices: recommender.IdIndex):
+    """Held-out pairs of trusted data, restricted to users and items every model knows."""
+    users = set.intersection(*(set(i.users) for i in indices))
+    items = set.intersection(*(set(i.items) for i in indices))
+    known = interactions[interactions["user_id"].isin(users) & interactions["item_id"].isin(items)]
+    return recommender.split_holdout(known)
+
+
+@asset_check(
+    asset=MODEL_KEY, name="not_worse_than_champion", blocking=True,
+    additional_ins={"trusted": AssetIn(key=INTERACTIONS_KEY)},
+)
+def not_worse_than_champion(
+    context: AssetCheckExecutionContext,
+    releases: ModelReleases,
+    recommender_model: ModelDir,
+    trusted: TableFile,
+) -> AssetCheckResult:
+    """The challenger scores at least as well as the serving champion on a trusted holdout.
+
+    The holdout comes from trusted interactions only, so feedback cannot
+    grade its own homework. The champion is loaded through the secure loader.
+    """
+    current = releases.current(MODEL_NAME)
+    if current is None:
+        return AssetCheckResult(passed=True, description="No champion yet: the first model is promoted.")
+    champion = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
+    champion_index = recommender.IdIndex.from_dict(champion.config["index"])
+    challenger, challenger_index, _ = recommender.load_model(recommender_model.path)
+    train, heldout = _trusted_holdout(pd.read_parquet(trusted.path), champion_index, challenger_index)
+    scores = {
+        "champion": recommender.evaluate(champion.module, train, heldout, champion_index),
+        "challenger": recommender.evaluate(challenger, train, heldout, challenger_index),
+    }
+    return AssetCheckResult(
+        passed=scores["challenger"]["recall@10"] >= scores["champion"]["recall@10"] - RECALL_TOLERANCE,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "champion_version": champion.version,
+            "scores": MetadataValue.json(scores),
+            "tolerance": RECALL_TOLERANCE,
+        },
+    )
+
+
+@asset(
+    key=CHAMPION_KEY,
+    ins={"model": AssetIn(key=MODEL_KEY)},
+    group_name="deployment",
+    io_manager_key="model_io_manager",
+    kinds={"pytorch", "mlflow", "safetensors"},
+    owners=[OWNER],
+    automation_condition=AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed(),
+)
+def champion_model(
+    context: AssetExecutionContext,
+    signer: ReleaseSigner,
+    releases: ModelReleases,
+    tracking: ExperimentTracking,
+    scratch: ScratchSpace,
+    model: ModelDir,
+) -> ModelDir:
+    """The signed release the model server loads (the MLflow registry's `champion`).
+
+    Only this step holds the release key. The version inside the signed
+    config only ever increases, so servers can refuse a rollback.
+    """
+    version = releases.next_version(MODEL_NAME)
+    release = scratch.path(f"release-v{version}")
+    shutil.copytree(model.path, release)
+    config_path = release / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    run_id = model.details["mlflow_run_id"]
+    config.update({"name": MODEL_NAME, "version": version, "mlflow_run_id": run_id})
+    config_path.write_text(json.dumps(config, sort_keys=True))
+    signer.sign(release)
+    releases.trust(signer.public_key_pem())
+    published = releases.publish(MODEL_NAME, release, version)
+
+    tracking.attach(run_id).log_artifacts(release, "release")
+    registered = tracking.register(run_id, "release", MODEL_NAME,
+                                   tags={"release_version": version, "signer": signer.fingerprint()})
+    tracking.set_alias(MODEL_NAME, "champion", registered)
+    context.add_output_metadata({
+        "release_version": version,
+        "release_path": str(published),
+        "signer": signer.fingerprint(),
+        "mlflow_model_version": registered,
+        "mlflow_run_id": run_id,
+    })
+    return ModelDir(path=release, details={"version": version, "signer": signer.fingerprint(),
+                                            "mlflow_model_version": registered, "mlflow_run_id": run_id})
+
+
+@asset_check(asset=CHAMPION_KEY, name="release_loads_securely", blocking=True)
+def release_loads_securely(context: AssetCheckExecutionContext, releases: ModelReleases) -> AssetCheckResult:
+    """The published release passes the secure loader: trusted signature, safetensors, no rollback."""
+    current = releases.current(MODEL_NAME)
+    try:
+        loaded = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
+    except Exception as error:  # the loader's refusal is the evidence
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
+                                metadata={"release": str(current), "refused": str(error)})
+    return AssetCheckResult(
+        passed=True,
+        metadata={"release": str(current), "version": loaded.version, "signer": loaded.signer},
+    )
+
+
+deployment_checks = [not_worse_than_champion, release_loads_securely]

@@ -1,0 +1,396 @@
+"""Modeling: a BPR matrix-factorisation recommender, trained only on checked data.
+
+Before training, blocking checks compare the training set with the trusted
+reference (label balance, distributions) and look for label issues in the
+sentiment labels. The model must beat a popularity baseline on held-out
+recall@10 and NDCG@10, must not be easy to push around with fake accounts
+(shilling sensitivity), and its MLflow run must record the exact dataset
+digests it learned from. Weights are safetensors plus JSON: nothing pickled.
+"""
+
+import pandas as pd
+import torch
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AutomationCondition,
+    Config,
+    ConfigurableResource,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.checks.evidence import materialization_metadata
+from assets.ecommerce import recommender, transforms
+from assets.ecommerce.collection import REFERENCE_EVENTS_KEY, REFERENCE_REVIEWS_KEY
+from assets.ecommerce.monitoring import FEEDBACK_INTERACTIONS_KEY
+from assets.ecommerce.processing import INTERACTIONS_KEY, SCORED_REVIEWS_KEY
+from assets.ecommerce.training_data import label_issue_share, profile_drift, training_profile
+from resources.code_approval import CodeApprovals, code_digest
+from resources.integrity import IntegrityLedger, git_revision
+from resources.scratch import ScratchSpace
+from resources.spark import SparkResource
+from resources.tables import ModelDir, TableFile, spark_to_table_file
+from resources.tracking import ExperimentTracking
+
+TRAINING_REFERENCE_KEY = AssetKey(["ecommerce", "training_reference"])
+TRAINING_SET_KEY = AssetKey(["ecommerce", "training_interactions"])
+MODEL_KEY = AssetKey(["ecommerce", "recommender_model"])
+OWNER = "team:ml-engineering"
+
+MAX_LABEL_SHARE_SHIFT = 0.05
+MAX_FEATURE_PSI = 0.25
+MAX_LABEL_ISSUE_EXCESS = 0.05
+SHILLING_FAKE_USER_SHARE = 0.02
+MAX_SHILLING_LIFT = 0.25
+
+
+class RecommenderSettings(ConfigurableResource):
+    """Training hyperparameters, shared by training and the shilling check (tests use fewer epochs)."""
+
+    dim: int = 32
+    epochs: int = 20
+    lr: float = 0.01
+    weight_decay: float = 0.03
+    batch_size: int = 4096
+    seed: int = 7
+    device: str = "cpu"
+    shilling_epochs: int = 5
+    # One thread: BPR batches are small, and extra threads only fight Spark for the cores.
+    torch_threads: int = 1
+
+    def train_config(self) -> recommender.TrainConfig:
+        return recommender.TrainConfig(
+            dim=self.dim,
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            device=self.device,
+        )
+
+
+@asset(
+    key=TRAINING_REFERENCE_KEY,
+    ins={"events": AssetIn(key=REFERENCE_EVENTS_KEY), "reviews": AssetIn(key=REFERENCE_REVIEWS_KEY)},
+    group_name="modeling",
+    io_manager_key="json_io_manager",
+    kinds={"spark", "json"},
+    owners=[OWNER],
+)
+def training_reference(
+    context: AssetExecutionContext,
+    spark: SparkResource,
+    approvals: CodeApprovals,
+    scratch: ScratchSpace,
+    events: TableFile,
+    reviews: TableFile,
+) -> dict:
+    """Training-data statistics of the trusted reference window, made by the approved transforms.
+
+    The yardstick for the pre-training checks: label balance, confidence and
+    activity distributions, and the natural rate of sentiment label issues.
+    """
+    for name in ("sessionise", "build_interactions"):
+        approvals.require(name, getattr(transforms, name))
+    frame = transforms.build_interactions(
+        transforms.sessionise(spark.session().read.parquet(str(events.path)))
+    )
+    interactions = pd.read_parquet(
+        spark_to_table_file(frame, scratch.path("reference-interactions.parquet")).path
+    )
+    reference = {
+        "training": training_profile(interactions),
+        "label_issues": label_issue_share(pd.read_parquet(reviews.path)),
+    }
+    context.add_output_metadata(
+        {
+            "interactions": len(interactions),
+            "label_share": reference["training"]["label_share"],
+            "label_issue_share": reference["label_issues"]["share"],
+        }
+    )
+    return reference
+
+
+class TrainingSetConfig(Config):
+    """How much untrusted (feedback) data a training set may hold."""
+
+    max_untrusted_share: float = 0.2
+    seed: int = 7
+
+
+RETRAIN = (
+    (AutomationCondition.on_cron("0 4 * * 1") | AutomationCondition.any_deps_updated())
+    & AutomationCondition.all_deps_blocking_checks_passed()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("weekly or on new validated feedback, only when every upstream blocking check passed")
+
+
+@asset(
+    key=TRAINING_SET_KEY,
+    ins={"interactions": AssetIn(key=INTERACTIONS_KEY), "feedback": AssetIn(key=FEEDBACK_INTERACTIONS_KEY)},
+    group_name="modeling",
+    kinds={"pandas", "parquet", "dvc"},
+    owners=[OWNER],
+    automation_condition=RETRAIN,
+)
+def training_interactions(
+    context: AssetExecutionContext, config: TrainingSetConfig, interactions: TableFile, feedback: TableFile
+) -> pd.DataFrame:
+    """The interactions the recommender learns from: all trusted rows plus capped, validated feedback.
+
+    Feedback can only add pairs the trusted data lacks, and at most
+    `max_untrusted_share` of the set. Its checks run before any training:
+    a set that drifted from the trusted reference, or whose labels changed
+    balance, never reaches a model.
+    """
+    trusted = pd.read_parquet(interactions.path).assign(tier="trusted")
+    untrusted = pd.read_parquet(feedback.path).assign(tier="untrusted")
+    known = pd.MultiIndex.from_frame(trusted[["user_id", "item_id"]])
+    untrusted = untrusted[~pd.MultiIndex.from_frame(untrusted[["user_id", "item_id"]]).isin(known)]
+    cap = int(config.max_untrusted_share / (1 - config.max_untrusted_share) * len(trusted))
+    if len(untrusted) > cap:
+        untrusted = untrusted.sample(n=cap, random_state=config.seed)
+    frame = pd.concat([trusted, untrusted], ignore_index=True)
+    share = len(untrusted) / len(frame) if len(frame) else 0.0
+    context.add_output_metadata(
+        {
+            "trusted_rows": len(trusted),
+            "untrusted_rows": len(untrusted),
+            "untrusted_share": share,
+            "max_untrusted_share": config.max_untrusted_share,
+            "users": frame["user_id"].nunique(),
+            "items": frame["item_id"].nunique(),
+        }
+    )
+    return frame
+
+
+@asset_check(asset=TRAINING_SET_KEY, name="untrusted_share_within_cap", blocking=True)
+def untrusted_share_within_cap(
+    context: AssetCheckExecutionContext, training_interactions: pd.DataFrame
+) -> AssetCheckResult:
+    """Untrusted feedback is at most the configured share of the stored training set."""
+    meta = materialization_metadata(context, TRAINING_SET_KEY)
+    share = (
+        float((training_interactions["tier"] == "untrusted").mean()) if len(training_interactions) else 0.0
+    )
+    cap = meta.get("max_untrusted_share", 0.0)
+    return AssetCheckResult(
+        passed=share <= cap + 1e-9,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"untrusted_share": share, "cap": cap},
+    )
+
+
+@asset_check(
+    asset=TRAINING_SET_KEY,
+    name="label_balance_matches_reference",
+    blocking=True,
+    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+)
+def label_balance_matches_reference(
+    context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
+) -> AssetCheckResult:
+    """The share of positive (cart/purchase) labels stays near the trusted reference's."""
+    share = float(training_interactions["label"].mean())
+    expected = reference["training"]["label_share"]
+    return AssetCheckResult(
+        passed=abs(share - expected) <= MAX_LABEL_SHARE_SHIFT,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"label_share": share, "reference": expected, "max_shift": MAX_LABEL_SHARE_SHIFT},
+    )
+
+
+@asset_check(
+    asset=TRAINING_SET_KEY,
+    name="distribution_matches_reference",
+    blocking=True,
+    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+)
+def distribution_matches_reference(
+    context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
+) -> AssetCheckResult:
+    """Confidence, items-per-user and users-per-item distributions match the reference (PSI).
+
+    Fake accounts with bursts of purchases and items pushed by bot traffic
+    show up here before they show up in recommendations.
+    """
+    current = training_profile(training_interactions, reference["training"])
+    drift = profile_drift(reference["training"], current)
+    return AssetCheckResult(
+        passed=max(drift.values()) <= MAX_FEATURE_PSI,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"psi": MetadataValue.json(drift), "max_psi": MAX_FEATURE_PSI},
+    )
+
+
+@asset_check(
+    asset=SCORED_REVIEWS_KEY,
+    name="sentiment_label_issues",
+    blocking=True,
+    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+)
+def sentiment_label_issues(
+    context: AssetCheckExecutionContext, scored_reviews: TableFile, reference: dict
+) -> AssetCheckResult:
+    """Sentiment labels that contradict their review text stay at the reference's natural rate.
+
+    Protects against label flipping (OWASP LLM04, MITRE ATLAS AML.T0020):
+    cleanlab's confident learning flags labels the text disagrees with.
+    """
+    found = label_issue_share(pd.read_parquet(scored_reviews.path))
+    expected = reference["label_issues"]["share"]
+    return AssetCheckResult(
+        passed=found["share"] <= expected + MAX_LABEL_ISSUE_EXCESS,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "issue_share": found["share"],
+            "reference_share": expected,
+            "issues": found["issues"],
+            "examples": MetadataValue.json(found["examples"]),
+        },
+    )
+
+
+@asset(
+    key=MODEL_KEY,
+    ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+    group_name="modeling",
+    io_manager_key="model_io_manager",
+    code_version=code_digest(recommender.train_bpr),
+    kinds={"pytorch", "mlflow", "safetensors"},
+    owners=[OWNER],
+)
+def recommender_model(
+    context: AssetExecutionContext,
+    recommender_settings: RecommenderSettings,
+    tracking: ExperimentTracking,
+    ledger: IntegrityLedger,
+    scratch: ScratchSpace,
+    training: pd.DataFrame,
+) -> ModelDir:
+    """A matrix-factorisation recommender trained with BPR loss, next to a popularity baseline.
+
+    Every training input's digest, the code version, the git revision and
+    the environment go into an MLflow run. The weights are written as
+    safetensors with a JSON config; the release version is assigned at promotion.
+    """
+    train, heldout = recommender.split_holdout(training)
+    index = recommender.IdIndex.from_interactions(training)
+    torch.set_num_threads(recommender_settings.torch_threads)
+    cfg = recommender_settings.train_config()
+    model = recommender.train_bpr(train, index, cfg, log=context.log.info)
+    metrics = {
+        **{f"model_{k}": v for k, v in recommender.evaluate(model, train, heldout, index).items()},
+        **{f"popularity_{k}": v for k, v in recommender.popularity_baseline(train, heldout, index).items()},
+    }
+    dataset = ledger.latest(TRAINING_SET_KEY.to_user_string())
+    with tracking.run(
+        "ecommerce-recommender",
+        tags={"dagster_run_id": context.run_id},
+        code_version=context.assets_def.code_versions_by_key[MODEL_KEY],
+        git_revision=git_revision(),
+        torch_version=torch.__version__,
+    ) as run:
+        run.log_params(cfg.to_dict())
+        run.log_metrics({k.replace("@", "_at_"): float(v) for k, v in metrics.items()})
+        run.log_dataset(
+            TRAINING_SET_KEY.to_user_string(), dataset.digest, source=dataset.path, rows=len(training)
+        )
+    directory = scratch.path("recommender_model")
+    directory.mkdir(mode=0o700)
+    recommender.save_model(model, index, cfg, metrics, directory, version=0)
+    context.add_output_metadata(
+        {
+            **{k: MetadataValue.float(float(v)) for k, v in metrics.items()},
+            "mlflow_run_id": run.run_id,
+        }
+    )
+    return ModelDir(path=directory, details={"metrics": metrics, "mlflow_run_id": run.run_id})
+
+
+@asset_check(asset=MODEL_KEY, name="beats_popularity_baseline", blocking=True)
+def beats_popularity_baseline(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    """The model ranks held-out items better than recommending the most popular ones.
+
+    A model that cannot beat popularity is broken or learned from bad data.
+    """
+    meta = materialization_metadata(context, MODEL_KEY)
+    pairs = {
+        m: (meta.get(f"model_{m}", 0.0), meta.get(f"popularity_{m}", 0.0)) for m in ("recall@10", "ndcg@10")
+    }
+    return AssetCheckResult(
+        passed=all(model > baseline for model, baseline in pairs.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={m: MetadataValue.json({"model": a, "popularity": b}) for m, (a, b) in pairs.items()},
+    )
+
+
+@asset_check(
+    asset=MODEL_KEY,
+    name="shilling_sensitivity_within_limit",
+    blocking=True,
+    additional_ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+)
+def shilling_sensitivity_within_limit(
+    context: AssetCheckExecutionContext, recommender_settings: RecommenderSettings, training: pd.DataFrame
+) -> AssetCheckResult:
+    """A small bandwagon attack (2% fake accounts) cannot lift an unpopular item into many top-10s.
+
+    Retrains briefly on a copy of the training data with injected fake users
+    and measures how many real users then see the target item.
+    """
+    train, _ = recommender.split_holdout(training)
+    index = recommender.IdIndex.from_interactions(training)
+    result = recommender.shilling_sensitivity(
+        train,
+        index,
+        recommender_settings.train_config(),
+        fake_user_share=SHILLING_FAKE_USER_SHARE,
+        epochs=recommender_settings.shilling_epochs,
+    )
+    return AssetCheckResult(
+        passed=result["exposure_lift"] <= MAX_SHILLING_LIFT,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={**{k: v for k, v in result.items()}, "max_lift": MAX_SHILLING_LIFT},
+    )
+
+
+@asset_check(asset=MODEL_KEY, name="training_run_tracked", blocking=True)
+def training_run_tracked(
+    context: AssetCheckExecutionContext, tracking: ExperimentTracking, ledger: IntegrityLedger
+) -> AssetCheckResult:
+    """The MLflow run names the exact training-set digest the ledger recorded."""
+    run_id = materialization_metadata(context, MODEL_KEY).get("mlflow_run_id", "")
+    logged = {d["name"]: d["digest"] for d in tracking.run_inputs(run_id)} if run_id else {}
+    expected = ledger.latest(TRAINING_SET_KEY.to_user_string())
+    passed = expected is not None and logged.get(TRAINING_SET_KEY.to_user_string()) == expected.digest
+    return AssetCheckResult(
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "mlflow_run_id": run_id,
+            "logged": MetadataValue.json(logged),
+            "ledger_digest": expected.digest if expected else "",
+        },
+    )
+
+
+modeling_checks = [
+    untrusted_share_within_cap,
+    label_balance_matches_reference,
+    distribution_matches_reference,
+    sentiment_label_issues,
+    beats_popularity_baseline,
+    shilling_sensitivity_within_limit,
+    training_run_tracked,
+]

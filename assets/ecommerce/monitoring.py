@@ -1,0 +1,184 @@
+"""Monitoring: feedback validated before it may feed retraining, drift, and the retraining audit.
+
+Feedback (clicks and new reviews from the deployed recommender's users) is
+untrusted. It passes the same intake controls as collection, plus checks
+for coordinated pushes, and is stored apart from trusted data (the
+monitoring area of the store). Drift is always measured against the trusted
+reference window, never against the previous feedback batch, so a skew
+introduced a little per cycle still adds up to a failed check.
+"""
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.checks.drift import (
+    DriftReport,
+    DriftThresholds,
+    drift_check_result,
+    drift_plot_markdown,
+    drift_report,
+)
+from assets.checks.evidence import materialization_metadata
+from assets.checks.intake import baseline_checks, near_duplicate_check, source_checks
+from assets.ecommerce import transforms
+from assets.ecommerce.collection import BASELINE_KEY, REFERENCE_EVENTS_KEY, collect_window
+from assets.ecommerce.profiles import activity_profile, review_profile
+from assets.ecommerce.records import ACTIVITY, REVIEWS
+from resources.code_approval import CodeApprovals, code_digest
+from resources.integrity import IntegrityLedger
+from resources.scratch import ScratchSpace
+from resources.sources import SourceRegistry
+from resources.spark import SparkResource
+from resources.store import ArtifactStore
+from resources.tables import TableFile, spark_to_table_file
+
+FEEDBACK_EVENTS_KEY = AssetKey(["ecommerce", "feedback_events"])
+FEEDBACK_REVIEWS_KEY = AssetKey(["ecommerce", "feedback_reviews"])
+FEEDBACK_DRIFT_KEY = AssetKey(["ecommerce", "feedback_drift"])
+FEEDBACK_INTERACTIONS_KEY = AssetKey(["ecommerce", "feedback_interactions"])
+OWNER = "team:ml-engineering"
+NUMERIC_FEATURES = ["price", "hour_of_day"]
+CATEGORICAL_FEATURES = ["event_type", "source"]
+MAX_ITEM_PUSH = 3.0
+
+
+@asset(key=FEEDBACK_EVENTS_KEY, group_name="monitoring", kinds={"pandas", "parquet"}, owners=[OWNER])
+def feedback_events(
+    context: AssetExecutionContext,
+    sources: SourceRegistry,
+    ledger: IntegrityLedger,
+    store: ArtifactStore,
+    scratch: ScratchSpace,
+) -> TableFile:
+    """Clicks and purchases on recommendations, collected through every intake control.
+
+    Untrusted tier: stored in the monitoring area, apart from trusted data,
+    and only enters training validated and capped.
+    """
+    return collect_window(context, "feedback", ACTIVITY, activity_profile, sources, ledger, store, scratch)
+
+
+@asset(key=FEEDBACK_REVIEWS_KEY, group_name="monitoring", kinds={"pandas", "parquet"}, owners=[OWNER])
+def feedback_reviews(
+    context: AssetExecutionContext,
+    sources: SourceRegistry,
+    ledger: IntegrityLedger,
+    store: ArtifactStore,
+    scratch: ScratchSpace,
+) -> TableFile:
+    """New reviews written after deployment (untrusted tier), sanitised and checked for bursts."""
+    return collect_window(context, "feedback", REVIEWS, review_profile, sources, ledger, store, scratch)
+
+
+@asset_check(
+    asset=FEEDBACK_EVENTS_KEY,
+    name="no_coordinated_item_push",
+    blocking=True,
+    additional_ins={"baseline": AssetIn(key=BASELINE_KEY)},
+)
+def no_coordinated_item_push(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
+    """No single item draws a far larger share of carts and purchases than any item did in the baseline.
+
+    Coordinated fake accounts buying one item is how a feedback loop is
+    hijacked to promote it (shilling through feedback).
+    """
+    profile = (
+        materialization_metadata(context, FEEDBACK_EVENTS_KEY).get("intake_report", {}).get("profile", {})
+    )
+    share = profile.get("top_item_intent_share", 0.0)
+    trusted = baseline["activity"]["profile"]["top_item_intent_share"]
+    return AssetCheckResult(
+        passed=share <= MAX_ITEM_PUSH * trusted,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "top_item_share": share,
+            "baseline_top_item_share": trusted,
+            "limit": MAX_ITEM_PUSH * trusted,
+        },
+    )
+
+
+def _drift_features(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(hour_of_day=frame["event_time"].dt.hour)[NUMERIC_FEATURES + CATEGORICAL_FEATURES]
+
+
+@asset(
+    key=FEEDBACK_DRIFT_KEY,
+    ins={"feedback": AssetIn(key=FEEDBACK_EVENTS_KEY), "reference": AssetIn(key=REFERENCE_EVENTS_KEY)},
+    group_name="monitoring",
+    io_manager_key="json_io_manager",
+    kinds={"scipy", "json"},
+    owners=[OWNER],
+)
+def feedback_drift(context: AssetExecutionContext, feedback: TableFile, reference: TableFile) -> dict:
+    """PSI and KS of every feedback feature against the trusted reference window, with a plot.
+
+    WARN-level drift is expected as the shop changes and may trigger
+    retraining; ERROR-level drift stops feedback from reaching training.
+    """
+    columns = ["price", "event_time", "event_type", "source"]
+    baseline = _drift_features(pd.read_parquet(reference.path, columns=columns))
+    current = _drift_features(pd.read_parquet(feedback.path, columns=columns))
+    if current.empty:
+        context.add_output_metadata({"level": "ok", "feedback_rows": 0})
+        return DriftReport(features=[], baseline_rows=len(baseline)).to_dict()
+    report = drift_report(baseline, current, NUMERIC_FEATURES, CATEGORICAL_FEATURES, DriftThresholds())
+    context.add_output_metadata(
+        {
+            "level": report.level,
+            "feedback_rows": len(current),
+            "drift_plot": MetadataValue.md(drift_plot_markdown(report, baseline, current)),
+        }
+    )
+    return report.to_dict()
+
+
+@asset_check(asset=FEEDBACK_DRIFT_KEY, name="drift_below_error", blocking=True)
+def drift_below_error(context: AssetCheckExecutionContext, feedback_drift: dict) -> AssetCheckResult:
+    """Feedback has not drifted past the ERROR thresholds from the trusted reference (WARN passes)."""
+    return drift_check_result(DriftReport.from_dict(feedback_drift))
+
+
+@asset(
+    key=FEEDBACK_INTERACTIONS_KEY,
+    ins={"feedback": AssetIn(key=FEEDBACK_EVENTS_KEY)},
+    deps=[FEEDBACK_DRIFT_KEY],
+    group_name="monitoring",
+    code_version=code_digest(transforms.build_interactions),
+    kinds={"spark", "parquet", "dvc"},
+    owners=[OWNER],
+)
+def feedback_interactions(
+    context: AssetExecutionContext,
+    spark: SparkResource,
+    approvals: CodeApprovals,
+    scratch: ScratchSpace,
+    feedback: TableFile,
+) -> TableFile:
+    """Validated feedback turned into interactions by the approved transforms (untrusted tier)."""
+    for name in ("sessionise", "build_interactions"):
+        approvals.require(name, getattr(transforms, name))
+    frame = transforms.build_interactions(
+        transforms.sessionise(spark.session().read.parquet(str(feedback.path)))
+    )
+    return spark_to_table_file(frame, scratch.path("feedback_interactions.parquet"))
+
+
+monitoring_checks = [
+    *source_checks(FEEDBACK_EVENTS_KEY, allow_empty=True),
+    *baseline_checks(FEEDBACK_EVENTS_KEY, BASELINE_KEY, "activity"),
+    no_coordinated_item_push,
+    *source_checks(FEEDBACK_REVIEWS_KEY, allow_empty=True),
+    near_duplicate_check(FEEDBACK_REVIEWS_KEY, BASELINE_KEY),
+    drift_below_error,
+]

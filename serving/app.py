@@ -1,0 +1,280 @@
+"""The FastAPI model server: one isolated worker, `/healthz`, `/predict`, `/metrics`.
+
+`create_app(model_dir, trusted_keys, handler)` returns an app whose lifespan
+starts the worker (which verifies the signature and loads the model once) and
+stops it at shutdown. Requests are answered from the worker's memory; nothing
+is verified per request. A refused model leaves the app up with `/healthz` at
+503 and the refusal in its body, so an orchestrator never routes traffic to it.
+
+Examples add their own endpoints on top::
+
+    app = create_app(model_dir, keys, "examples.ecommerce.serving:Handler")
+
+    class RecommendQuery(BaseModel):
+        user_id: str
+        k: int = Field(10, ge=1, le=100)
+
+    add_worker_route(app, "/recommend", "recommend", RecommendQuery)  # GET /recommend?user_id=&k=
+
+Run it (loopback only; put a TLS-terminating proxy in front in production)::
+
+    SERVING_MODEL_DIR=... SERVING_TRUSTED_KEYS=keys.json SERVING_HANDLER=module:attr \\
+        uvicorn --factory serving.app:app_from_env --host 127.0.0.1 --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel
+from starlette.routing import Match
+
+from serving.worker import (
+    DEFAULT_MAX_CPU_SECONDS,
+    DEFAULT_MAX_MEMORY_MB,
+    RequestFailed,
+    WorkerClient,
+    WorkerError,
+    WorkerTimeout,
+    WorkerUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+_STATUS_FOR_KIND = {"bad_request": 422, "not_found": 404, "internal": 500}
+
+
+class ServingMetrics:
+    """Prometheus metrics of one app, in their own registry (several apps can live in one process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "serving_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "serving_request_latency_seconds", "HTTP request latency by endpoint.", ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )  # fmt: skip
+        self.model_version = Gauge(
+            "serving_model_version", "Version of the loaded model (-1: none loaded).", registry=self.registry
+        )
+        self.model_version.set(-1)
+        self.model_loaded = Gauge(
+            "serving_model_loaded", "1 while the worker has a verified model loaded.", registry=self.registry
+        )
+        self.load_failures = Counter(
+            "serving_model_load_failures", "Worker starts that refused or failed to load the model.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.loads = Counter(
+            "serving_model_loads", "Successful worker starts (verified model loads).", registry=self.registry
+        )
+
+    def loaded(self, info: dict[str, Any]) -> None:
+        self.loads.inc()
+        self.model_version.set(info["version"])
+        self.model_loaded.set(1)
+
+    def load_failed(self, error: str) -> None:
+        self.load_failures.inc()
+        self.model_loaded.set(0)
+
+
+def _endpoint_label(request: Request) -> str:
+    """The route template (bounded label cardinality), never the raw path."""
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.FULL:
+            return getattr(route, "path", "other")
+    return "unmatched"
+
+
+def call_worker(app: FastAPI, method: str, params: dict[str, Any], timeout: float | None = None) -> Any:
+    """Call a worker method, mapping worker failures to HTTP errors."""
+    client: WorkerClient = app.state.worker
+    try:
+        return client.request(method, params, timeout=timeout or app.state.request_timeout)
+    except RequestFailed as exc:
+        raise HTTPException(_STATUS_FOR_KIND.get(exc.kind, 500), detail=str(exc)) from exc
+    except WorkerTimeout as exc:
+        raise HTTPException(504, detail=str(exc)) from exc
+    except WorkerUnavailable as exc:
+        raise HTTPException(503, detail=f"no model is being served: {exc}") from exc
+    except WorkerError as exc:
+        raise HTTPException(503, detail=str(exc)) from exc
+
+
+def add_worker_route(
+    app: FastAPI,
+    path: str,
+    method_name: str,
+    param_model: type[BaseModel] | None = None,
+    *,
+    http_method: str = "GET",
+    **route_kwargs: Any,
+) -> None:
+    """Expose worker method `method_name` at `path`.
+
+    GET reads `param_model`'s fields from the query string (``/recommend?user_id=u1&k=5``);
+    POST/PUT read them from the JSON body. Validation happens in the server, before
+    anything reaches the worker; the worker gets ``param_model.model_dump(mode="json")``.
+    """
+    http_method = http_method.upper()
+
+    def endpoint(params: Any = None) -> Any:
+        payload = params.model_dump(mode="json") if isinstance(params, BaseModel) else (params or {})
+        return call_worker(app, method_name, payload)
+
+    if param_model is None:
+        annotation: Any = Annotated[dict[str, Any], Body()] if http_method != "GET" else None
+    elif http_method == "GET":
+        annotation = Annotated[param_model, Query()]
+    else:
+        annotation = param_model
+    parameters = []
+    if annotation is not None:
+        parameters.append(inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    endpoint.__name__ = f"worker_{method_name}"
+    app.add_api_route(path, endpoint, methods=[http_method], **route_kwargs)
+
+
+def create_app(
+    model_dir: Path,
+    trusted_keys: Sequence[bytes | str] | Path,
+    handler: str,
+    *,
+    state_file: Path | None = None,
+    max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
+    max_cpu_seconds: int = DEFAULT_MAX_CPU_SECONDS,
+    request_timeout: float = 30.0,
+    load_timeout: float = 120.0,
+    restart_backoff: float = 5.0,
+    title: str = "Secure model server",
+) -> FastAPI:
+    """A FastAPI app serving `model_dir` through one isolated, resource-limited worker."""
+    metrics = ServingMetrics()
+    client = WorkerClient(
+        model_dir,
+        trusted_keys,
+        handler,
+        state_file=state_file,
+        max_memory_mb=max_memory_mb,
+        max_cpu_seconds=max_cpu_seconds,
+        load_timeout=load_timeout,
+        restart_backoff=restart_backoff,
+        on_loaded=metrics.loaded,
+        on_load_failure=metrics.load_failed,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(client.start)
+        except WorkerUnavailable as exc:
+            log.error("model refused; serving 503 until a valid model is deployed: %s", exc)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(client.close)
+
+    app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.worker = client
+    app.state.metrics = metrics
+    app.state.request_timeout = request_timeout
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        endpoint = _endpoint_label(request)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            metrics.requests.labels(endpoint, str(status)).inc()
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        try:
+            info = client.ensure_started()  # restarts a dead worker (with back-off after a refusal)
+        except WorkerUnavailable as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": info["version"],
+                "signer": info["signer"],
+                "digest": info["digest"],
+                "architecture": info["architecture"],
+                "worker_pid": client.pid,
+            }
+        )
+
+    @app.post("/predict")
+    def predict(params: Annotated[dict[str, Any], Body()]) -> Any:
+        return call_worker(app, "predict", params)
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory serving.app:app_from_env`` (configured by SERVING_* variables)."""
+    try:
+        model_dir = Path(os.environ["SERVING_MODEL_DIR"])
+        keys = Path(os.environ["SERVING_TRUSTED_KEYS"])
+        handler = os.environ["SERVING_HANDLER"]
+    except KeyError as exc:
+        raise RuntimeError(
+            f"Set {exc.args[0]}: SERVING_MODEL_DIR (signed model directory), SERVING_TRUSTED_KEYS "
+            "(JSON file of trusted release public keys), SERVING_HANDLER (module:attr)."
+        ) from exc
+    state = os.environ.get("SERVING_STATE_FILE")
+    return create_app(model_dir, keys, handler, state_file=Path(state) if state else None)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m serving.app", description="Serve a signed model.")
+    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--trusted-keys", required=True, type=Path)
+    parser.add_argument("--handler", required=True)
+    parser.add_argument("--host", default=LOOPBACK, help="default 127.0.0.1 (loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    app = create_app(args.model_dir, args.trusted_keys, args.handler)
+    uvicorn.run(app, host=args.host, port=args.port, server_header=False)
+
+
+if __name__ == "__main__":
+    main()
