@@ -32,7 +32,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@cp dagster.yaml $@
 
 demo: install data approve-code $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
-	$(PY) -m pipelines.demo
+	EVENTS=$(EVENTS) SEED=$(SEED) $(PY) -m examples.demo
 
 test: install  ## the whole test suite
 	$(PY) -m pytest

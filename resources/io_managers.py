@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, BinaryIO
@@ -217,7 +218,8 @@ class ModelDirIOManager(_LedgerIOManager):
         files = entry.details["files"]
         if _bundle_digest(files) != entry.digest:
             raise IntegrityError(f"The file list of {entry.subject} does not match its recorded digest.")
-        dest = self.scratch.path(entry.path.replace("/", "__"))
+        # A fresh folder per load: every consumer gets its own verified copy.
+        dest = self.scratch.path(f"{entry.path.replace('/', '__')}-{uuid.uuid4().hex[:8]}")
         dest.mkdir(mode=0o700)
         for name, stored in files.items():
             self.store.copy_verified(

@@ -40,7 +40,11 @@ class ModelReleases(ConfigurableResource):
 
     def trusted_keys(self) -> list[bytes]:
         path = self.trusted_keys_file()
-        return [k.encode() for k in json.loads(path.read_text())["trusted_release_keys"]] if path.exists() else []
+        return (
+            [k.encode() for k in json.loads(path.read_text())["trusted_release_keys"]]
+            if path.exists()
+            else []
+        )
 
     def versions(self, model: str) -> list[int]:
         folder = self._root() / model
@@ -67,7 +71,5 @@ class ModelReleases(ConfigurableResource):
             file.chmod(0o444)
         staging.chmod(0o555)
         os.replace(staging, target)
-        atomic_write_bytes(
-            self._root() / model / "current.json", json.dumps({"version": version}).encode()
-        )
+        atomic_write_bytes(self._root() / model / "current.json", json.dumps({"version": version}).encode())
         return target

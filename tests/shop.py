@@ -26,8 +26,9 @@ from pipelines.deployment import resources_for
 from resources.integrity import IntegrityLedger
 from resources.store import ArtifactStore
 
-EVENTS = 3_000
-FAST_TRAINING = RecommenderSettings(dim=16, epochs=8, shilling_epochs=4)
+EVENTS = 3_000  # enough for collection and processing controls
+MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity
+FAST_TRAINING = RecommenderSettings()
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -36,12 +37,13 @@ class Shop:
     """One pipeline instance over its own runtime folder, with a generated world."""
 
     home: Path
+    events: int = EVENTS
     instance: DagsterInstance = field(default_factory=DagsterInstance.ephemeral)
     defs: Definitions | None = None
 
     def __post_init__(self) -> None:
         self.paths = default_paths(self.home)
-        self.summary = generate(seed=7, events=EVENTS, home=self.home)
+        self.summary = generate(seed=7, events=self.events, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
         self.defs = ecommerce.build_definitions(recommender_settings=FAST_TRAINING)
         resources_for("ecommerce")["approvals"].approve(approved_transforms(), approver="tests")

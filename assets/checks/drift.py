@@ -181,7 +181,7 @@ class DriftReport:
         return [f.name for f in ranked if f.level != "ok"]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DriftReport":
+    def from_dict(cls, data: dict[str, Any]) -> DriftReport:
         """The report `to_dict` wrote (e.g. loaded back from the store)."""
         return cls(
             features=[FeatureDrift(**f) for f in data["features"].values()],

@@ -53,7 +53,9 @@ def _trusted_holdout(interactions: pd.DataFrame, *indices: recommender.IdIndex):
 
 
 @asset_check(
-    asset=MODEL_KEY, name="not_worse_than_champion", blocking=True,
+    asset=MODEL_KEY,
+    name="not_worse_than_champion",
+    blocking=True,
     additional_ins={"trusted": AssetIn(key=INTERACTIONS_KEY)},
 )
 def not_worse_than_champion(
@@ -124,18 +126,28 @@ def champion_model(
     published = releases.publish(MODEL_NAME, release, version)
 
     tracking.attach(run_id).log_artifacts(release, "release")
-    registered = tracking.register(run_id, "release", MODEL_NAME,
-                                   tags={"release_version": version, "signer": signer.fingerprint()})
+    registered = tracking.register(
+        run_id, "release", MODEL_NAME, tags={"release_version": version, "signer": signer.fingerprint()}
+    )
     tracking.set_alias(MODEL_NAME, "champion", registered)
-    context.add_output_metadata({
-        "release_version": version,
-        "release_path": str(published),
-        "signer": signer.fingerprint(),
-        "mlflow_model_version": registered,
-        "mlflow_run_id": run_id,
-    })
-    return ModelDir(path=release, details={"version": version, "signer": signer.fingerprint(),
-                                            "mlflow_model_version": registered, "mlflow_run_id": run_id})
+    context.add_output_metadata(
+        {
+            "release_version": version,
+            "release_path": str(published),
+            "signer": signer.fingerprint(),
+            "mlflow_model_version": registered,
+            "mlflow_run_id": run_id,
+        }
+    )
+    return ModelDir(
+        path=release,
+        details={
+            "version": version,
+            "signer": signer.fingerprint(),
+            "mlflow_model_version": registered,
+            "mlflow_run_id": run_id,
+        },
+    )
 
 
 @asset_check(asset=CHAMPION_KEY, name="release_loads_securely", blocking=True)
@@ -145,8 +157,11 @@ def release_loads_securely(context: AssetCheckExecutionContext, releases: ModelR
     try:
         loaded = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
     except Exception as error:  # the loader's refusal is the evidence
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
-                                metadata={"release": str(current), "refused": str(error)})
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"release": str(current), "refused": str(error)},
+        )
     return AssetCheckResult(
         passed=True,
         metadata={"release": str(current), "version": loaded.version, "signer": loaded.signer},

@@ -66,6 +66,9 @@ class TrainConfig:
     negatives: int = 1
     seed: int = 7
     device: str = "cpu"
+    # Confidence above this quantile counts as the quantile: no single row (say, a fake
+    # account's maximal "purchase") gets outsized leverage over the embeddings.
+    confidence_cap_quantile: float = 0.9
 
     def __post_init__(self) -> None:
         counts = {
@@ -74,7 +77,12 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "negatives": self.negatives,
         }
-        if min(counts.values()) < 1 or self.lr <= 0 or self.weight_decay < 0:
+        if (
+            min(counts.values()) < 1
+            or self.lr <= 0
+            or self.weight_decay < 0
+            or not 0 < self.confidence_cap_quantile <= 1
+        ):
             raise ValueError(f"invalid training configuration: {self}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,16 +224,18 @@ def build_from_architecture(arch: dict[str, Any]) -> MatrixFactorization:
 
 
 def _training_rows(
-    train: pd.DataFrame, index: IdIndex, device: torch.device
+    train: pd.DataFrame, index: IdIndex, device: torch.device, cap_quantile: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """User and item positions and positive weights of the rows, sorted so that row order never matters.
 
-    The weights are the rows' confidence scaled to mean 1, so the learning
-    rate means the same whatever the confidence formula's scale.
+    The weights are the rows' confidence, capped at the `cap_quantile`
+    quantile and scaled to mean 1, so the learning rate means the same
+    whatever the confidence formula's scale.
     """
     users, items = _pair_positions(train, index)
     order = np.lexsort((items, users))
     confidence = train["confidence"].to_numpy(dtype=np.float64)[order]
+    confidence = np.minimum(confidence, np.quantile(confidence, cap_quantile))
     weights = (confidence / confidence.mean()).astype(np.float32)
     return (
         torch.from_numpy(users[order]).to(device),
@@ -259,7 +269,7 @@ def train_bpr(
     model = MatrixFactorization(index.n_users, index.n_items, cfg.dim)
     model.reset_parameters(torch.Generator().manual_seed(cfg.seed))
     model.to(device).train()
-    users, items, weights = _training_rows(train, index, device)
+    users, items, weights = _training_rows(train, index, device, cfg.confidence_cap_quantile)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     for epoch in range(cfg.epochs):

@@ -31,7 +31,9 @@ def lineage(ledger: IntegrityLedger, release: LedgerEntry) -> dict:
     """Release → model → training set → its inputs, each by digest, with code and signer."""
     model = _producer(ledger, MODEL_KEY.to_user_string(), release.inputs.get(MODEL_KEY.to_user_string(), ""))
     training = (
-        _producer(ledger, TRAINING_SET_KEY.to_user_string(), model.inputs.get(TRAINING_SET_KEY.to_user_string(), ""))
+        _producer(
+            ledger, TRAINING_SET_KEY.to_user_string(), model.inputs.get(TRAINING_SET_KEY.to_user_string(), "")
+        )
         if model
         else None
     )
@@ -55,7 +57,9 @@ def lineage(ledger: IntegrityLedger, release: LedgerEntry) -> dict:
     kinds={"python", "json"},
     owners=["team:security"],
 )
-def retraining_audit(context: AssetExecutionContext, ledger: IntegrityLedger, releases: ModelReleases) -> dict:
+def retraining_audit(
+    context: AssetExecutionContext, ledger: IntegrityLedger, releases: ModelReleases
+) -> dict:
     """For every released model version: the data digests and code that made it and who signed it.
 
     Audits retraining: the ledger chain must be intact, every release must
@@ -64,7 +68,11 @@ def retraining_audit(context: AssetExecutionContext, ledger: IntegrityLedger, re
     """
     chain = ledger.verify_chain()
     trusted = {key_fingerprint(pem) for pem in releases.trusted_keys()}
-    versions = [lineage(ledger, e) for e in ledger.entries(kind="artifact") if e.subject == CHAMPION_KEY.to_user_string()]
+    versions = [
+        lineage(ledger, e)
+        for e in ledger.entries(kind="artifact")
+        if e.subject == CHAMPION_KEY.to_user_string()
+    ]
     problems = list(chain.problems)
     for version in versions:
         if not version["training_set_digest"] or not version["training_inputs"]:
@@ -72,12 +80,14 @@ def retraining_audit(context: AssetExecutionContext, ledger: IntegrityLedger, re
         if version["signer"] not in trusted:
             problems.append(f"release v{version['release_version']} was signed by an untrusted key")
     report = {"chain_ok": chain.ok, "versions": versions, "problems": problems}
-    context.add_output_metadata({
-        "releases": len(versions),
-        "chain_ok": chain.ok,
-        "problems": MetadataValue.json(problems),
-        "lineage": MetadataValue.json(versions),
-    })
+    context.add_output_metadata(
+        {
+            "releases": len(versions),
+            "chain_ok": chain.ok,
+            "problems": MetadataValue.json(problems),
+            "lineage": MetadataValue.json(versions),
+        }
+    )
     return report
 
 

@@ -358,18 +358,28 @@ def test_pick_shilling_target_is_the_least_popular_item(split: tuple[pd.DataFram
 def test_fake_accounts_push_an_unpopular_item_into_real_users_top_10(
     split: tuple[pd.DataFrame, pd.DataFrame], index: IdIndex
 ) -> None:
+    """Without the confidence cap, 5 % fake accounts reach half the shop."""
     train = split[0]
-    attacked = shilling_sensitivity(train, index, TrainConfig(), fake_user_share=0.05, epochs=10)
+    uncapped = TrainConfig(confidence_cap_quantile=1.0)
+    attacked = shilling_sensitivity(train, index, uncapped, fake_user_share=0.05, epochs=10)
     assert attacked["fake_users"] == round(0.05 * index.n_users)
     assert attacked["exposure_clean"] < 0.05, attacked  # an unpopular item is rarely recommended
     assert attacked["exposure_lift"] > 0.3, attacked  # measured ~0.48: 5 % fake users reach half the shop
     assert attacked["exposure_lift"] == pytest.approx(
         attacked["exposure_poisoned"] - attacked["exposure_clean"]
     )
-    quiet = shilling_sensitivity(train, index, TrainConfig(), fake_user_share=0.0, epochs=10)
+    quiet = shilling_sensitivity(train, index, uncapped, fake_user_share=0.0, epochs=10)
     assert quiet["fake_users"] == 0
     assert abs(quiet["exposure_lift"]) < 0.01, quiet
     assert quiet["exposure_clean"] == attacked["exposure_clean"]
+
+
+def test_confidence_cap_blunts_the_same_attack(
+    split: tuple[pd.DataFrame, pd.DataFrame], index: IdIndex
+) -> None:
+    """Capping per-row confidence takes away the fake accounts' outsized 'purchase' weight."""
+    capped = shilling_sensitivity(split[0], index, TrainConfig(), fake_user_share=0.05, epochs=10)
+    assert capped["exposure_lift"] < 0.1, capped
 
 
 def test_target_exposure_counts_users_whose_top_k_holds_the_item(
