@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResu
 from assets.ecommerce.collection import BASELINE_KEY
 from assets.ecommerce.modeling import RecommenderSettings
 from assets.ecommerce.transforms import approved_transforms
-from examples.ecommerce.generate import default_paths, generate
+from examples.ecommerce.generate import default_paths, generate, generate_feedback
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
 from pipelines import ecommerce
 from pipelines.deployment import resources_for
@@ -118,6 +119,23 @@ class Shop:
             created_at=datetime.now(UTC),
             raw_lines=raw_lines,
         )
+
+    def feedback(self, cycle: int, transform: Callable[[dict], dict] | None = None) -> None:
+        """Land week `cycle` of feedback; `transform` rewrites each activity payload before signing."""
+        generate_feedback(7, self.events, self.home, cycle=cycle)
+        if transform is None:
+            return
+        folder = self.paths["feedback"] / "user-activity"
+        for manifest in sorted(folder.glob("*.manifest.json")):
+            meta = json.loads(manifest.read_text())
+            data = folder / f"{meta['batch_id']}.jsonl"
+            messages = [json.loads(line) for line in data.read_bytes().splitlines()]
+            for message in messages:
+                message["value"] = json.dumps(transform(json.loads(message["value"])))
+            write_batch(
+                self.paths["feedback"], meta["source"], meta["topic"], messages,
+                self.keys.signer(meta["source"]), batch_id=meta["batch_id"], created_at=datetime.now(UTC),
+            )
 
     def payloads(self, topic: str, limit: int | None = None, source: str = "") -> list[dict]:
         """Payloads already in the inbox for a topic (to copy realistic records from)."""

@@ -73,7 +73,7 @@ def not_worse_than_champion(
     if current is None:
         return AssetCheckResult(passed=True, description="No champion yet: the first model is promoted.")
     champion = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
-    champion_index = recommender.IdIndex.from_dict(champion.config["index"])
+    champion_index = recommender.IdIndex.from_dict(champion.config["id_index"])
     challenger, challenger_index, _ = recommender.load_model(recommender_model.path)
     train, heldout = _trusted_holdout(pd.read_parquet(trusted.path), champion_index, challenger_index)
     scores = {

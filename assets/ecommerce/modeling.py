@@ -269,6 +269,7 @@ def sentiment_label_issues(
     group_name="modeling",
     io_manager_key="model_io_manager",
     code_version=code_digest(recommender.train_bpr),
+    automation_condition=AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed(),
     kinds={"pytorch", "mlflow", "safetensors"},
     owners=[OWNER],
 )

@@ -1,0 +1,475 @@
+"""The healthcare diagnostic model: a small PyTorch CNN that scores images for a lesion.
+
+Pure model code with no Dagster and no I/O beyond `save_model`/`load_model`.
+The modeling assets call these functions on the processing stage's output:
+images as a float32 array ``[n, 1, size, size]`` normalised to [0, 1] and
+labels ``[n]`` in {0, 1} (1 = lesion), and a study table (`study_uid`,
+`patient_pseudonym`, `label`) that `patient_split` divides by patient.
+
+Security properties this module owns:
+
+- **Nothing is pickled.** Weights are a safetensors file (a JSON header plus
+  raw tensor bytes) and everything else is JSON. `load_model` builds the
+  network from code (`build_from_architecture`) and only then fills it from
+  the safetensors file, so a model directory cannot carry code (OWASP LLM03
+  Supply Chain, MITRE ATLAS AML.T0011.000 Unsafe AI Artifacts).
+- **Deterministic training.** The same images, labels and `CNNConfig` give
+  bit-identical weights on CPU: initial weights, shuffling and augmentation
+  all draw from generators seeded by `cfg.seed`, never from global state.
+- **No leakage across splits.** `patient_split` keeps every patient's studies
+  in one split, so a held-out metric is never inflated by a patient the model
+  has already seen (and a relabelled patient cannot straddle train and test).
+- **Inputs are checked.** `predict_proba` refuses arrays of the wrong shape,
+  non-finite values or values outside [0, 1] instead of scoring them.
+
+`embed` exposes the penultimate activations that `assets.healthcare.robustness`
+inspects for backdoors (spectral signatures, activation clustering).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.nn import functional as F
+
+MODEL_NAME = "lesion_cnn"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+SPLITS = ("train", "validation", "test")
+EVAL_BATCH_SIZE = 256
+RANGE_TOLERANCE = 1e-6  # float32 rounding of [0, 1]-normalised pixels
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Hyperparameters of one training run.
+
+    `weight_decay` is Adam's L2 penalty; `augment` adds random horizontal and
+    vertical flips (a lesion is a lesion whichever way up the image is).
+    """
+
+    image_size: int = 64
+    channels: tuple[int, ...] = (8, 16, 32)
+    epochs: int = 12
+    lr: float = 3e-3
+    batch_size: int = 32
+    seed: int = 7
+    device: str = "cpu"
+    weight_decay: float = 1e-4
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        _check_shape(self.image_size, self.channels)
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"invalid training configuration: {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["channels"] = list(self.channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CNNConfig:
+        return cls(**data)
+
+
+def _check_shape(image_size: Any, channels: Any) -> None:
+    def positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if not positive_int(image_size) or not channels or not all(positive_int(c) for c in channels):
+        raise ValueError(
+            f"image_size and channels must be positive integers, got {image_size!r} and {channels!r}"
+        )
+    if image_size % 2 ** len(channels) != 0:
+        raise ValueError(
+            f"image_size {image_size} must be divisible by 2**{len(channels)} (one 2x pooling per block)"
+        )
+
+
+class LesionCNN(nn.Module):
+    """Conv blocks (3x3 conv, batch norm, ReLU, 2x max pool), global average+max pooling, one linear layer.
+
+    Max pooling over the whole feature map answers "is there a lesion
+    anywhere", average pooling carries the image's overall appearance; their
+    concatenation (``2 * channels[-1]`` values) is the embedding.
+    """
+
+    def __init__(self, image_size: int = 64, channels: tuple[int, ...] = (8, 16, 32)) -> None:
+        super().__init__()
+        channels = tuple(channels)
+        _check_shape(image_size, channels)
+        self.image_size = image_size
+        self.channels = channels
+        blocks: list[nn.Module] = []
+        previous = 1
+        for width in channels:
+            blocks += [
+                nn.Conv2d(previous, width, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            previous = width
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Linear(2 * previous, 1)
+
+    @property
+    def embedding_dim(self) -> int:
+        return 2 * self.channels[-1]
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """PyTorch's default initialisation, drawn from `generator` only."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+                if module.bias is not None:
+                    bound = 1 / math.sqrt(module.weight[0].numel())
+                    nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.reset_parameters()
+                module.reset_running_stats()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations, shape ``[n, embedding_dim]``."""
+        maps = self.features(x)
+        return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Lesion logits, shape ``[n]``."""
+        return self.head(self.embed(x)).squeeze(-1)
+
+    def architecture(self) -> dict[str, Any]:
+        """What `build_from_architecture` needs to rebuild this network from code."""
+        return {"name": MODEL_NAME, "image_size": self.image_size, "channels": list(self.channels)}
+
+
+def build_from_architecture(arch: dict[str, Any]) -> LesionCNN:
+    """An untrained network shaped as `arch` declares.
+
+    The architecture is a small JSON record interpreted by this code; the
+    network is never deserialised from a stored object, so a model file cannot
+    bring its own code.
+    """
+    expected = {"name", "image_size", "channels"}
+    if set(arch) != expected:
+        raise ValueError(f"architecture must have exactly the keys {sorted(expected)}, got {sorted(arch)}")
+    if arch["name"] != MODEL_NAME:
+        raise ValueError(f"unknown architecture {arch['name']!r}; expected {MODEL_NAME!r}")
+    if not isinstance(arch["channels"], list | tuple):
+        raise ValueError(f"architecture channels must be a list of integers, got {arch['channels']!r}")
+    _check_shape(arch["image_size"], tuple(arch["channels"]))
+    return LesionCNN(image_size=arch["image_size"], channels=tuple(arch["channels"]))
+
+
+def check_images(images: np.ndarray, image_size: int) -> np.ndarray:
+    """`images` as contiguous float32 ``[n, 1, size, size]`` in [0, 1], or ValueError saying what is wrong."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (1, image_size, image_size):
+        raise ValueError(f"images must have shape [n, 1, {image_size}, {image_size}], got {images.shape}")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"images must be floating point normalised to [0, 1], got dtype {images.dtype}")
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if images.size and not np.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    if images.size and (images.min() < -RANGE_TOLERANCE or images.max() > 1 + RANGE_TOLERANCE):
+        raise ValueError(f"images must be normalised to [0, 1], found [{images.min()}, {images.max()}]")
+    return images
+
+
+def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """`labels` as int64 ``[n]`` in {0, 1}, or ValueError."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape [{n}], got {labels.shape}")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 or 1, found {sorted(set(np.unique(labels).tolist()))[:5]}")
+    return labels.astype(np.int64)
+
+
+def train_cnn(
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: CNNConfig,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> LesionCNN:
+    """A `LesionCNN` fitted with binary cross-entropy on the logits and Adam, the learning rate on a cosine.
+
+    The cosine schedule (from `cfg.lr` down to zero over all steps) lets the
+    last epochs settle instead of ending on a noisy step, so the result does
+    not depend on where in an oscillation training happened to stop.
+
+    All randomness (initial weights, batch order, flips) comes from torch
+    generators seeded by `cfg.seed`, so the same inputs give the same weights
+    on CPU. On CUDA the result is close but, as cuDNN convolutions are not
+    bit-reproducible, not guaranteed identical. Returns the model on CPU in
+    eval mode.
+    """
+    images = check_images(images, cfg.image_size)
+    labels = check_labels(labels, len(images))
+    if len(images) < 2:
+        raise ValueError("training needs at least two images")
+    device = torch.device(cfg.device)
+    model = LesionCNN(cfg.image_size, cfg.channels)
+    model.reset_parameters(torch.Generator().manual_seed(cfg.seed))
+    model.to(device).train()
+    x = torch.from_numpy(images).to(device)
+    y = torch.from_numpy(labels.astype(np.float32)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = sum(1 for start in range(0, len(x), cfg.batch_size) if len(x) - start > 1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    for epoch in range(cfg.epochs):
+        total = 0.0
+        for rows, flips in _epoch_batches(len(x), cfg, generator):
+            batch = _flip(x[rows.to(device)], flips.to(device)) if cfg.augment else x[rows.to(device)]
+            loss = F.binary_cross_entropy_with_logits(model(batch), y[rows.to(device)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(rows)
+        if log is not None:
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / len(x):.4f}")
+    return model.cpu().eval()
+
+
+def _epoch_batches(
+    n: int, cfg: CNNConfig, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled row batches, each row with its (horizontal, vertical) flip decisions.
+
+    A final batch of one row is dropped: batch norm cannot normalise a single sample.
+    """
+    order = torch.randperm(n, generator=generator)
+    flips = torch.rand(n, 2, generator=generator) < 0.5
+    for start in range(0, n, cfg.batch_size):
+        rows = order[start : start + cfg.batch_size]
+        if len(rows) > 1:
+            yield rows, flips[start : start + cfg.batch_size]
+
+
+def _flip(batch: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    horizontal = flips[:, 0].view(-1, 1, 1, 1)
+    vertical = flips[:, 1].view(-1, 1, 1, 1)
+    batch = torch.where(horizontal, batch.flip(-1), batch)
+    return torch.where(vertical, batch.flip(-2), batch)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for a parameterless module)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@torch.no_grad()
+def _batched(
+    function: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch_size: int, device: torch.device
+) -> np.ndarray:
+    outputs = [
+        function(torch.from_numpy(images[start : start + batch_size]).to(device)).float().cpu()
+        for start in range(0, len(images), batch_size)
+    ]
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0,), dtype=np.float32)
+
+
+def predict_logits(model: LesionCNN, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Lesion logits ``[n]`` in eval mode, `batch_size` images at a time, wherever the model lives."""
+    images = check_images(images, model.image_size)
+    model.eval()
+    return _batched(model, images, batch_size, model_device(model))
+
+
+def predict_proba(model: LesionCNN, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Lesion probabilities ``[n]`` (float64)."""
+    logits = predict_logits(model, images, batch_size).astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def embed_images(model: LesionCNN, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Penultimate activations ``[n, embedding_dim]`` in eval mode."""
+    images = check_images(images, model.image_size)
+    model.eval()
+    out = _batched(model.embed, images, batch_size, model_device(model))
+    return out.reshape(len(images), model.embedding_dim)
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """AUC, sensitivity, specificity and accuracy of `probabilities` against `labels`.
+
+    Both classes must be present (otherwise AUC, sensitivity or specificity
+    is undefined): ValueError rather than a misleading number.
+    """
+    labels = check_labels(labels, len(probabilities))
+    if len(np.unique(labels)) < 2:
+        raise ValueError("evaluation needs images of both classes (lesion and no lesion)")
+    predicted = probabilities >= threshold
+    positive = labels == 1
+    return {
+        "auc": float(roc_auc_score(labels, probabilities)),
+        "sensitivity": float(predicted[positive].mean()),
+        "specificity": float((~predicted[~positive]).mean()),
+        "accuracy": float((predicted == positive).mean()),
+        "n": len(labels),
+    }
+
+
+def evaluate(
+    model: LesionCNN, images: np.ndarray, labels: np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Held-out AUC (sklearn), sensitivity, specificity and accuracy at `threshold`, and the image count."""
+    return binary_metrics(labels, predict_proba(model, images), threshold)
+
+
+def patient_split(
+    frame: pd.DataFrame,
+    *,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int,
+) -> dict[str, list[str]]:
+    """Study uids per split ("train", "validation", "test"), with every patient in exactly one split.
+
+    Patients are the unit: splitting studies instead would let a patient's
+    images appear in training and in the test set and inflate the test
+    metrics. Stratified by label: patients with any lesion study and
+    lesion-free patients are shuffled separately (seeded, independent of row
+    order) and each patient goes to the split furthest below its share of
+    that stratum's studies, so each split gets about `fractions` of the
+    studies and of the positives. A study listed twice or under two patients
+    is refused (ValueError): that is inconsistent metadata, not something to
+    guess about.
+    """
+    missing = {"study_uid", "patient_pseudonym", "label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"patient_split needs columns {sorted(missing)}")
+    if len(fractions) != len(SPLITS) or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be {len(SPLITS)} non-negative shares summing to 1, got {fractions}")
+    if frame[["study_uid", "patient_pseudonym", "label"]].isna().any().any():
+        raise ValueError("study_uid, patient_pseudonym and label must not be null")
+    duplicated = frame["study_uid"][frame["study_uid"].duplicated()]
+    if len(duplicated):
+        raise ValueError(f"study uids listed more than once: {sorted(duplicated.astype(str).unique())[:5]}")
+    check_labels(frame["label"].to_numpy(), len(frame))
+    patients = (
+        frame.assign(patient=frame["patient_pseudonym"].astype(str), study=frame["study_uid"].astype(str))
+        .groupby("patient", sort=True)
+        .agg(studies=("study", lambda s: sorted(s)), positive=("label", "max"))
+    )
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for positive in (1, 0):
+        stratum = patients[patients["positive"] == positive]
+        stratum = stratum.iloc[rng.permutation(len(stratum))]
+        counts = np.zeros(len(SPLITS))
+        for studies in stratum["studies"]:
+            deficit = np.asarray(fractions) * (counts.sum() + len(studies)) - counts
+            chosen = int(np.argmax(deficit))  # ties go to the earlier split
+            splits[SPLITS[chosen]].extend(studies)
+            counts[chosen] += len(studies)
+    return {name: sorted(uids) for name, uids in splits.items()}
+
+
+def save_model(
+    model: LesionCNN,
+    cfg: CNNConfig,
+    metrics: dict[str, Any],
+    directory: Path,
+    *,
+    version: int,
+) -> Path:
+    """Write `model.safetensors` (the state dict) and `config.json` into a new `directory`.
+
+    Both files are written and fsynced in a temporary sibling folder that is
+    renamed into place in one step, so a killed run never leaves a
+    half-written model that a later run could trust. A model directory is
+    written once: an existing non-empty `directory` is refused.
+    """
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(
+            f"model directory {directory} already holds files; a model version is written once"
+        )
+    config = {
+        "architecture": model.architecture(),
+        "train_config": cfg.to_dict(),
+        "metrics": metrics,
+        "version": version,
+    }
+    payload = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+        (staging / CONFIG_FILE).write_text(payload, encoding="utf-8")
+        for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
+            _fsync(path)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync(directory.parent)
+    return directory
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def load_model(directory: Path) -> tuple[LesionCNN, dict[str, Any]]:
+    """The model and config stored in `directory` by `save_model`.
+
+    Protects against unsafe deserialisation: the network is built from code
+    by `build_from_architecture`, and the weights come from a safetensors file
+    only (never pickle or `torch.load`), so a pickle payload in place of the
+    weights is refused unread. A weights file whose tensor names, shapes or
+    dtypes differ from the declared architecture, or a training config whose
+    image size or channels differ from it, is refused with ValueError rather
+    than loaded partially. Verifying who produced the directory (its
+    signature) is the caller's job.
+    """
+    directory = Path(directory)
+    config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    missing = {"architecture", "train_config", "metrics", "version"} - set(config)
+    if missing:
+        raise ValueError(f"{CONFIG_FILE} lacks {sorted(missing)}")
+    model = build_from_architecture(config["architecture"])
+    cfg = CNNConfig.from_dict(config["train_config"])
+    if (cfg.image_size, cfg.channels) != (model.image_size, model.channels):
+        raise ValueError(
+            f"train_config declares image_size {cfg.image_size} and channels {list(cfg.channels)}, "
+            f"the architecture declares {config['architecture']}"
+        )
+    try:
+        tensors = load_file(directory / WEIGHTS_FILE)
+    except SafetensorError as error:
+        raise ValueError(f"{WEIGHTS_FILE} is not a valid safetensors file: {error}") from error
+    expected = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in model.state_dict().items()}
+    found = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in tensors.items()}
+    if found != expected:
+        raise ValueError(
+            f"{WEIGHTS_FILE} does not match the architecture in {CONFIG_FILE}: "
+            f"expected tensors {expected}, found {found}"
+        )
+    model.load_state_dict(tensors, strict=True)
+    return model.eval(), config

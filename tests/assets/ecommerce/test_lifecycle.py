@@ -1,0 +1,136 @@
+"""The e-commerce lifecycle from training to a served champion, and monitored retraining.
+
+One pipeline instance (a 30k-event shop) is shared and advanced in order:
+the first model is trained, checked and promoted; a challenger that fails a
+blocking check is not promoted; poisoned feedback is stopped before it
+reaches training; a skew fed in over three cycles is flagged because drift
+is measured against the trusted baseline, not the previous cycle.
+"""
+
+import pytest
+from dagster import AssetKey
+from fastapi.testclient import TestClient
+
+from assets.checks.distribution import psi
+from assets.ecommerce.deployment import MODEL_NAME
+from assets.ecommerce.modeling import RecommenderSettings
+from pipelines import ecommerce
+from serving.ecommerce import create_recommender_app
+from tests.shop import MODEL_EVENTS, Shop, checks, materialized, metadata
+
+pytestmark = pytest.mark.slow
+
+CHAMPION = AssetKey(["ecommerce", "champion_model"])
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("lifecycle") / "home"
+        patch.setenv("PIPELINE_HOME", str(home))
+        shop = Shop(home, events=MODEL_EVENTS)
+        shop.first_run = shop.lifecycle()
+        yield shop
+
+
+def champion_version(shop: Shop) -> int | None:
+    return shop.defs.resources["tracking"].get_alias(MODEL_NAME, "champion")
+
+
+def test_first_model_beats_popularity_and_is_promoted_signed(shop):
+    result = shop.first_run
+    assert result.success, {k: v for k, v in checks(result).items() if not v}
+    model = metadata(result, "recommender_model")
+    assert model["model_recall@10"] > model["popularity_recall@10"]
+    assert model["model_ndcg@10"] > model["popularity_ndcg@10"]
+    champion = metadata(result, "champion_model")
+    assert champion["release_version"] == 1
+    assert champion["signer"].startswith("ecdsa-p256:")
+    assert champion_version(shop) == champion["mlflow_model_version"]
+
+
+def test_mlflow_run_holds_the_training_data_digests(shop):
+    run_id = metadata(shop.first_run, "recommender_model")["mlflow_run_id"]
+    logged = {d["name"]: d["digest"] for d in shop.defs.resources["tracking"].run_inputs(run_id)}
+    assert logged == {"ecommerce/training_interactions": shop.ledger.latest("ecommerce/training_interactions").digest}
+    tags = shop.defs.resources["tracking"].run_tags(run_id)
+    assert tags["pipeline.code_version"].startswith("blake3:")
+
+
+def test_server_answers_recommend_from_the_verified_champion(shop):
+    user = shop.stored_table("ecommerce/training_interactions")["user_id"].iloc[0]
+    with TestClient(create_recommender_app()) as client:
+        health = client.get("/healthz").json()
+        assert health["status"] == "ok" and health["version"] == 1
+        answer = client.get("/recommend", params={"user_id": user, "k": 5})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["model_version"] == 1 and len(body["items"]) == 5
+        assert client.get("/recommend", params={"user_id": "../etc", "k": 5}).status_code == 422
+        assert "serving_requests_total" in client.get("/metrics").text
+
+
+def test_challenger_failing_a_blocking_check_is_not_promoted(shop):
+    """A model that a 10% fake-account budget can push around must not become champion."""
+    strict = ecommerce.build_definitions(recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1))
+    result = strict.resolve_job_def("ecommerce_lifecycle").execute_in_process(
+        instance=shop.instance, raise_on_error=False,
+        asset_selection=[AssetKey(["ecommerce", "recommender_model"]), CHAMPION],
+    )
+    assert checks(result)["recommender_model:shilling_sensitivity_within_limit"] is False
+    assert "champion_model" not in materialized(result)
+    assert champion_version(shop) == 1
+    assert shop.defs.resources["releases"].versions(MODEL_NAME) == [1]
+
+
+def test_poisoned_feedback_never_reaches_a_promoted_model(shop):
+    """Coordinated fake buyers of one item in the feedback are stopped before training."""
+
+    def push(payload: dict) -> dict:
+        if int(payload["event_id"][-2:], 16) % 4 == 0:
+            return {**payload, "event_type": "purchase", "item_id": "i000003"}
+        return payload
+
+    shop.feedback(cycle=1, transform=push)
+    result = shop.run("ecommerce_retraining")
+    assert checks(result)["feedback_events:no_coordinated_item_push"] is False
+    assert not {"training_interactions", "recommender_model", "champion_model"} & materialized(result)
+    assert champion_version(shop) == 1
+
+
+def _skew(cycle: int):
+    """Each cycle turns another 8% of views into purchases: a small step every time."""
+
+    def transform(payload: dict) -> dict:
+        if payload["event_type"] == "view" and int(payload["event_id"][-2:], 16) % 100 < 11 * cycle:
+            return {**payload, "event_type": "purchase"}
+        return payload
+
+    return transform
+
+
+def test_gradual_skew_over_three_cycles_is_flagged_against_the_trusted_baseline(shop):
+    levels, mixes = [], []
+    for cycle in (1, 2, 3):
+        shop.feedback(cycle=cycle + 1, transform=_skew(cycle))
+        result = shop.run("ecommerce_retraining")
+        drift = metadata(result, "feedback_drift")
+        levels.append(drift["level"])
+        mixes.append(metadata(result, "feedback_events")["intake_report"]["profile"]["event_type_shares"])
+        if cycle < 3:
+            assert checks(result)["feedback_drift:drift_below_error"] is True
+    # Every cycle moved the mix only a little from the cycle before ...
+    steps = [psi(before, after) for before, after in zip(mixes, mixes[1:], strict=False)]
+    assert all(step < 0.1 for step in steps), steps
+    # ... but against the trusted baseline the third cycle is an error, and it is blocked.
+    assert levels[-1] == "error", levels
+    assert checks(result)["feedback_drift:drift_below_error"] is False
+    assert not {"feedback_interactions", "training_interactions", "champion_model"} & materialized(result)
+
+
+def test_retraining_audit_traces_every_release(shop):
+    audit = shop.run("ecommerce_audit")
+    assert checks(audit)["retraining_audit:retraining_audit_clean"] is True
+    lineage = metadata(audit, "retraining_audit")["lineage"]
+    assert lineage and all(v["training_set_digest"].startswith("blake3:") for v in lineage)
+    assert {"ecommerce/interactions", "ecommerce/feedback_interactions"} <= set(lineage[0]["training_inputs"])
