@@ -14,8 +14,8 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from resources.atomic import atomic_write_bytes
 from resources.runtime import runtime_path
-from resources.signing import atomic_write_bytes
 
 
 class ModelReleases(ConfigurableResource):

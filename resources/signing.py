@@ -46,7 +46,6 @@ import hashlib
 import json
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -64,6 +63,7 @@ from model_signing import hashing as ms_hashing
 from model_signing import signing as ms_signing
 from model_signing import verifying as ms_verifying
 
+from resources.atomic import atomic_write_bytes
 from resources.integrity import IntegrityError, digest_file
 from resources.keys import KeyProvider
 
@@ -164,26 +164,6 @@ def _hashing_config() -> ms_hashing.Config:
     )
 
 
-def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a temp file beside `target`, fsync, rename, fsync the folder."""
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # --- signing --------------------------------------------------------------------------------------
 
 
@@ -207,7 +187,7 @@ def sign_model(model_dir: Path, private_key: ec.EllipticCurvePrivateKey) -> Path
             )
         except ValueError as exc:  # symlinks, special files
             raise SignatureError(f"Cannot sign {model_dir}: {exc}") from exc
-        atomic_write_bytes(target, staged.read_bytes())
+        atomic_write_bytes(target, staged.read_bytes(), mode=0o644)
     return target
 
 

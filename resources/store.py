@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,6 +30,7 @@ from pydantic import PrivateAttr
 from tink import streaming_aead
 from upath import UPath
 
+from resources.atomic import atomic_file
 from resources.integrity import CHUNK, Hasher, IntegrityError
 from resources.keys import KeyProvider
 from resources.runtime import runtime_path
@@ -111,28 +110,6 @@ class _Unclosable(io.RawIOBase):
         return self._sink.write(data)
 
 
-@contextlib.contextmanager
-def _atomic_local_file(target: Path) -> Iterator[BinaryIO]:
-    """Write to a temp file beside `target`, fsync, rename; a crash leaves only the temp."""
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class ArtifactStore(ConfigurableResource):
     """Encrypted, atomic artifact storage with per-stage write areas.
 
@@ -179,7 +156,7 @@ class ArtifactStore(ConfigurableResource):
     @contextlib.contextmanager
     def _open_atomic(self, target: UPath) -> Iterator[BinaryIO]:
         if self._is_local():
-            with _atomic_local_file(Path(target.path)) as handle:
+            with atomic_file(Path(target.path)) as handle:
                 yield handle
         else:
             # Object stores publish an object only when its upload completes.
@@ -256,7 +233,7 @@ class ArtifactStore(ConfigurableResource):
         """Decrypt a verified copy into a local file (for Spark); no partial file survives."""
         with (
             self.open_verified(path, digest=digest, stored_digest=stored_digest) as stream,
-            _atomic_local_file(dest) as out,
+            atomic_file(dest) as out,
         ):
             while chunk := stream.read(CHUNK):
                 out.write(chunk)

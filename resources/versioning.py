@@ -52,6 +52,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 import dagster as dg  # noqa: E402
 from pydantic import PrivateAttr  # noqa: E402
 
+from resources.atomic import atomic_file
 from resources.runtime import runtime_path  # noqa: E402
 
 __all__ = [
@@ -403,24 +404,11 @@ def _copy_hashing(source: Path, dest: Path) -> tuple[str, int]:
 
 def _copy_verified(source: Path, dest: Path, md5: str) -> Path:
     """Copy source to dest atomically, only if its bytes hash to md5."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        actual, _ = _copy_hashing(source, tmp)
-        if actual != md5:
-            raise VersionIntegrityError(f"bytes hash to md5 {actual}, expected {md5}")
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(dest.parent)
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(source, "rb") as src, atomic_file(dest, mode=0o644) as out:
+        while chunk := src.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise VersionIntegrityError(f"bytes hash to md5 {digest.hexdigest()}, expected {md5}")
     return dest
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

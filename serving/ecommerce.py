@@ -34,7 +34,9 @@ class RecommenderHandler(ModelHandler):
         self._indices: dict[str, recommender.IdIndex] = {}  # per loaded model (by weights digest)
 
     def recommend(self, model: LoadedModel, params: dict) -> dict:
-        index = self._indices.setdefault(model.digest, recommender.IdIndex.from_dict(model.config["id_index"]))
+        index = self._indices.setdefault(
+            model.digest, recommender.IdIndex.from_dict(model.config["id_index"])
+        )
         items = recommender.recommend(
             model.module, index, params["user_id"], int(params.get("k", 10)), exclude=set()
         )

@@ -47,13 +47,13 @@ import safetensors.torch
 import torch
 from picklescan.scanner import scan_bytes
 
+from resources.atomic import atomic_write_bytes
 from resources.signing import (
     CONFIG_FILE,
     SIGNATURE_FILE,
     WEIGHTS_FILE,
     PublicKeyLike,
     SignatureError,
-    atomic_write_bytes,
     verify_model_manifest,
 )
 

@@ -212,6 +212,16 @@ def label_balance_matches_reference(
     )
 
 
+def _distribution_result(interactions: pd.DataFrame, reference: dict) -> AssetCheckResult:
+    current = training_profile(interactions, reference["training"])
+    drift = profile_drift(reference["training"], current)
+    return AssetCheckResult(
+        passed=max(drift.values()) <= MAX_FEATURE_PSI,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"psi": MetadataValue.json(drift), "max_psi": MAX_FEATURE_PSI, "rows": len(interactions)},
+    )
+
+
 @asset_check(
     asset=TRAINING_SET_KEY,
     name="distribution_matches_reference",
@@ -221,18 +231,31 @@ def label_balance_matches_reference(
 def distribution_matches_reference(
     context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
 ) -> AssetCheckResult:
-    """Confidence, items-per-user and users-per-item distributions match the reference (PSI).
+    """The trusted rows' confidence, items-per-user and users-per-item distributions match the reference.
 
     Fake accounts with bursts of purchases and items pushed by bot traffic
-    show up here before they show up in recommendations.
+    show up here before they show up in recommendations. (The untrusted
+    rows are checked as a whole window at `feedback_interactions`.)
     """
-    current = training_profile(training_interactions, reference["training"])
-    drift = profile_drift(reference["training"], current)
-    return AssetCheckResult(
-        passed=max(drift.values()) <= MAX_FEATURE_PSI,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={"psi": MetadataValue.json(drift), "max_psi": MAX_FEATURE_PSI},
+    return _distribution_result(
+        training_interactions[training_interactions["tier"] == "trusted"], reference
     )
+
+
+@asset_check(
+    asset=FEEDBACK_INTERACTIONS_KEY,
+    name="distribution_matches_reference",
+    blocking=True,
+    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+)
+def feedback_distribution_matches_reference(
+    context: AssetCheckExecutionContext, feedback_interactions: TableFile, reference: dict
+) -> AssetCheckResult:
+    """A window of feedback interactions looks like a window of trusted ones (PSI per feature)."""
+    frame = pd.read_parquet(feedback_interactions.path)
+    if frame.empty:
+        return AssetCheckResult(passed=True, description="No feedback in this window.")
+    return _distribution_result(frame, reference)
 
 
 @asset_check(
@@ -392,6 +415,7 @@ modeling_checks = [
     untrusted_share_within_cap,
     label_balance_matches_reference,
     distribution_matches_reference,
+    feedback_distribution_matches_reference,
     sentiment_label_issues,
     beats_popularity_baseline,
     shilling_sensitivity_within_limit,

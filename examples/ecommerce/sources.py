@@ -25,9 +25,7 @@ import base64
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from examples.ecommerce.world import EPOCH, WEB_SHARE, World, WorldConfig
+from resources.atomic import atomic_write_bytes
 from resources.integrity import canonical_json
 
 ACTIVITY_TOPIC = "user-activity"
@@ -114,7 +113,7 @@ def _load_or_create_key(path: Path) -> Ed25519PrivateKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    atomic_write(path, pem)
+    atomic_write_bytes(path, pem)
     return key
 
 
@@ -138,7 +137,7 @@ def enrol_sources(
         }
     }
     registry_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    atomic_write(registry_path, json.dumps(registry, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write_bytes(registry_path, json.dumps(registry, indent=2, sort_keys=True).encode() + b"\n")
     return registry_path
 
 
@@ -189,7 +188,7 @@ def write_batch(
     if signer is not None:
         manifest["signature"] = base64.b64encode(signer.sign(signed_bytes(manifest))).decode()
     manifest_path = folder / f"{batch_id}.manifest.json"
-    atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
     return manifest_path
 
 
@@ -303,32 +302,8 @@ def _write_lines(path: Path, lines: Iterable[bytes]) -> tuple[int, str]:
             digest.update(chunk)
             yield chunk
 
-    atomic_write(path, hashed())
+    atomic_write_bytes(path, hashed())
     return count, digest.hexdigest()
-
-
-def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
-    """Write owner-only to a temp file beside `path`, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in [data] if isinstance(data, bytes) else data:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def iso_z(moment: datetime) -> str:

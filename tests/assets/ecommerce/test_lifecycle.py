@@ -83,6 +83,16 @@ def test_challenger_failing_a_blocking_check_is_not_promoted(shop):
     assert shop.defs.resources["releases"].versions(MODEL_NAME) == [1]
 
 
+def test_clean_feedback_is_used_for_retraining_and_the_challenger_promoted(shop):
+    shop.feedback(cycle=1)
+    result = shop.run("ecommerce_retraining")
+    assert result.success, {k: v for k, v in checks(result).items() if not v}
+    training = metadata(result, "training_interactions")
+    assert 0 < training["untrusted_share"] <= training["max_untrusted_share"]
+    assert metadata(result, "champion_model")["release_version"] == 2
+    assert champion_version(shop) == 2
+
+
 def test_poisoned_feedback_never_reaches_a_promoted_model(shop):
     """Coordinated fake buyers of one item in the feedback are stopped before training."""
 
@@ -91,18 +101,18 @@ def test_poisoned_feedback_never_reaches_a_promoted_model(shop):
             return {**payload, "event_type": "purchase", "item_id": "i000003"}
         return payload
 
-    shop.feedback(cycle=1, transform=push)
+    shop.feedback(cycle=2, transform=push)
     result = shop.run("ecommerce_retraining")
     assert checks(result)["feedback_events:no_coordinated_item_push"] is False
     assert not {"training_interactions", "recommender_model", "champion_model"} & materialized(result)
-    assert champion_version(shop) == 1
+    assert champion_version(shop) == 2
 
 
 def _skew(cycle: int):
-    """Each cycle turns another 8% of views into purchases: a small step every time."""
+    """Each cycle turns another 9% of views into purchases: a small step every time."""
 
     def transform(payload: dict) -> dict:
-        if payload["event_type"] == "view" and int(payload["event_id"][-2:], 16) % 100 < 11 * cycle:
+        if payload["event_type"] == "view" and int(payload["event_id"][-4:], 16) % 100 < 9 * cycle:
             return {**payload, "event_type": "purchase"}
         return payload
 
@@ -112,7 +122,8 @@ def _skew(cycle: int):
 def test_gradual_skew_over_three_cycles_is_flagged_against_the_trusted_baseline(shop):
     levels, mixes = [], []
     for cycle in (1, 2, 3):
-        shop.feedback(cycle=cycle + 1, transform=_skew(cycle))
+        champion_before = champion_version(shop)
+        shop.feedback(cycle=cycle + 2, transform=_skew(cycle))
         result = shop.run("ecommerce_retraining")
         drift = metadata(result, "feedback_drift")
         levels.append(drift["level"])
@@ -126,6 +137,7 @@ def test_gradual_skew_over_three_cycles_is_flagged_against_the_trusted_baseline(
     assert levels[-1] == "error", levels
     assert checks(result)["feedback_drift:drift_below_error"] is False
     assert not {"feedback_interactions", "training_interactions", "champion_model"} & materialized(result)
+    assert champion_version(shop) == champion_before
 
 
 def test_retraining_audit_traces_every_release(shop):
