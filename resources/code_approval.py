@@ -13,19 +13,19 @@ from __future__ import annotations
 import base64
 import inspect
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dagster import ConfigurableResource, Failure
 
-from resources.integrity import canonical_json, digest_bytes
+from resources.atomic import atomic_write_bytes
+from resources.integrity import digest_bytes
 from resources.keys import KeyProvider
 from resources.runtime import runtime_path
+from resources.signed_records import public_key_b64, sign_record, verify_record
 
 APPROVER_KEY = "code-approval"
 
@@ -70,19 +70,16 @@ class CodeApprovals(ConfigurableResource):
     def approve(self, functions: dict[str, Callable], approver: str) -> dict:
         """Sign the current code of `functions` as approved (a reviewer's act)."""
         key = self.key_provider.signing_key(APPROVER_KEY)
-        body = {
-            "approved": {name: code_digest(fn) for name, fn in sorted(functions.items())},
-            "approver": approver,
-            "approver_key": base64.b64encode(
-                key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            ).decode(),
-            "signed_at": datetime.now(UTC).isoformat(),
-        }
-        manifest = {**body, "signature": base64.b64encode(key.sign(canonical_json(body))).decode()}
-        file = self._manifest_file()
-        tmp = file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        os.replace(tmp, file)
+        manifest = sign_record(
+            {
+                "approved": {name: code_digest(fn) for name, fn in sorted(functions.items())},
+                "approver": approver,
+                "approver_key": public_key_b64(key),
+                "signed_at": datetime.now(UTC).isoformat(),
+            },
+            key,
+        )
+        atomic_write_bytes(self._manifest_file(), json.dumps(manifest, indent=1, sort_keys=True).encode())
         return manifest
 
     def approved(self) -> dict[str, str]:
@@ -93,10 +90,8 @@ class CodeApprovals(ConfigurableResource):
                 f"No approved-code manifest at {file}. A reviewer approves the transformation "
                 "code with `make approve-code` before processing may publish."
             )
-        manifest = json.loads(file.read_text())
-        body = {k: v for k, v in manifest.items() if k != "signature"}
         try:
-            self._public_key().verify(base64.b64decode(manifest.get("signature", "")), canonical_json(body))
+            manifest = verify_record(json.loads(file.read_text()), self._public_key())
         except (InvalidSignature, ValueError) as error:
             raise CodeNotApproved(
                 f"The approved-code manifest at {file} is not signed by the trusted approver key. "

@@ -9,9 +9,6 @@ the secure loader, which verifies the signature against the trusted release
 keys and refuses older versions (rollback).
 """
 
-import json
-import shutil
-
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
@@ -29,9 +26,10 @@ from dagster import (
 from assets.ecommerce import recommender
 from assets.ecommerce.modeling import MODEL_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY
+from assets.promotion import promote, release_check
 from resources.releases import ModelReleases
 from resources.scratch import ScratchSpace
-from resources.signing import CONFIG_FILE, ReleaseSigner
+from resources.signing import ReleaseSigner
 from resources.tables import ModelDir, TableFile
 from resources.tracking import ExperimentTracking
 from serving.loader import SecureModelLoader
@@ -113,59 +111,9 @@ def champion_model(
     Only this step holds the release key. The version inside the signed
     config only ever increases, so servers can refuse a rollback.
     """
-    version = releases.next_version(MODEL_NAME)
-    release = scratch.path(f"release-v{version}")
-    shutil.copytree(model.path, release)
-    config_path = release / CONFIG_FILE
-    config = json.loads(config_path.read_text())
-    run_id = model.details["mlflow_run_id"]
-    config.update({"name": MODEL_NAME, "version": version, "mlflow_run_id": run_id})
-    config_path.write_text(json.dumps(config, sort_keys=True))
-    signer.sign(release)
-    releases.trust(signer.public_key_pem())
-    published = releases.publish(MODEL_NAME, release, version)
-
-    tracking.attach(run_id).log_artifacts(release, "release")
-    registered = tracking.register(
-        run_id, "release", MODEL_NAME, tags={"release_version": version, "signer": signer.fingerprint()}
-    )
-    tracking.set_alias(MODEL_NAME, "champion", registered)
-    context.add_output_metadata(
-        {
-            "release_version": version,
-            "release_path": str(published),
-            "signer": signer.fingerprint(),
-            "mlflow_model_version": registered,
-            "mlflow_run_id": run_id,
-        }
-    )
-    return ModelDir(
-        path=release,
-        details={
-            "version": version,
-            "signer": signer.fingerprint(),
-            "mlflow_model_version": registered,
-            "mlflow_run_id": run_id,
-        },
+    return promote(
+        context, model, MODEL_NAME, signer=signer, releases=releases, tracking=tracking, scratch=scratch
     )
 
 
-@asset_check(asset=CHAMPION_KEY, name="release_loads_securely", blocking=True)
-def release_loads_securely(context: AssetCheckExecutionContext, releases: ModelReleases) -> AssetCheckResult:
-    """The published release passes the secure loader: trusted signature, safetensors, no rollback."""
-    current = releases.current(MODEL_NAME)
-    try:
-        loaded = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
-    except Exception as error:  # the loader's refusal is the evidence
-        return AssetCheckResult(
-            passed=False,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"release": str(current), "refused": str(error)},
-        )
-    return AssetCheckResult(
-        passed=True,
-        metadata={"release": str(current), "version": loaded.version, "signer": loaded.signer},
-    )
-
-
-deployment_checks = [not_worse_than_champion, release_loads_securely]
+deployment_checks = [not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)]

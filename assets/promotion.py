@@ -1,0 +1,101 @@
+"""Signed promotion, shared by every example's deployment stage.
+
+`promote` stamps the next release version into the model's config, signs
+the directory with the release key (OpenSSF model-signing), publishes it
+read-only, registers it in the MLflow registry and moves the `champion`
+alias. `release_check` verifies the published release the way a server
+will: through the secure loader.
+"""
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+
+import torch
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    asset_check,
+)
+
+from resources.releases import ModelReleases
+from resources.scratch import ScratchSpace
+from resources.signing import CONFIG_FILE, ReleaseSigner
+from resources.tables import ModelDir
+from resources.tracking import ExperimentTracking
+from serving.loader import SecureModelLoader
+
+
+def promote(
+    context: AssetExecutionContext,
+    model: ModelDir,
+    model_name: str,
+    *,
+    signer: ReleaseSigner,
+    releases: ModelReleases,
+    tracking: ExperimentTracking,
+    scratch: ScratchSpace,
+) -> ModelDir:
+    """Sign and publish `model` as the next champion release of `model_name`."""
+    version = releases.next_version(model_name)
+    release = scratch.path(f"release-{model_name}-v{version}")
+    shutil.copytree(model.path, release)
+    config_path = release / CONFIG_FILE
+    run_id = model.details["mlflow_run_id"]
+    config = {
+        **json.loads(config_path.read_text()),
+        "name": model_name,
+        "version": version,
+        "mlflow_run_id": run_id,
+    }
+    config_path.write_text(json.dumps(config, sort_keys=True))
+    signer.sign(release)
+    releases.trust(signer.public_key_pem())
+    published = releases.publish(model_name, release, version)
+
+    tracking.attach(run_id).log_artifacts(release, "release")
+    registered = tracking.register(
+        run_id, "release", model_name, tags={"release_version": version, "signer": signer.fingerprint()}
+    )
+    tracking.set_alias(model_name, "champion", registered)
+    details = {
+        "version": version,
+        "signer": signer.fingerprint(),
+        "mlflow_model_version": registered,
+        "mlflow_run_id": run_id,
+    }
+    context.add_output_metadata({**details, "release_version": version, "release_path": str(published)})
+    return ModelDir(path=release, details=details)
+
+
+def release_check(
+    key: AssetKey,
+    model_name: str,
+    architectures: Mapping[str, Callable[[dict], torch.nn.Module]],
+) -> AssetChecksDefinition:
+    """Blocking check that the published release passes the secure loader."""
+
+    @asset_check(asset=key, name="release_loads_securely", blocking=True)
+    def release_loads_securely(
+        context: AssetCheckExecutionContext, releases: ModelReleases
+    ) -> AssetCheckResult:
+        """The published release passes the secure loader: trusted signature, safetensors, no rollback."""
+        current = releases.current(model_name)
+        try:
+            loaded = SecureModelLoader(releases.trusted_keys(), architectures).load(current)
+        except Exception as error:  # the loader's refusal is the evidence
+            return AssetCheckResult(
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={"release": str(current), "refused": str(error)},
+            )
+        return AssetCheckResult(
+            passed=True,
+            metadata={"release": str(current), "version": loaded.version, "signer": loaded.signer},
+        )
+
+    return release_loads_securely
