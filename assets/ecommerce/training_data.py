@@ -85,7 +85,8 @@ def label_issue_share(reviews: pd.DataFrame, seed: int = 7) -> dict:
         cv=LABEL_ISSUE_FOLDS,
         method="predict_proba",
     )
-    issues = find_label_issues(labels=labelled["label"].to_numpy(), pred_probs=probabilities)
+    # n_jobs=1: no worker processes (which would fork the Dagster run and pickle data between them).
+    issues = find_label_issues(labels=labelled["label"].to_numpy(), pred_probs=probabilities, n_jobs=1)
     flagged = labelled[issues]
     return {
         "reviews": len(labelled),
