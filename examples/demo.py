@@ -36,15 +36,15 @@ def _metadata(instance: DagsterInstance, key: AssetKey) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def run_job(defs: Definitions, name: str, instance: DagsterInstance) -> list:
-    """Run one job; print its outcome; return its check evaluations."""
+def run_job(defs: Definitions, name: str, instance: DagsterInstance) -> tuple[bool, list]:
+    """Run one job; print its outcome; return whether it succeeded and its check evaluations."""
     started = time.perf_counter()
     result = defs.resolve_job_def(name).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET
     )
     status = "succeeded" if result.success else "FAILED"
     print(f"  {name:<24} {status} in {time.perf_counter() - started:5.0f} s (run {result.run_id[:8]})")
-    return result.get_asset_check_evaluations()
+    return result.success, result.get_asset_check_evaluations()
 
 
 def serve_and_ask(user_id: str) -> dict:
@@ -91,11 +91,10 @@ def main() -> int:
     defs = ecommerce.build_definitions()
     events = int(os.environ.get("EVENTS", "1000000"))
     print("E-commerce lifecycle")
-    evaluations = run_job(defs, "ecommerce_baseline", instance)
-    evaluations += run_job(defs, "ecommerce_lifecycle", instance)
+    outcomes = [run_job(defs, "ecommerce_baseline", instance), run_job(defs, "ecommerce_lifecycle", instance)]
     generate_feedback(int(os.environ.get("SEED", "7")), events, runtime_home(), cycle=1)
-    evaluations += run_job(defs, "ecommerce_retraining", instance)
-    evaluations += run_job(defs, "ecommerce_audit", instance)
+    outcomes += [run_job(defs, "ecommerce_retraining", instance), run_job(defs, "ecommerce_audit", instance)]
+    evaluations = [e for _, job_evaluations in outcomes for e in job_evaluations]
 
     print("\nCollection")
     for key in (ACTIVITY_KEY, REVIEWS_KEY):
@@ -126,7 +125,7 @@ def main() -> int:
             f"\nServer: model v{served['health'].get('version')} loaded and verified; "
             f"/recommend?user_id=u0000001 → {items}"
         )
-    return 0 if not failed and champion else 1
+    return 0 if all(ok for ok, _ in outcomes) and not failed and champion else 1
 
 
 if __name__ == "__main__":

@@ -205,13 +205,14 @@ class ModelDirIOManager(_LedgerIOManager):
                 )
             )
             files[file.name] = asdict(artifact)
+        # The bundle's own entry has no path: the audit re-hashes each file's entry instead.
         bundle = StoredArtifact(
-            path=base,
+            path="",
             digest=_bundle_digest(files),
             stored_digest=_bundle_digest(files, "stored_digest"),
             size=sum(f["size"] for f in files.values()),
         )
-        self._record(context, bundle, {"files": files, **obj.details})
+        self._record(context, bundle, {"folder": base, "files": files, **obj.details})
 
     def load_input(self, context: InputContext) -> ModelDir:
         entry = self._trusted_entry(context)
@@ -219,7 +220,7 @@ class ModelDirIOManager(_LedgerIOManager):
         if _bundle_digest(files) != entry.digest:
             raise IntegrityError(f"The file list of {entry.subject} does not match its recorded digest.")
         # A fresh folder per load: every consumer gets its own verified copy.
-        dest = self.scratch.path(f"{entry.path.replace('/', '__')}-{uuid.uuid4().hex[:8]}")
+        dest = self.scratch.path(f"{entry.details['folder'].replace('/', '__')}-{uuid.uuid4().hex[:8]}")
         dest.mkdir(mode=0o700)
         for name, stored in files.items():
             self.store.copy_verified(

@@ -142,6 +142,8 @@ def test_gradual_skew_over_three_cycles_is_flagged_against_the_trusted_baseline(
 
 def test_retraining_audit_traces_every_release(shop):
     audit = shop.run("ecommerce_audit")
+    assert audit.success, {k: v for k, v in checks(audit).items() if not v}
+    assert checks(audit)["integrity_audit:store_matches_ledger"] is True
     assert checks(audit)["retraining_audit:retraining_audit_clean"] is True
     lineage = metadata(audit, "retraining_audit")["lineage"]
     assert lineage and all(v["training_set_digest"].startswith("blake3:") for v in lineage)
