@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from pipelines import ecommerce, healthcare
-from resources.io_managers import JsonIOManager, ParquetIOManager
+from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
 
 LOCATIONS = {"ecommerce": ecommerce.defs, "healthcare": healthcare.defs}
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def test_every_asset_uses_a_non_pickling_io_manager(name):
         assert manager is not None, (
             f"{key.to_user_string()} uses '{node.io_manager_key}', which is not defined"
         )
-        assert isinstance(manager, (ParquetIOManager, JsonIOManager)), (
+        assert isinstance(manager, (ParquetIOManager, JsonIOManager, ModelDirIOManager)), (
             f"{key.to_user_string()} is stored by {type(manager).__name__}, which may pickle"
         )
         assert not isinstance(manager, (FilesystemIOManager, InMemoryIOManager))

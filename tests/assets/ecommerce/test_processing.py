@@ -15,6 +15,12 @@ from tests.shop import Shop, checks, materialized, metadata
 
 pytestmark = pytest.mark.slow
 
+COLLECTION = ["ecommerce/activity_events", "ecommerce/product_reviews"]
+PROCESSING = [
+    *COLLECTION,
+    *(f"ecommerce/{name}" for name in ("sessions", "interactions", "scored_reviews", "item_features")),
+]
+
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> tuple[Shop, object]:
@@ -22,7 +28,7 @@ def clean(tmp_path_factory) -> tuple[Shop, object]:
         home = tmp_path_factory.mktemp("clean") / "home"
         patch.setenv("PIPELINE_HOME", str(home))
         shop = Shop(home)
-        result = shop.lifecycle()
+        result = shop.run_selection(PROCESSING)
         yield shop, result
 
 
@@ -68,6 +74,7 @@ def test_altered_transformation_code_refuses_to_publish(home, monkeypatch):
             "label", F.when(F.col("item_id") == "i000001", 1).otherwise(F.col("label"))
         )
 
+    shop.baseline()  # taken with the approved code, before the attacker's change
     monkeypatch.setattr(transforms, "build_interactions", build_interactions)
     result = shop.run_selection(["ecommerce/activity_events", "ecommerce/sessions", "ecommerce/interactions"])
 
@@ -92,7 +99,7 @@ def test_changed_byte_in_a_stored_table_is_caught_on_load_and_by_the_audit(home)
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "changed at rest" in str(failure.event_specific_data.error)
 
-    audit = shop.run("ecommerce_integrity_audit")
+    audit = shop.run("ecommerce_audit")
     assert checks(audit)["integrity_audit:store_matches_ledger"] is False
     assert entry.path in str(metadata(audit, "integrity_audit")["findings"]["mismatched"])
 
@@ -100,11 +107,11 @@ def test_changed_byte_in_a_stored_table_is_caught_on_load_and_by_the_audit(home)
 def test_rewritten_ledger_entry_is_caught_by_the_audit(home):
     shop = Shop(home)
     assert shop.run_selection(["ecommerce/activity_events"]).success
-    assert checks(shop.run("ecommerce_integrity_audit"))["integrity_audit:ledger_chain_intact"]
+    assert checks(shop.run("ecommerce_audit"))["integrity_audit:ledger_chain_intact"]
     with shop.ledger._db().begin() as conn:
         rewrite = "UPDATE ledger_entries SET run_id = 'x' WHERE subject = 'ecommerce/activity_events'"
         conn.execute(sa.text(rewrite))
-    audit = shop.run("ecommerce_integrity_audit")
+    audit = shop.run("ecommerce_audit")
     assert checks(audit)["integrity_audit:ledger_chain_intact"] is False
     assert AssetKey(["ecommerce", "integrity_audit"]) in {
         e.asset_key for e in audit.get_asset_materialization_events()
