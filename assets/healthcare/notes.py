@@ -1,0 +1,615 @@
+"""Clinical notes: safe XML parsing, de-identification, negation-aware findings.
+
+The note format (one study per note; element names are fixed)::
+
+    <clinicalNote>
+      <patient>                              <!-- dropped by deidentify_note -->
+        <name>Jane Doe</name>
+        <id>MRN-0012345</id>                 <!-- the DICOM PatientID -->
+        <birthDate>1961-04-02</birthDate>    <!-- optional -->
+        <phone>555-201-3344</phone>          <!-- optional -->
+        <address>12 Elm St, Springfield</address>  <!-- optional -->
+      </patient>
+      <author>Dr. Alan Grant</author>        <!-- optional, PHI -->
+      <study uid="1.2.826.0.1.3680043..."/>  <!-- the DICOM StudyInstanceUID -->
+      <findings>There is a 7 mm nodule in the right upper lobe.</findings>
+      <impression>Solitary pulmonary nodule.</impression>
+      <diagnosis code="R91.1" system="ICD-10" label="Solitary pulmonary nodule"/>
+    </clinicalNote>
+
+Parsing uses defusedxml with DTDs, entity declarations and external
+references all forbidden, so a billion-laughs or an external-entity note
+(``file:///etc/passwd``) is refused before anything is expanded or fetched.
+
+Findings are extracted by a small NegEx-style matcher (Chapman et al. 2001,
+with ConText's termination terms) instead of spaCy + negspacy: those would
+add 19 packages (~57 MB of wheels) for what is, with a blank pipeline and an
+entity ruler, the same algorithm. Lesion terms are matched per sentence; a
+pre-negation trigger ("no", "without", "negative for", "no evidence of",
+"free of", ...) negates every term after it up to the end of the sentence or
+a termination term ("but", "however", "although", ...); a post-negation
+trigger ("ruled out", "has resolved", "not seen", ...) negates back to the
+start of the sentence or a termination term. Pseudo-triggers ("no change",
+"no interval change", "not ruled out", ...) are consumed first so they do not
+negate. Uncertainty triggers ("possible", "cannot be excluded", ...) mark a
+finding as uncertain rather than asserted.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+
+from assets.healthcare.deidentify import deidentified_uid, pseudonym
+from assets.healthcare.dicom import Refusal
+
+MAX_NOTE_BYTES = 64 * 1024
+ROOT_TAG = "clinicalNote"
+
+# ---------------------------------------------------------------------------
+# Data model
+
+
+@dataclass(frozen=True)
+class Patient:
+    name: str
+    patient_id: str
+    birth_date: str = ""
+    phone: str = ""
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    code: str
+    system: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """One parsed note. ``patient`` and ``author`` are ``None`` once de-identified."""
+
+    study_uid: str
+    findings: str
+    impression: str
+    diagnosis: Diagnosis
+    patient: Patient | None = None
+    author: str | None = None
+    #: ``pseudonym(patient_id, key)`` after de-identification (links to the images).
+    patient_pseudonym: str | None = None
+
+    @property
+    def deidentified(self) -> bool:
+        return self.patient is None and self.author is None and self.patient_pseudonym is not None
+
+    def as_record(self) -> dict[str, str | None]:
+        """A JSON-ready record. The patient element and author are never part of it."""
+        return {
+            "study_uid": self.study_uid,
+            "patient_pseudonym": self.patient_pseudonym,
+            "findings": self.findings,
+            "impression": self.impression,
+            "diagnosis_code": self.diagnosis.code,
+            "diagnosis_system": self.diagnosis.system,
+            "diagnosis_label": self.diagnosis.label,
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    term: str
+    negated: bool
+    sentence: str
+    uncertain: bool = False
+
+    @property
+    def asserted(self) -> bool:
+        return not self.negated and not self.uncertain
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _clean(text: str | None) -> str:
+    """NFKC-normalised text without format characters, whitespace collapsed.
+
+    Zero-width and bidi control characters (Unicode category Cf) are removed:
+    "no\u200b nodule" must not read as an asserted nodule to the matcher while
+    a reviewer sees a negation.
+    """
+    text = unicodedata.normalize("NFKC", text or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+class _SchemaError(ValueError):
+    pass
+
+
+def _child_text(parent: Element, tag: str) -> str:
+    child = parent.find(tag)
+    if child is None:
+        return ""
+    if len(child):
+        raise _SchemaError(f"<{tag}> must hold text only, not markup")
+    return _clean(child.text)
+
+
+def parse_note(xml_bytes: bytes, *, max_bytes: int = MAX_NOTE_BYTES) -> Note | Refusal:
+    """Parse one note safely; a :class:`Refusal` for anything unsafe or incomplete.
+
+    Reason categories: ``empty``, ``too large``, ``xml`` (DTD, entities,
+    external references, malformed), ``schema`` (wrong root, bad UID),
+    ``missing field``.
+    """
+    if not xml_bytes:
+        return Refusal("empty: no bytes")
+    if len(xml_bytes) > max_bytes:
+        return Refusal(f"too large: {len(xml_bytes)} bytes (at most {max_bytes})")
+    try:
+        root = SafeET.fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DTDForbidden:
+        return Refusal("xml: document type declarations are not allowed")
+    except EntitiesForbidden:
+        return Refusal("xml: entity declarations are not allowed")
+    except ExternalReferenceForbidden:
+        return Refusal("xml: external references are not allowed")
+    except ParseError as exc:
+        return Refusal(f"xml: malformed: {str(exc)[:160]}")
+    except Exception as exc:  # encoding errors and the like
+        return Refusal(f"xml: malformed: {type(exc).__name__}: {str(exc)[:160]}")
+    if root.tag != ROOT_TAG:
+        return Refusal(f"schema: root element {str(root.tag)[:40]!r}, expected {ROOT_TAG!r}")
+    try:
+        return _note_from(root)
+    except _SchemaError as exc:
+        return Refusal(f"schema: {exc}")
+
+
+_SINGLE_ELEMENTS = ("patient", "author", "study", "findings", "impression", "diagnosis")
+
+
+def _note_from(root: Element) -> Note | Refusal:
+    for tag in _SINGLE_ELEMENTS:
+        # a second <diagnosis> or <findings> would let the reader and the parser disagree
+        if len(root.findall(tag)) > 1:
+            return Refusal(f"schema: more than one <{tag}>")
+    study = root.find("study")
+    study_uid = _clean(study.get("uid")) if study is not None else ""
+    findings = _child_text(root, "findings")
+    impression = _child_text(root, "impression")
+    diagnosis_element = root.find("diagnosis")
+    patient_element = root.find("patient")
+    for name, value in (("study", study_uid), ("findings", findings), ("impression", impression)):
+        if not value:
+            return Refusal(f"missing field: {name}")
+    if diagnosis_element is None:
+        return Refusal("missing field: diagnosis")
+    diagnosis = Diagnosis(
+        code=_clean(diagnosis_element.get("code")),
+        system=_clean(diagnosis_element.get("system")),
+        label=_clean(diagnosis_element.get("label")),
+    )
+    if not diagnosis.code or not diagnosis.system:
+        return Refusal("missing field: diagnosis code or system")
+    if patient_element is None:
+        return Refusal("missing field: patient")
+    patient = Patient(
+        name=_child_text(patient_element, "name"),
+        patient_id=_child_text(patient_element, "id"),
+        birth_date=_child_text(patient_element, "birthDate"),
+        phone=_child_text(patient_element, "phone"),
+        address=_child_text(patient_element, "address"),
+    )
+    if not patient.patient_id:
+        return Refusal("missing field: patient id")
+    if len(study_uid) > 64 or not _UID.match(study_uid):
+        return Refusal(f"schema: study uid {study_uid[:80]!r} is not a valid UID")
+    author = _child_text(root, "author") or None
+    return Note(
+        study_uid=study_uid,
+        findings=findings,
+        impression=impression,
+        diagnosis=diagnosis,
+        patient=patient,
+        author=author,
+    )
+
+
+# ---------------------------------------------------------------------------
+# De-identification
+
+_MONTHS = "January February March April May June July August September October November December".split()
+_MONTH_NAMES = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
+SCRUB_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[EMAIL]"),
+    (re.compile(r"\b\d+(?:\.\d+){3,}\b"), "[UID]"),
+    (
+        re.compile(
+            r"\b(?:MRN|MR#|medical record(?: number| no\.?)?|patient id|ID)"
+            r"\s*[:#]?\s*(?=[A-Z-]*\d)[A-Z0-9-]{4,}\b",
+            re.I,
+        ),
+        "[MRN]",
+    ),
+    (re.compile(r"\b[A-Z]{2,4}-?\d{5,}\b"), "[MRN]"),
+    (re.compile(r"(?:\+?1[-.\s]?)?\(?\b\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b"), "[PHONE]"),
+    (re.compile(r"\b\d{3}[-.]\d{4}\b"), "[PHONE]"),
+    (re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b"), "[DATE]"),
+    (re.compile(r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b"), "[DATE]"),
+    (re.compile(rf"\b{_MONTH_NAMES}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), "[DATE]"),
+    (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH_NAMES}\s+\d{{4}}\b", re.I), "[DATE]"),
+    (re.compile(r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b"), "[DATE]"),
+    (re.compile(r"\b\d{6,}\b"), "[ID]"),
+    (re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+[A-Z][a-zA-Z'-]+(?:\s+[A-Z][a-zA-Z'-]+)?"), "[NAME]"),
+)
+
+
+def _date_variants(value: str) -> list[str]:
+    """Common renderings of an ISO (or DICOM DA) date, to find it in free text."""
+    digits = re.sub(r"\D", "", value)
+    if len(digits) != 8:
+        return []
+    try:
+        day = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        return []
+    month = _MONTHS[day.month - 1]
+    return [
+        day.isoformat(),
+        day.strftime("%Y%m%d"),
+        f"{day.month:02d}/{day.day:02d}/{day.year}",
+        f"{day.day:02d}/{day.month:02d}/{day.year}",
+        f"{day.month}/{day.day}/{day.year}",
+        f"{day.day}/{day.month}/{day.year}",
+        f"{day.day:02d}.{day.month:02d}.{day.year}",
+        f"{month} {day.day}, {day.year}",
+        f"{month} {day.day} {day.year}",
+        f"{day.day} {month} {day.year}",
+        f"{month[:3]} {day.day}, {day.year}",
+        f"{day.day} {month[:3]} {day.year}",
+    ]
+
+
+def note_phi_values(note: Note) -> set[str]:
+    """The PHI strings the note's own patient and author elements reveal."""
+    values: set[str] = set()
+    patient = note.patient
+    if patient is not None:
+        values.update(v for v in (patient.name, patient.patient_id, patient.phone, patient.address) if v)
+        if patient.birth_date:
+            values.add(patient.birth_date)
+            values.update(_date_variants(patient.birth_date))
+        for part in re.split(r"[\s^,]+", patient.name):
+            if len(part.strip(".")) >= 3:
+                values.add(part.strip("."))
+    if note.author:
+        values.add(note.author)
+        for part in re.split(r"[\s,]+", note.author):
+            if len(part.strip(".")) >= 3 and part.strip(".").lower() not in ("dr", "mrs", "prof"):
+                values.add(part.strip("."))
+    return {v for v in values if v.strip()}
+
+
+def scrub_text(text: str, known: set[str] | frozenset[str] = frozenset()) -> str:
+    """Replace known PHI strings (longest first, case-insensitive) and PHI-shaped patterns."""
+    for value in sorted(known, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "[REDACTED]", text, flags=re.I)
+    for pattern, replacement in SCRUB_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def deidentify_note(note: Note, pseudonym_key: bytes) -> Note:
+    """Drop the patient element and author; scrub PHI from the free text.
+
+    The study UID and patient ID are replaced by the same keyed values
+    :mod:`assets.healthcare.deidentify` gives the images, so a de-identified
+    note still links to its de-identified study.
+    """
+    if note.patient is None:
+        raise ValueError("note has no patient element (already de-identified?)")
+    known = note_phi_values(note)
+    return Note(
+        study_uid=deidentified_uid(note.study_uid, pseudonym_key),
+        findings=scrub_text(note.findings, known),
+        impression=scrub_text(note.impression, known),
+        diagnosis=Diagnosis(
+            code=note.diagnosis.code,
+            system=note.diagnosis.system,
+            label=scrub_text(note.diagnosis.label, known),
+        ),
+        patient=None,
+        author=None,
+        patient_pseudonym=pseudonym(note.patient.patient_id, pseudonym_key),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Findings with negation (NegEx-style)
+
+LESION_TERMS: tuple[str, ...] = (
+    "ground-glass opacity",
+    "ground glass opacity",
+    "space-occupying lesion",
+    "nodule",
+    "nodular opacity",
+    "mass",
+    "lesion",
+    "opacity",
+    "tumor",
+    "tumour",
+    "neoplasm",
+    "carcinoma",
+    "malignancy",
+    "cancer",
+    "metastasis",
+)
+_PLURALS = {
+    "mass": "masses",
+    "opacity": "opacities",
+    "metastasis": "metastases",
+    "malignancy": "malignancies",
+}
+
+PRE_NEGATION = (
+    "no evidence of",
+    "no evidence for",
+    "no signs of",
+    "no sign of",
+    "no suspicious",
+    "no definite",
+    "no focal",
+    "no new",
+    "no",
+    "not",
+    "without",
+    "negative for",
+    "free of",
+    "absence of",
+    "rules out",
+    "ruled out for",
+    "denies",
+    "resolution of",
+    "never developed",
+    "not demonstrate",
+    "fails to reveal",
+)
+POST_NEGATION = (
+    "ruled out",
+    "has been ruled out",
+    "is absent",
+    "are absent",
+    "was absent",
+    "were absent",
+    "is not seen",
+    "are not seen",
+    "not seen",
+    "not identified",
+    "not present",
+    "has resolved",
+    "have resolved",
+    "resolved",
+    "was excluded",
+    "were excluded",
+    "is excluded",
+    "unlikely",
+)
+PSEUDO_TRIGGERS = (
+    "no change",
+    "no interval change",
+    "no significant change",
+    "no significant interval change",
+    "no increase",
+    "no decrease",
+    "not only",
+    "not necessarily",
+    "without change",
+    "without interval change",
+)
+PRE_UNCERTAIN = (
+    "possible",
+    "possibly",
+    "probable",
+    "questionable",
+    "suspicious for",
+    "suspected",
+    "concerning for",
+    "may represent",
+    "could represent",
+    "cannot exclude",
+    "can not exclude",
+    "rule out",
+    "r/o",
+)
+POST_UNCERTAIN = (
+    "cannot be excluded",
+    "can not be excluded",
+    "not excluded",
+    "not ruled out",
+    "not been ruled out",
+    "not be ruled out",
+    "is possible",
+    "is suspected",
+)
+TERMINATION = (
+    "but",
+    "however",
+    "although",
+    "though",
+    "except",
+    "apart from",
+    "aside from",
+    "with the exception of",
+    "nevertheless",
+    "yet",
+    "still",
+    "which",
+    "whereas",
+    "there is",
+    "there are",
+    "there was",
+    "there were",
+    "there has been",
+)
+
+
+def _alternation(phrases: tuple[str, ...]) -> str:
+    parts = sorted({re.escape(p).replace(r"\ ", r"\s+") for p in phrases}, key=len, reverse=True)
+    return "|".join(parts)
+
+
+def _plural(term: str) -> str:
+    head, _, last = term.rpartition(" ")
+    last_plural = _PLURALS.get(last, last + "s")
+    return f"{head} {last_plural}" if head else last_plural
+
+
+_TERM_FORMS = {form: term for term in LESION_TERMS for form in (term, _plural(term))}
+_TERM_RE = re.compile(rf"(?<![\w-])({_alternation(tuple(_TERM_FORMS))})(?![\w-])", re.I)
+# Order matters within one position: pseudo triggers first, then the longest phrase.
+_TRIGGER_KINDS = (
+    ("pseudo", PSEUDO_TRIGGERS),
+    ("post_uncertain", POST_UNCERTAIN),
+    ("pre_uncertain", PRE_UNCERTAIN),
+    ("post_negation", POST_NEGATION),
+    ("pre_negation", PRE_NEGATION),
+    ("termination", TERMINATION),
+)
+_TRIGGER_RE = re.compile(
+    "|".join(
+        rf"(?P<{kind}>(?<![\w/-])(?:{_alternation(phrases)})(?![\w/-]))" for kind, phrases in _TRIGGER_KINDS
+    ),
+    re.I,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+|(?<=[.!?;])$")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split on sentence punctuation followed by space, semicolons and newlines (not on "7.5")."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _canonical(form: str) -> str:
+    form = _WHITESPACE.sub(" ", form.lower())
+    return _TERM_FORMS.get(form, form)
+
+
+def _nearest(kinds: list[str], negation: str, uncertainty: str) -> tuple[bool, bool]:
+    """(negated, uncertain) from the nearest trigger in scope; a termination term ends the scope."""
+    for kind in kinds:
+        if kind == "termination":
+            break
+        if kind == negation:
+            return True, False
+        if kind == uncertainty:
+            return False, True
+    return False, False
+
+
+def _sentence_findings(sentence: str) -> list[Finding]:
+    triggers = [(m.start(), m.end(), m.lastgroup or "") for m in _TRIGGER_RE.finditer(sentence)]
+    findings = []
+    for match in _TERM_RE.finditer(sentence):
+        start, end = match.span()
+        # Pre-triggers reach forward: look back from the term, nearest first.
+        before = [kind for _, t_end, kind in reversed(triggers) if t_end <= start]
+        negated, uncertain = _nearest(before, "pre_negation", "pre_uncertain")
+        if not (negated or uncertain):
+            # Post-triggers reach backward: look ahead from the term, nearest first.
+            after = [kind for t_start, _, kind in triggers if t_start >= end]
+            negated, uncertain = _nearest(after, "post_negation", "post_uncertain")
+        findings.append(Finding(_canonical(match.group(1)), negated, sentence, uncertain))
+    return findings
+
+
+def extract_findings(note: Note | str) -> list[Finding]:
+    """Lesion mentions in the findings and impression, each negated, uncertain or asserted."""
+    if isinstance(note, Note):
+        texts = [note.findings, note.impression]
+    else:
+        texts = [note]
+    return [finding for text in texts for s in split_sentences(text) for finding in _sentence_findings(s)]
+
+
+# ---------------------------------------------------------------------------
+# Labels
+
+#: Diagnosis codes, by normalised coding system, as code prefixes.
+LESION_CODES: dict[str, tuple[str, ...]] = {
+    # R91.1 solitary pulmonary nodule, R91.8 other nonspecific abnormal finding
+    # of lung field, C34 malignant neoplasm of bronchus and lung, D02.2
+    # carcinoma in situ of bronchus and lung, D14.3 benign neoplasm of bronchus
+    # and lung, D38.1 neoplasm of uncertain behaviour of trachea, bronchus, lung.
+    "ICD-10": ("R91.1", "R91.8", "C34", "D02.2", "D14.3", "D38.1"),
+}
+NORMAL_CODES: dict[str, tuple[str, ...]] = {
+    # Z00.00 general examination without abnormal findings, Z03.89
+    # observation for suspected condition ruled out.
+    "ICD-10": ("Z00.00", "Z03.89"),
+}
+_SYSTEM_ALIASES = {"ICD10": "ICD-10", "ICD-10-CM": "ICD-10", "ICD10CM": "ICD-10", "ICD-10": "ICD-10"}
+
+
+def code_label(system: str, code: str) -> int | None:
+    """1 for a lesion code, 0 for a normal code, ``None`` for anything else."""
+    normalised = _SYSTEM_ALIASES.get(system.strip().upper().replace(" ", ""), system.strip().upper())
+    code = code.strip().upper()
+    if any(code.startswith(prefix) for prefix in LESION_CODES.get(normalised, ())):
+        return 1
+    if any(code == prefix or code.startswith(prefix + ".") for prefix in NORMAL_CODES.get(normalised, ())):
+        return 0
+    return None
+
+
+def text_label(findings: list[Finding]) -> int | None:
+    """1 if any lesion is asserted, 0 if lesions are only negated, ``None`` otherwise."""
+    if any(f.asserted for f in findings):
+        return 1
+    if any(f.uncertain for f in findings):
+        return None
+    if any(f.negated for f in findings):
+        return 0
+    return None
+
+
+def note_label(note: Note) -> int | None:
+    """The label a note supports: 1 lesion, 0 normal, ``None`` contradictory or unclear.
+
+    1 when a lesion is asserted or the code is a lesion code; 0 when the code
+    is normal and the text asserts no lesion (only negated findings, or none);
+    ``None`` when text and code contradict each other (asserted lesion with a
+    normal code, only negated findings with a lesion code), when the text is
+    only uncertain and the code is not a lesion code, or when neither decides.
+    """
+    code = code_label(note.diagnosis.system, note.diagnosis.code)
+    findings = extract_findings(note)
+    text = text_label(findings)
+    uncertain_only = text is None and any(f.uncertain for f in findings)
+    if (code == 1 and text == 0) or (code == 0 and text == 1):
+        return None
+    if code == 1 or text == 1:
+        return 1
+    if code == 0 and not uncertain_only:
+        return 0
+    return None
+
+
+def consistency(note_label: int | None, image_label: int | bool | None) -> bool:
+    """Whether a note's label supports the image's label. Unclear never counts as agreeing."""
+    if note_label is None or image_label is None or isinstance(image_label, float):
+        return False
+    if int(image_label) not in (0, 1):
+        return False
+    return int(note_label) == int(image_label)
