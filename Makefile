@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install data approve-code demo test serve ui clean
+.PHONY: install data approve-code demo test serve bench ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required: set PYTHON=/path/to/python3.11")'
@@ -39,6 +39,9 @@ test: install  ## the whole test suite
 
 serve: install  ## the recommender server (current champion) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn --factory serving.ecommerce:create_recommender_app --host 127.0.0.1 --port 8000
+
+bench: install  ## cost of the integrity controls, as ratios against in-memory BLAKE3
+	$(PY) -m benchmarks.integrity
 
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml

@@ -31,7 +31,7 @@ from tink import streaming_aead
 from upath import UPath
 
 from resources.atomic import atomic_file
-from resources.integrity import CHUNK, Hasher, IntegrityError
+from resources.integrity import CHUNK, Hasher, IntegrityError, digest_file
 from resources.keys import KeyProvider
 from resources.runtime import runtime_path
 
@@ -241,6 +241,8 @@ class ArtifactStore(ConfigurableResource):
 
     def stored_digest(self, path: str, algorithm: str | None = None) -> str:
         """Digest of the bytes at rest, without decrypting (the audit needs no data key)."""
+        if self._is_local():
+            return digest_file(self.local_path(path), algorithm or self.algorithm)  # mmap, every core
         hasher = Hasher(algorithm or self.algorithm)
         with (self._root() / path).open("rb") as raw:
             while chunk := raw.read(CHUNK):
