@@ -1,9 +1,11 @@
 """The source registry: who may send data, how they prove it, how much they may send.
 
-A batch lands as `<landing>/<topic>/<batch_id>.jsonl` plus
-`<batch_id>.manifest.json`. The manifest names the source, the batch, the
-topic, the record count and the SHA-256 of the `.jsonl`, and carries the
-source's Ed25519 signature over the canonical JSON of those fields. A batch is
+A record batch lands as `<landing>/<topic>/<batch_id>.jsonl`, a file batch
+(DICOM images, XML notes) as a folder `<landing>/<topic>/<batch_id>/`; either
+has a `<batch_id>.manifest.json` beside it naming the source, the batch, the
+topic, the record count and the SHA-256 of the `.jsonl` (or of every file in
+the folder), with the source's Ed25519 signature over the canonical JSON of
+those fields. A batch is
 accepted only if its source is registered for that topic, the signature
 verifies under the registered public key, the digest matches, it fits the
 size limit and it was not accepted before (replay). Everything else is
@@ -91,11 +93,14 @@ def landed_batches(landing: Path, topic: str) -> Iterator[LandedBatch]:
         return
     for manifest in sorted(folder.glob(f"*{MANIFEST_SUFFIX}")):
         batch_id = manifest.name[: -len(MANIFEST_SUFFIX)]
-        yield LandedBatch(batch_id, manifest, folder / f"{batch_id}.jsonl")
+        records = folder / f"{batch_id}.jsonl"
+        yield LandedBatch(batch_id, manifest, records if records.exists() else folder / batch_id)
     known = {m.name[: -len(MANIFEST_SUFFIX)] for m in folder.glob(f"*{MANIFEST_SUFFIX}")}
-    for data in sorted(folder.glob("*.jsonl")):
-        if data.stem not in known:
-            yield LandedBatch(data.stem, folder / f"{data.stem}{MANIFEST_SUFFIX}", data)
+    for data in sorted(folder.iterdir()):
+        batch_id = data.stem if data.suffix == ".jsonl" else data.name
+        is_batch = data.suffix == ".jsonl" or (data.is_dir() and not data.name.startswith("."))
+        if is_batch and batch_id not in known:
+            yield LandedBatch(batch_id, folder / f"{batch_id}{MANIFEST_SUFFIX}", data)
 
 
 class SourceRegistry(ConfigurableResource):
@@ -168,13 +173,52 @@ class SourceRegistry(ConfigurableResource):
             return refuse("manifest names another batch", source)
         if not batch.data_path.exists():
             return refuse("manifest without data", source)
-        size = batch.data_path.stat().st_size
-        if size > policy.max_batch_bytes:
-            return refuse(f"oversized batch: {size} bytes > {policy.max_batch_bytes}", source)
-        with open(batch.data_path, "rb") as handle:
-            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
-        if manifest.get("digest", {}).get("value") != sha256:
-            return refuse("digest mismatch: data changed after signing", source)
+        check = _verify_files if isinstance(manifest.get("files"), dict) else _verify_records
+        why, sha256 = check(batch.data_path, manifest, policy)
+        if why:
+            return refuse(why, source)
         return BatchVerdict(
             batch, source, accepted=True, records=int(manifest.get("records", 0)), sha256=sha256
         )
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _verify_records(data: Path, manifest: dict, policy: SourcePolicy) -> tuple[str, str]:
+    """A record batch: one JSON-lines file whose SHA-256 the manifest signs."""
+    if not data.is_file():
+        return "manifest without data", ""
+    size = data.stat().st_size
+    if size > policy.max_batch_bytes:
+        return f"oversized batch: {size} bytes > {policy.max_batch_bytes}", ""
+    sha256 = _sha256(data)
+    if manifest.get("digest", {}).get("value") != sha256:
+        return "digest mismatch: data changed after signing", ""
+    return "", sha256
+
+
+def _verify_files(folder: Path, manifest: dict, policy: SourcePolicy) -> tuple[str, str]:
+    """A file batch: a folder whose exact file set and each file's SHA-256 the manifest signs.
+
+    The batch digest is the SHA-256 of the canonical JSON of the signed file map.
+    """
+    if not folder.is_dir():
+        return "manifest without data", ""
+    signed: dict = manifest["files"]
+    present = {p.name for p in folder.iterdir()}
+    if present != set(signed):
+        extra, missing = sorted(present - set(signed)), sorted(set(signed) - present)
+        return f"file set mismatch: unsigned {extra[:5]}, missing {missing[:5]}", ""
+    files = [folder / name for name in signed]
+    if any(f.is_symlink() or not f.is_file() for f in files):
+        return "file set mismatch: a batch holds regular files only", ""
+    size = sum(f.stat().st_size for f in files)
+    if size > policy.max_batch_bytes:
+        return f"oversized batch: {size} bytes > {policy.max_batch_bytes}", ""
+    changed = [f.name for f in files if _sha256(f) != signed[f.name]]
+    if changed:
+        return f"digest mismatch: {changed[:5]} changed after signing", ""
+    return "", hashlib.sha256(canonical_json(signed)).hexdigest()
