@@ -23,10 +23,6 @@ Security properties this module owns:
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -36,14 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from assets.model_files import load_model_dir, save_model_dir
+
 MODEL_NAME = "matrix_factorization"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 EVAL_BATCH_USERS = 1024  # users ranked per step: bounds memory at users x items
 INIT_STD = 0.1
 FAKE_USER_PREFIX = "shill"
@@ -410,18 +404,7 @@ def save_model(
     *,
     version: int,
 ) -> Path:
-    """Write `model.safetensors` (the state dict) and `config.json` into a new `directory`.
-
-    Both files are written and fsynced in a temporary sibling folder that is
-    renamed into place in one step, so a killed run never leaves a
-    half-written model that a later run could trust. A model directory is
-    written once: an existing non-empty `directory` is refused.
-    """
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        raise FileExistsError(
-            f"model directory {directory} already holds files; a model version is written once"
-        )
+    """Write the model, its id index, training config and metrics as a model directory (written once)."""
     config = {
         "architecture": model.architecture(),
         "train_config": cfg.to_dict(),
@@ -429,66 +412,33 @@ def save_model(
         "metrics": metrics,
         "version": version,
     }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-        save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-        for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
-            _fsync(path)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _fsync(directory.parent)
-    return directory
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    return save_model_dir(model, config, directory)
 
 
 def load_model(directory: Path) -> tuple[MatrixFactorization, IdIndex, dict[str, Any]]:
     """The model, id index and config stored in `directory` by `save_model`.
 
-    Protects against unsafe deserialisation: the network is built from code
-    by `build_from_architecture`, and the weights come from a safetensors file
-    only (never pickle or `torch.load`), so a pickle payload in place of the
-    weights is refused unread. A weights file whose tensor names, shapes or
-    dtypes differ from the declared architecture, or an id index whose sizes
-    differ from it, is refused with ValueError rather than loaded partially.
-    Verifying who produced the directory (its signature) is the caller's job.
+    The network is built from code and the weights read from safetensors only
+    (`assets.model_files`); an id index whose sizes differ from the declared
+    architecture is refused with ValueError.
     """
-    directory = Path(directory)
-    config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    missing = {"architecture", "id_index", "train_config", "metrics", "version"} - set(config)
-    if missing:
-        raise ValueError(f"{CONFIG_FILE} lacks {sorted(missing)}")
-    model = build_from_architecture(config["architecture"])
+
+    def check(model: nn.Module, config: dict[str, Any]) -> None:
+        index = IdIndex.from_dict(config["id_index"])
+        if (index.n_users, index.n_items) != (
+            model.architecture()["n_users"],
+            model.architecture()["n_items"],
+        ):
+            raise ValueError(
+                f"id index has {index.n_users} users and {index.n_items} items, "
+                f"the architecture declares {config['architecture']}"
+            )
+
+    model, config = load_model_dir(
+        directory, build_from_architecture, {"id_index", "train_config", "metrics"}, check
+    )
     index = IdIndex.from_dict(config["id_index"])
-    if (index.n_users, index.n_items) != (model.architecture()["n_users"], model.architecture()["n_items"]):
-        raise ValueError(
-            f"id index has {index.n_users} users and {index.n_items} items, "
-            f"the architecture declares {config['architecture']}"
-        )
-    try:
-        tensors = load_file(directory / WEIGHTS_FILE)
-    except SafetensorError as error:
-        raise ValueError(f"{WEIGHTS_FILE} is not a valid safetensors file: {error}") from error
-    expected = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in model.state_dict().items()}
-    found = {name: (tuple(tensor.shape), str(tensor.dtype)) for name, tensor in tensors.items()}
-    if found != expected:
-        raise ValueError(
-            f"{WEIGHTS_FILE} does not match the architecture in {CONFIG_FILE}: "
-            f"expected tensors {expected}, found {found}"
-        )
-    model.load_state_dict(tensors, strict=True)
-    return model.eval(), index, config
+    return model, index, config
 
 
 def pick_shilling_target(train: pd.DataFrame) -> str:

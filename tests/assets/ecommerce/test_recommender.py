@@ -15,8 +15,6 @@ import torch
 from safetensors.torch import save_file
 
 from assets.ecommerce.recommender import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
     IdIndex,
     MatrixFactorization,
     TrainConfig,
@@ -33,6 +31,7 @@ from assets.ecommerce.recommender import (
     target_exposure,
     train_bpr,
 )
+from assets.model_files import CONFIG_FILE, WEIGHTS_FILE
 from examples.ecommerce.world import WorldConfig, build_world
 
 WORLD_EVENTS = 40_000  # 800 users, 80 items: MF has taste to learn, training takes under a second
