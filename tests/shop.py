@@ -133,8 +133,13 @@ class Shop:
             for message in messages:
                 message["value"] = json.dumps(transform(json.loads(message["value"])))
             write_batch(
-                self.paths["feedback"], meta["source"], meta["topic"], messages,
-                self.keys.signer(meta["source"]), batch_id=meta["batch_id"], created_at=datetime.now(UTC),
+                self.paths["feedback"],
+                meta["source"],
+                meta["topic"],
+                messages,
+                self.keys.signer(meta["source"]),
+                batch_id=meta["batch_id"],
+                created_at=datetime.now(UTC),
             )
 
     def payloads(self, topic: str, limit: int | None = None, source: str = "") -> list[dict]:

@@ -237,9 +237,7 @@ def distribution_matches_reference(
     show up here before they show up in recommendations. (The untrusted
     rows are checked as a whole window at `feedback_interactions`.)
     """
-    return _distribution_result(
-        training_interactions[training_interactions["tier"] == "trusted"], reference
-    )
+    return _distribution_result(training_interactions[training_interactions["tier"] == "trusted"], reference)
 
 
 @asset_check(

@@ -52,7 +52,9 @@ def test_first_model_beats_popularity_and_is_promoted_signed(shop):
 def test_mlflow_run_holds_the_training_data_digests(shop):
     run_id = metadata(shop.first_run, "recommender_model")["mlflow_run_id"]
     logged = {d["name"]: d["digest"] for d in shop.defs.resources["tracking"].run_inputs(run_id)}
-    assert logged == {"ecommerce/training_interactions": shop.ledger.latest("ecommerce/training_interactions").digest}
+    assert logged == {
+        "ecommerce/training_interactions": shop.ledger.latest("ecommerce/training_interactions").digest
+    }
     tags = shop.defs.resources["tracking"].run_tags(run_id)
     assert tags["pipeline.code_version"].startswith("blake3:")
 
@@ -72,9 +74,12 @@ def test_server_answers_recommend_from_the_verified_champion(shop):
 
 def test_challenger_failing_a_blocking_check_is_not_promoted(shop):
     """A model that a 10% fake-account budget can push around must not become champion."""
-    strict = ecommerce.build_definitions(recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1))
+    strict = ecommerce.build_definitions(
+        recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1)
+    )
     result = strict.resolve_job_def("ecommerce_lifecycle").execute_in_process(
-        instance=shop.instance, raise_on_error=False,
+        instance=shop.instance,
+        raise_on_error=False,
         asset_selection=[AssetKey(["ecommerce", "recommender_model"]), CHAMPION],
     )
     assert checks(result)["recommender_model:shilling_sensitivity_within_limit"] is False
