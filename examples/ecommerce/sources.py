@@ -57,7 +57,7 @@ SCHEMA_VERSION = 1
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 RATE_HEADROOM = 50  # registry rate limit, in multiples of the busiest source's hourly volume
 EXPORT_DELAY = timedelta(seconds=5)  # a batch is created this long after its last record
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _FLUSH_BYTES = 1 << 20
 # Records are compact ASCII JSON (non-ASCII escaped); built once because it is hot.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -82,7 +82,7 @@ class SourceKeys:
         """Load the sources' keys from `folder` (owner-only), creating missing ones."""
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.chmod(0o700)
-        return cls({source: _load_or_create_key(folder / f"{source}.pem") for source in SOURCES})
+        return cls({source: load_or_create_key(folder / f"{source}.pem") for source in SOURCES})
 
     def signer(self, source_id: str) -> Ed25519PrivateKey:
         return self.private[source_id]
@@ -98,7 +98,7 @@ class SourceKeys:
         return base64.b64encode(raw).decode()
 
 
-def _load_or_create_key(path: Path) -> Ed25519PrivateKey:
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """A source's private key; refuses a key file that others may read."""
     if path.exists():
         if path.stat().st_mode & 0o077:
@@ -170,7 +170,7 @@ def write_batch(
     line, verbatim, followed by a newline, so that tests can land malformed data.
     """
     for name in (source_id, batch_id, topic):
-        if not _SAFE_NAME.fullmatch(name):
+        if not SAFE_NAME.fullmatch(name):
             raise ValueError(f"unsafe name for a landing file: {name!r}")
     folder = landing / topic  # consumers read a topic, whoever claims to have sent it
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -89,3 +90,34 @@ def test_rate_limiter_admits_whole_batches_within_the_hourly_budget(registry):
     assert "over its limit of 10" in limiter.admit(policy, [hour] * 5)
     assert limiter.admit(policy, [hour] * 4) == ""  # the refused batch used none of the budget
     assert limiter.admit(policy, [2 * hour] * 10) == ""  # a new hour, a new budget
+
+
+def _land_files(registry: SourceRegistry, keys: SourceKeys, files: dict[str, bytes], name: str) -> Path:
+    from examples.healthcare.batches import write_file_batch
+
+    return write_file_batch(
+        registry.landing_dir(),
+        "web-clickstream",
+        TOPIC,
+        files,
+        keys.signer("web-clickstream"),
+        batch_id=f"files-{name}",
+        created_at=datetime(2026, 11, 2, tzinfo=UTC),
+    )
+
+
+def test_file_batches_verify_every_file_and_the_exact_file_set(registry):
+    reg, keys = registry
+    _land_files(reg, keys, {"a.dcm": b"A" * 64, "b.dcm": b"B" * 64}, "clean")
+    _land_files(reg, keys, {"a.dcm": b"A" * 64}, "changed")
+    (reg.landing_dir() / TOPIC / "files-changed" / "a.dcm").write_bytes(b"X" * 64)
+    _land_files(reg, keys, {"a.dcm": b"A" * 64}, "extra")
+    (reg.landing_dir() / TOPIC / "files-extra" / "payload.exe").write_bytes(b"MZ")
+    _land_files(reg, keys, {"a.dcm": b"A" * 64, "b.dcm": b"B"}, "missing")
+    (reg.landing_dir() / TOPIC / "files-missing" / "b.dcm").unlink()
+
+    reasons = _verdicts(reg)
+    assert reasons["files-clean"] == ""
+    assert reasons["files-changed"].startswith("digest mismatch")
+    assert reasons["files-extra"].startswith("file set mismatch")
+    assert reasons["files-missing"].startswith("file set mismatch")
