@@ -53,8 +53,9 @@ def main() -> None:
         rows = {
             "in-memory BLAKE3 (baseline)": baseline,
             "store: verified read (decrypt + 2 digests)": best_of(
-                lambda: store.read_verified(artifact.path, digest=artifact.digest,
-                                            stored_digest=artifact.stored_digest)
+                lambda: store.read_verified(
+                    artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest
+                )
             ),
             "store: encrypted atomic write": best_of(
                 lambda: store.stage("modeling").write_bytes("modeling/bench/again.bin", payload)
