@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import blake3
-import safetensors.torch
 import torch
 from picklescan.scanner import scan_bytes
+from safetensors.torch import load as load_safetensors_bytes
 
 from resources.atomic import atomic_write_bytes
 from resources.signing import (
@@ -373,7 +373,7 @@ class SecureModelLoader:
         if not isinstance(module, torch.nn.Module):
             raise ModelRefused("architecture", f"the builder for {name!r} did not return a torch Module.")
         try:
-            state = safetensors.torch.load(weights)
+            state = load_safetensors_bytes(weights)
             module.load_state_dict(state, strict=True)
         except Exception as exc:  # safetensors errors and strict load_state_dict mismatches
             raise ModelRefused(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import pickle
 import struct
 from pathlib import Path
 
 import pytest
 
+from examples.attacks.trojan_payloads import plain_pickle
 from resources.tracking import (
     DIGEST_TAG,
     ExperimentTracking,
@@ -165,12 +165,12 @@ def test_nothing_in_the_store_is_a_pickle(tracking: ExperimentTracking, model_di
 def test_log_artifacts_refuses_pickles(tracking: ExperimentTracking, tmp_path: Path) -> None:
     disguised = tmp_path / "disguised"
     disguised.mkdir()
-    (disguised / "weights.bin").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    (disguised / "weights.bin").write_bytes(plain_pickle({"w": [1.0, 2.0]}, protocol=4))
     by_name = tmp_path / "by-name"
     by_name.mkdir()
     (by_name / "model.pkl").write_bytes(b"not even a pickle")
     protocol2 = tmp_path / "protocol2.bin"
-    protocol2.write_bytes(pickle.dumps(3, protocol=2))
+    protocol2.write_bytes(plain_pickle(3, protocol=2))
 
     with tracking.run("train", tags={}) as run:
         for bad in (disguised, by_name, protocol2):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pickle
 from pathlib import Path
 
 import pytest
@@ -12,19 +10,10 @@ import torch
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import serving.loader as loader_module
+from examples.attacks.trojan_payloads import malicious_pickle, plain_pickle
 from resources.signing import key_fingerprint, public_key_pem, sign_model
 from serving.loader import ModelRefused, SecureModelLoader, check_safetensors_format, scan_for_pickle
 from tests.serving import ARCHITECTURES, expected_outputs, write_model
-
-
-class RunsShellOnLoad:
-    """ATTACK SIMULATION: unpickling this runs a shell command. It is only ever pickle.dumps'ed."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +75,7 @@ def test_a_missing_signature_is_refused(tmp_path, loader):
 def test_a_pickle_renamed_safetensors_and_signed_by_the_trusted_key_is_refused(tmp_path, loader, release_key):
     marker = tmp_path / "pwned"
     model_dir = write_model(tmp_path / "trojan", None, version=5)
-    (model_dir / "model.safetensors").write_bytes(pickle.dumps(RunsShellOnLoad(marker)))
+    (model_dir / "model.safetensors").write_bytes(malicious_pickle(marker))
     # an insider (or a stolen key) signed it: only the format check is left
     sign_model(model_dir, release_key)
     message = refusal(loader, model_dir, "format", "not a safetensors file: looks like a pickle")
@@ -96,7 +85,7 @@ def test_a_pickle_renamed_safetensors_and_signed_by_the_trusted_key_is_refused(t
 
 
 def test_the_safetensors_header_check_alone_catches_pickles_and_junk():
-    harmless_pickle = pickle.dumps({"weights": [1, 2, 3]})
+    harmless_pickle = plain_pickle({"weights": [1, 2, 3]})
     assert scan_for_pickle(harmless_pickle, "x") == []  # no globals: picklescan alone would let it through
     with pytest.raises(ModelRefused, match="looks like a pickle"):
         check_safetensors_format(harmless_pickle)
@@ -115,7 +104,7 @@ def test_the_safetensors_header_check_alone_catches_pickles_and_junk():
 def test_an_extra_pickle_file_is_refused(tmp_path, loader, release_key, name):
     marker = tmp_path / "pwned"
     model_dir = write_model(tmp_path / "extra", None)
-    (model_dir / name).write_bytes(pickle.dumps(RunsShellOnLoad(marker)))
+    (model_dir / name).write_bytes(malicious_pickle(marker))
     sign_model(model_dir, release_key)
     message = refusal(loader, model_dir, "files", f"unexpected '{name}'")
     assert "picklescan" in message and "system" in message

@@ -1,0 +1,1 @@
+"""Attack simulations shared by the examples' scenarios and the tests that prove the controls."""
