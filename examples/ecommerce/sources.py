@@ -123,8 +123,12 @@ def enrol_sources(
     *,
     max_records_per_hour: int,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    sources: dict[str, str] = SOURCES,
 ) -> Path:
-    """Write the source registry the pipeline trusts: public keys and limits per source."""
+    """Write the source registry the pipeline trusts: public keys and limits per source.
+
+    `sources` maps each source to its topic (the e-commerce sources by default).
+    """
     registry = {
         "sources": {
             source: {
@@ -133,7 +137,7 @@ def enrol_sources(
                 "max_records_per_hour": max_records_per_hour,
                 "max_batch_bytes": max_batch_bytes,
             }
-            for source, topic in SOURCES.items()
+            for source, topic in sources.items()
         }
     }
     registry_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

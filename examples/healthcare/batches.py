@@ -46,12 +46,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from examples.ecommerce.sources import (
-    DEFAULT_MAX_BATCH_BYTES,
     SAFE_NAME,
     SourceKeys,
     iso_z,
     load_or_create_key,
     signed_bytes,
+)
+from examples.ecommerce.sources import (
+    enrol_sources as enrol_registry,
 )
 from examples.healthcare.studies import CohortConfig, Study, dicom_bytes, labels_csv, note_xml
 from resources.atomic import atomic_write_bytes, fsync_dir
@@ -77,28 +79,9 @@ def load_or_create_keys(folder: Path) -> SourceKeys:
     return SourceKeys({source: load_or_create_key(folder / f"{source}.pem") for source in SOURCES})
 
 
-def enrol_sources(
-    registry_path: Path,
-    keys: SourceKeys,
-    *,
-    max_records_per_hour: int,
-    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-) -> Path:
-    """Write the registry the pipeline trusts: ``{"sources": {id: {topic, public_key, limits}}}``."""
-    registry = {
-        "sources": {
-            source: {
-                "topic": topic,
-                "public_key": keys.public_key_b64(source),
-                "max_records_per_hour": max_records_per_hour,
-                "max_batch_bytes": max_batch_bytes,
-            }
-            for source, topic in SOURCES.items()
-        }
-    }
-    registry_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    atomic_write_bytes(registry_path, json.dumps(registry, indent=2, sort_keys=True).encode() + b"\n")
-    return registry_path
+def enrol_sources(registry_path: Path, keys: SourceKeys, *, max_records_per_hour: int) -> Path:
+    """Write the registry the pipeline trusts for the healthcare sources (same format as e-commerce)."""
+    return enrol_registry(registry_path, keys, max_records_per_hour=max_records_per_hour, sources=SOURCES)
 
 
 def default_max_records_per_hour(cfg: CohortConfig, batch_studies: int = BATCH_STUDIES) -> int:
