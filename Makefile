@@ -34,7 +34,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install data approve-code $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
 	EVENTS=$(EVENTS) SEED=$(SEED) $(PY) -m examples.demo
 
-test: install  ## the whole test suite
+test: install $(DAGSTER_HOME)/dagster.yaml  ## the whole test suite
 	$(PY) -m pytest
 
 serve: install  ## the recommender server (current champion) on http://127.0.0.1:8000
