@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from assets.ecommerce.collection import BASELINE_KEY
-from assets.ecommerce.modeling import RecommenderSettings
 from assets.ecommerce.transforms import approved_transforms
 from examples.ecommerce.generate import default_paths, generate, generate_feedback
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
@@ -29,7 +28,6 @@ from resources.store import ArtifactStore
 
 EVENTS = 3_000  # enough for collection and processing controls
 MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity
-FAST_TRAINING = RecommenderSettings()
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -46,7 +44,7 @@ class Shop:
         self.paths = default_paths(self.home)
         self.summary = generate(seed=7, events=self.events, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
-        self.defs = ecommerce.build_definitions(recommender_settings=FAST_TRAINING)
+        self.defs = ecommerce.build_definitions()
         resources_for("ecommerce")["approvals"].approve(approved_transforms(), approver="tests")
 
     def run(self, job: str) -> ExecuteInProcessResult:
