@@ -170,10 +170,15 @@ def _store_quarantine(
     store: ArtifactStore,
     ledger: IntegrityLedger,
 ) -> str:
-    """Keep refused records, with reasons, encrypted in the collection area for review."""
+    """Keep refused records, with reasons, encrypted in the collecting stage's area for review.
+
+    Feedback is collected by a monitoring asset, so its quarantine stays in
+    the monitoring area with the rest of the untrusted tier.
+    """
     frame = result.quarantine_frame()
-    relative = f"collection/{'/'.join(context.asset_key.path)}/quarantine/{context.run_id}.parquet"
-    with store.stage("collection").open_write(relative) as handle:
+    stage = context.assets_def.group_names_by_key[context.asset_key]
+    relative = f"{stage}/{'/'.join(context.asset_key.path)}/quarantine/{context.run_id}.parquet"
+    with store.stage(stage).open_write(relative) as handle:
         frame.to_parquet(handle, index=False)
     artifact = handle.artifact
     ledger.append(

@@ -35,6 +35,7 @@ def test_clean_window_passes_every_collection_check_and_reaches_processing(shop)
     assert {"sessions", "scored_reviews"} <= materialized(result)
     events = metadata(result, "activity_events")
     assert events["received"] == events["accepted"] + events["quarantined"] > 0
+    assert events["quarantine_path"].startswith("collection/")
 
 
 def test_forged_and_unsigned_batches_are_refused_and_stop_processing(shop):

@@ -92,6 +92,9 @@ def test_clean_feedback_is_used_for_retraining_and_the_challenger_promoted(shop)
     shop.feedback(cycle=1)
     result = shop.run("ecommerce_retraining")
     assert result.success, {k: v for k, v in checks(result).items() if not v}
+    # The untrusted tier, quarantine included, is stored apart from trusted data.
+    assert metadata(result, "feedback_events")["path"].startswith("monitoring/")
+    assert metadata(result, "feedback_events")["quarantine_path"].startswith("monitoring/")
     training = metadata(result, "training_interactions")
     assert 0 < training["untrusted_share"] <= training["max_untrusted_share"]
     assert metadata(result, "champion_model")["release_version"] == 2
