@@ -9,12 +9,9 @@ window against the trusted baseline. The checks attached here stop the
 lifecycle before processing when any of that fails.
 """
 
-import hashlib
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dagster import (
     AssetExecutionContext,
     AssetIn,
@@ -28,12 +25,13 @@ from assets.checks.intake import baseline_checks, mix_check, near_duplicate_chec
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
-from assets.ecommerce.intake import IntakeResult, collect_topic
+from assets.ecommerce.intake import collect_topic
 from assets.ecommerce.profiles import activity_profile, review_profile, source_rates
 from assets.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
-from resources.integrity import IntegrityLedger, LedgerEntry
+from assets.intake import accepted_batch_ids, archive_batches, batch_recorder, store_quarantine
+from resources.integrity import IntegrityLedger
 from resources.scratch import ScratchSpace
-from resources.sources import BatchVerdict, SourcePolicy, SourceRegistry
+from resources.sources import SourceRegistry
 from resources.store import ArtifactStore
 from resources.tables import TableFile
 
@@ -106,11 +104,6 @@ def trusted_baseline(context: AssetExecutionContext, events: TableFile, reviews:
     return baseline
 
 
-def _signer(policy: SourcePolicy) -> str:
-    raw = policy.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
-
-
 def collect_window(
     context: AssetExecutionContext,
     window: str,
@@ -124,31 +117,17 @@ def collect_window(
     """Collect one landing window (`inbox`, `feedback`) of a topic through every intake control."""
     name = context.asset_key.path[-1]
     inbox = sources.landing_dir() / window
-    seen = {e.details["batch_id"] for e in ledger.entries(kind="batch") if e.details.get("accepted")}
-    signers = {source: _signer(policy) for source, policy in sources.policies().items()}
-
-    def record_batch(verdict: BatchVerdict, records: int) -> None:
-        ledger.append(
-            LedgerEntry(
-                subject=f"ecommerce/batches/{schema.topic}",
-                kind="batch",
-                digest=f"sha256:{verdict.sha256}" if verdict.sha256 else "",
-                run_id=context.run_id,
-                sources={"source": verdict.source, "signer": signers.get(verdict.source, "")},
-                details={
-                    "batch_id": verdict.batch.batch_id,
-                    "accepted": verdict.accepted,
-                    "reason": verdict.reason,
-                    "records": records,
-                    "schema_version": 1,
-                },
-            )
-        )
-
     dest = scratch.path(f"{name}.parquet")
-    result = collect_topic(sources, inbox, schema, dest, seen_batches=seen, on_batch=record_batch)
-    quarantine = _store_quarantine(context, result, store, ledger)
-    _archive(inbox, schema.topic, result, context.run_id)
+    result = collect_topic(
+        sources,
+        inbox,
+        schema,
+        dest,
+        seen_batches=accepted_batch_ids(ledger),
+        on_batch=batch_recorder(context, ledger, sources, f"ecommerce/batches/{schema.topic}"),
+    )
+    quarantine = store_quarantine(context, result, store, ledger)
+    archive_batches(inbox, schema.topic, result, context.run_id)
     report = {**result.report(), "profile": profile(dest), "quarantine_path": quarantine}
     context.add_output_metadata(
         {
@@ -162,47 +141,6 @@ def collect_window(
         }
     )
     return TableFile(path=dest, rows=result.accepted)
-
-
-def _store_quarantine(
-    context: AssetExecutionContext,
-    result: IntakeResult,
-    store: ArtifactStore,
-    ledger: IntegrityLedger,
-) -> str:
-    """Keep refused records, with reasons, encrypted in the collecting stage's area for review.
-
-    Feedback is collected by a monitoring asset, so its quarantine stays in
-    the monitoring area with the rest of the untrusted tier.
-    """
-    frame = result.quarantine_frame()
-    stage = context.assets_def.group_names_by_key[context.asset_key]
-    relative = f"{stage}/{'/'.join(context.asset_key.path)}/quarantine/{context.run_id}.parquet"
-    with store.stage(stage).open_write(relative) as handle:
-        frame.to_parquet(handle, index=False)
-    artifact = handle.artifact
-    ledger.append(
-        LedgerEntry(
-            subject=f"{context.asset_key.to_user_string()}/quarantine",
-            kind="quarantine",
-            path=artifact.path,
-            digest=artifact.digest,
-            stored_digest=artifact.stored_digest,
-            size=artifact.size,
-            run_id=context.run_id,
-            details={"rows": len(frame), "reasons": result.reasons()},
-        )
-    )
-    return artifact.path
-
-
-def _archive(inbox: Path, topic: str, result: IntakeResult, run_id: str) -> None:
-    """Move consumed batches out of the inbox (like committing Kafka offsets)."""
-    archive = inbox.parent / "archive" / run_id / inbox.name / topic
-    archive.mkdir(parents=True, exist_ok=True)
-    for batch in result.batches:
-        for path in (inbox / topic).glob(f"{batch['batch_id']}.*"):
-            shutil.move(path, archive / path.name)
 
 
 @asset(key=ACTIVITY_KEY, group_name="collection", kinds={"pandas", "parquet"}, owners=[OWNER])
