@@ -4,12 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SEED ?= 7
 EVENTS ?= 1000000
+STUDIES ?= 3000
 export PIPELINE_HOME ?= $(CURDIR)/.runtime
 export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install data approve-code demo test serve bench ui clean
+.PHONY: install data approve-code approve-retraining demo test serve serve-healthcare bench ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required: set PYTHON=/path/to/python3.11")'
@@ -23,22 +24,29 @@ install: $(VENV)/.installed
 
 data: install  ## generate the example sources' signed batches and enrol the sources
 	$(PY) -m examples.ecommerce.generate --seed $(SEED) --events $(EVENTS)
+	$(PY) -m examples.healthcare.generate --seed $(SEED) --studies $(STUDIES)
 
 approve-code: install  ## a reviewer signs the current transformation code as approved
 	$(PY) -m pipelines.approve_code
+
+approve-retraining: install  ## a reviewer signs the current healthcare training set for retraining
+	$(PY) -m pipelines.approve_retraining
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	@cp dagster.yaml $@
 
 demo: install data approve-code $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
-	EVENTS=$(EVENTS) SEED=$(SEED) $(PY) -m examples.demo
+	EVENTS=$(EVENTS) STUDIES=$(STUDIES) SEED=$(SEED) $(PY) -m examples.demo
 
 test: install $(DAGSTER_HOME)/dagster.yaml  ## the whole test suite
 	$(PY) -m pytest
 
 serve: install  ## the recommender server (current champion) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn --factory serving.ecommerce:create_recommender_app --host 127.0.0.1 --port 8000
+
+serve-healthcare: install  ## the lesion diagnostic server (current champion) on http://127.0.0.1:8001
+	$(VENV)/bin/uvicorn --factory serving.healthcare:create_diagnostic_app --host 127.0.0.1 --port 8001
 
 bench: install  ## cost of the integrity controls, as ratios against in-memory BLAKE3
 	$(PY) -m benchmarks.integrity

@@ -46,6 +46,7 @@ class IntakeResult:
     quarantine: list[dict] = field(default_factory=list)
     batches: list[dict] = field(default_factory=list)
     source_hours: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    profile: dict = field(default_factory=dict)  # what the window looked like, for baseline checks
 
     @property
     def quarantined(self) -> int:

@@ -1,15 +1,26 @@
 """Approve the current transformation code: `make approve-code`.
 
-This is the reviewer's act. It signs the digests of the transformation
-functions with the approval key, so that processing publishes only output
-made by code someone approved. Run it after reviewing a change to
-`assets/*/transforms.py`.
+This is the reviewer's act. It signs the digests of both examples'
+transformation functions with the approval key, so that processing
+publishes only output made by code someone approved. Run it after reviewing
+a change to `assets/*/transforms.py`.
 """
 
 import getpass
+from collections.abc import Callable
 
-from assets.ecommerce.transforms import approved_transforms
+from assets.ecommerce import transforms as ecommerce
+from assets.healthcare import transforms as healthcare
 from pipelines.deployment import resources_for
+
+
+def approved_transforms() -> dict[str, Callable[..., object]]:
+    """Every transformation the signed manifest covers, by name (names are unique across examples)."""
+    functions = ecommerce.approved_transforms()
+    clashes = set(functions) & set(healthcare.approved_transforms())
+    if clashes:
+        raise ValueError(f"transformation names must be unique across examples: {sorted(clashes)}")
+    return functions | healthcare.approved_transforms()
 
 
 def main() -> None:

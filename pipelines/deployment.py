@@ -24,6 +24,7 @@ from resources.integrity import IntegrityLedger
 from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
 from resources.keys import LocalKeyProvider
 from resources.releases import ModelReleases
+from resources.retraining_approval import RetrainingApprovals
 from resources.scratch import ScratchSpace
 from resources.signing import ReleaseSigner
 from resources.sources import SourceRegistry
@@ -60,6 +61,7 @@ def resources_for(example: str) -> dict[str, Any]:
         "validator": DataValidator(),
         "sources": SourceRegistry(name=example),
         "approvals": CodeApprovals(key_provider=keys),
+        "retraining_approvals": RetrainingApprovals(key_provider=keys),
         "io_manager": ParquetIOManager(store=store, ledger=ledger, scratch=scratch, versioning=versioning),
         "json_io_manager": JsonIOManager(store=store, ledger=ledger),
         "model_io_manager": ModelDirIOManager(store=store, ledger=ledger, scratch=scratch),

@@ -10,11 +10,15 @@ from dagster import (
     in_process_executor,
 )
 
-from assets.ecommerce import collection, deployment, modeling, monitoring, processing, retraining_audit
+from assets.ecommerce import collection, deployment, modeling, monitoring, processing
+from assets.retraining_audit import retraining_audit
 from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for
 
 audit, audit_checks = integrity_audit("ecommerce")
+lineage_audit, lineage_audit_check = retraining_audit(
+    "ecommerce", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY
+)
 
 REFERENCE = AssetSelection.assets(
     collection.reference_events,
@@ -22,7 +26,7 @@ REFERENCE = AssetSelection.assets(
     collection.trusted_baseline,
     modeling.training_reference,
 )
-AUDITS = AssetSelection.assets(audit, retraining_audit.retraining_audit)
+AUDITS = AssetSelection.assets(audit, lineage_audit)
 FEEDBACK_LOOP = AssetSelection.groups("monitoring", "modeling", "deployment") - REFERENCE - AUDITS
 
 baseline_job = define_asset_job(
@@ -71,7 +75,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             modeling.training_interactions,
             modeling.recommender_model,
             deployment.champion_model,
-            retraining_audit.retraining_audit,
+            lineage_audit,
             audit,
         ],
         asset_checks=[
@@ -80,7 +84,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             *monitoring.monitoring_checks,
             *modeling.modeling_checks,
             *deployment.deployment_checks,
-            retraining_audit.retraining_audit_clean,
+            lineage_audit_check,
             *audit_checks,
         ],
         jobs=[baseline_job, lifecycle_job, retraining_job, audit_job],

@@ -1,10 +1,12 @@
-"""The healthcare diagnostic's code location.
+"""The healthcare diagnostic's code location: DICOM and reports to a signed, served CNN.
 
-Its lifecycle assets arrive with the healthcare example; until then it holds
-the storage integrity audit over the healthcare area of the shared store.
+Retraining is controlled and infrequent: `healthcare_feedback` validates new
+studies and builds the next training set; a reviewer looks at it and signs
+an approval for its exact digest (`make approve-retraining`); only then does
+`healthcare_retraining` train, check and promote.
 """
 
-from __future__ import annotations
+from typing import Any
 
 from dagster import (
     AssetSelection,
@@ -14,17 +16,90 @@ from dagster import (
     in_process_executor,
 )
 
+from assets.healthcare import collection, deployment, modeling, monitoring, processing
+from assets.retraining_audit import retraining_audit
 from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for
 
 audit, audit_checks = integrity_audit("healthcare")
-audit_job = define_asset_job("healthcare_integrity_audit", selection=AssetSelection.assets(audit))
-
-defs = Definitions(
-    assets=[audit],
-    asset_checks=audit_checks,
-    jobs=[audit_job],
-    schedules=[ScheduleDefinition(job=audit_job, cron_schedule="30 3 * * *")],
-    resources=resources_for("healthcare"),
-    executor=in_process_executor,
+lineage_audit, lineage_audit_check = retraining_audit(
+    "healthcare", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY
 )
+
+REFERENCE = AssetSelection.assets(
+    collection.reference_studies, collection.reference_notes, collection.trusted_baseline
+)
+AUDITS = AssetSelection.assets(audit, lineage_audit)
+TRAINING = AssetSelection.assets(modeling.diagnostic_model, deployment.champion_model)
+FEEDBACK = AssetSelection.groups("monitoring") - AUDITS | AssetSelection.assets(modeling.training_set)
+
+baseline_job = define_asset_job(
+    "healthcare_baseline",
+    selection=REFERENCE,
+    description="Collect the reviewed reference window and compute the trusted baselines from it.",
+)
+lifecycle_job = define_asset_job(
+    "healthcare_lifecycle",
+    selection=AssetSelection.all() - REFERENCE - AUDITS,
+    description="Collect, de-identify, process, train, check and promote, stopping at any failed control.",
+)
+feedback_job = define_asset_job(
+    "healthcare_feedback",
+    selection=FEEDBACK,
+    description="Validate new studies and build the next training set, for a reviewer to approve.",
+)
+retraining_job = define_asset_job(
+    "healthcare_retraining",
+    selection=TRAINING,
+    description="Retrain on the approved training set (refused without a matching signed approval), "
+    "check and promote.",
+)
+audit_job = define_asset_job(
+    "healthcare_audit",
+    selection=AUDITS,
+    description="Re-hash every stored artifact, verify the ledger chain, trace every released model.",
+)
+
+
+def build_definitions(**overrides: Any) -> Definitions:
+    """The location's definitions; `overrides` replaces resources by key (tests train smaller)."""
+    return Definitions(
+        assets=[
+            collection.reference_studies,
+            collection.reference_notes,
+            collection.trusted_baseline,
+            collection.imaging_studies,
+            collection.clinical_notes,
+            processing.study_images,
+            processing.note_findings,
+            monitoring.feedback_studies,
+            monitoring.feedback_notes,
+            monitoring.metadata_drift,
+            monitoring.feedback_images,
+            modeling.training_set,
+            modeling.diagnostic_model,
+            deployment.champion_model,
+            lineage_audit,
+            audit,
+        ],
+        asset_checks=[
+            *collection.collection_checks,
+            *processing.processing_checks,
+            *monitoring.monitoring_checks,
+            *modeling.modeling_checks,
+            *deployment.deployment_checks,
+            lineage_audit_check,
+            *audit_checks,
+        ],
+        jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job, audit_job],
+        schedules=[ScheduleDefinition(job=audit_job, cron_schedule="30 3 * * *")],
+        resources={
+            **resources_for("healthcare"),
+            "diagnostic_settings": modeling.DiagnosticSettings(),
+            **overrides,
+        },
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

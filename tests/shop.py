@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from assets.ecommerce.collection import BASELINE_KEY
-from assets.ecommerce.transforms import approved_transforms
 from examples.ecommerce.generate import default_paths, generate, generate_feedback
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
 from pipelines import ecommerce
+from pipelines.approve_code import approved_transforms
 from pipelines.deployment import resources_for
 from resources.integrity import IntegrityLedger
 from resources.store import ArtifactStore
@@ -149,19 +149,3 @@ class Shop:
                 if limit and len(found) >= limit:
                     return found
         return found
-
-
-def checks(result: ExecuteInProcessResult) -> dict[str, bool]:
-    """Check name (asset/check) → passed, for every check evaluated in the run."""
-    return {f"{e.asset_key.path[-1]}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
-
-
-def materialized(result: ExecuteInProcessResult) -> set[str]:
-    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-
-
-def metadata(result: ExecuteInProcessResult, asset: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.path[-1] == asset:
-            return {k: v.value for k, v in event.materialization.metadata.items()}
-    raise KeyError(asset)

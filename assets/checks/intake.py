@@ -102,11 +102,8 @@ def source_checks(key: AssetKey, *, allow_empty: bool = False) -> list[AssetChec
     return [batches_authenticated, sources_within_rate_limits, records_accounted]
 
 
-def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[AssetChecksDefinition]:
-    """Volume, new-account share and category mix against the trusted baseline.
-
-    `section` names the profile's part of the baseline ("activity" or "reviews").
-    """
+def volume_check(key: AssetKey, baseline: AssetKey, section: str) -> AssetChecksDefinition:
+    """Blocking check of each source's volume against its rate in the trusted baseline's `section`."""
 
     @asset_check(
         asset=key,
@@ -137,6 +134,15 @@ def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[Ass
             },
         )
 
+    return volume_within_baseline
+
+
+def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[AssetChecksDefinition]:
+    """Volume and new-account share against the trusted baseline.
+
+    `section` names the profile's part of the baseline ("activity" or "reviews").
+    """
+
     @asset_check(
         asset=key,
         name="new_accounts_within_baseline",
@@ -157,7 +163,7 @@ def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[Ass
             metadata={"new_account_share": share, "baseline_share": trusted, "limit": limit},
         )
 
-    return [volume_within_baseline, new_accounts_within_baseline]
+    return [volume_check(key, baseline, section), new_accounts_within_baseline]
 
 
 def mix_check(key: AssetKey, baseline: AssetKey, section: str, field: str) -> AssetChecksDefinition:

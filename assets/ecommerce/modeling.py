@@ -26,6 +26,7 @@ from dagster import (
 )
 
 from assets.checks.evidence import materialization_metadata
+from assets.checks.tracking import tracking_check
 from assets.ecommerce import recommender, transforms
 from assets.ecommerce.collection import REFERENCE_EVENTS_KEY, REFERENCE_REVIEWS_KEY
 from assets.ecommerce.monitoring import FEEDBACK_INTERACTIONS_KEY
@@ -389,26 +390,6 @@ def shilling_sensitivity_within_limit(
     )
 
 
-@asset_check(asset=MODEL_KEY, name="training_run_tracked", blocking=True)
-def training_run_tracked(
-    context: AssetCheckExecutionContext, tracking: ExperimentTracking, ledger: IntegrityLedger
-) -> AssetCheckResult:
-    """The MLflow run names the exact training-set digest the ledger recorded."""
-    run_id = materialization_metadata(context, MODEL_KEY).get("mlflow_run_id", "")
-    logged = {d["name"]: d["digest"] for d in tracking.run_inputs(run_id)} if run_id else {}
-    expected = ledger.latest(TRAINING_SET_KEY.to_user_string())
-    passed = expected is not None and logged.get(TRAINING_SET_KEY.to_user_string()) == expected.digest
-    return AssetCheckResult(
-        passed=passed,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "mlflow_run_id": run_id,
-            "logged": MetadataValue.json(logged),
-            "ledger_digest": expected.digest if expected else "",
-        },
-    )
-
-
 modeling_checks = [
     untrusted_share_within_cap,
     label_balance_matches_reference,
@@ -417,5 +398,5 @@ modeling_checks = [
     sentiment_label_issues,
     beats_popularity_baseline,
     shilling_sensitivity_within_limit,
-    training_run_tracked,
+    tracking_check(MODEL_KEY, TRAINING_SET_KEY),
 ]

@@ -49,7 +49,9 @@ import hmac
 import re
 import uuid
 from io import BytesIO
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -139,6 +141,7 @@ RETAIN_PATIENT_CHARACTERISTICS_CODE = ("113108", "DCM", "Retain Patient Characte
 
 #: Text shorter than this is not reported by :func:`phi_values` (too short to search for).
 MIN_PHI_LENGTH = 4
+PSEUDONYM_PREFIX = "anon-"
 
 #: Attributes whose values identify a person, place, device or event (Annex E).
 PHI_KEYWORDS: frozenset[str] = frozenset(
@@ -215,7 +218,7 @@ def _mac(key: bytes, purpose: bytes, value: str) -> bytes:
 def pseudonym(value: str, key: bytes) -> str:
     """Keyed, deterministic pseudonym for a patient identifier: ``anon-`` + 16 hex."""
     _check_key(key)
-    return "anon-" + _mac(key, b"patient-id", value).hex()[:16]
+    return PSEUDONYM_PREFIX + _mac(key, b"patient-id", value).hex()[:16]
 
 
 def deidentified_uid(uid: str, key: bytes) -> str:
@@ -382,4 +385,39 @@ def phi_values(dataset: Dataset) -> set[str]:
             if elem.VR == "PN":
                 candidates += _person_name_parts(text)
             found.update(c for c in candidates if len(c) >= MIN_PHI_LENGTH)
+    return found
+
+
+def deidentification_problems(data: bytes) -> list[str]:
+    """Why stored DICOM bytes are not a de-identified file written by `deidentify`; empty when they are."""
+    if any(data[:128]):
+        return ["the 128-byte preamble is not zero"]
+    try:
+        dataset = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
+    except Exception as exc:  # whatever pydicom raises, the file is not what collection wrote
+        return [f"unreadable: {type(exc).__name__}"]
+    problems = []
+    if dataset.get("PatientIdentityRemoved") != "YES":
+        problems.append("PatientIdentityRemoved is not YES")
+    for elem in dataset.iterall():
+        if elem.tag.is_private:
+            problems.append(f"private element {elem.tag}")
+        elif elem.keyword in PHI_KEYWORDS and elem.keyword != "PatientID" and elem.value not in ("", None):
+            problems.append(f"{elem.keyword} has a value")
+    if not str(dataset.get("PatientID", "")).startswith(PSEUDONYM_PREFIX):
+        problems.append("PatientID is not a pseudonym")
+    return problems
+
+
+def stored_study_problems(table: Path, column: str = "dicom", limit: int = 50) -> list[dict[str, str]]:
+    """Studies in a Parquet table whose DICOM bytes are not de-identified (at most `limit`)."""
+    found: list[dict[str, str]] = []
+    parquet = pq.ParquetFile(table)
+    for batch in parquet.iter_batches(batch_size=256, columns=["study_uid", column]):
+        for uid, data in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+            problems = deidentification_problems(data)
+            if problems:
+                found.append({"study_uid": uid, "problems": "; ".join(problems)})
+                if len(found) >= limit:
+                    return found
     return found

@@ -423,12 +423,14 @@ def save_model(
     directory: Path,
     *,
     version: int,
+    threshold: float = 0.5,
 ) -> Path:
-    """Write the model, its training config and metrics as a model directory (written once)."""
+    """Write the model, its training config, metrics and decision threshold as a model directory."""
     config = {
         "architecture": model.architecture(),
         "train_config": cfg.to_dict(),
         "metrics": metrics,
+        "threshold": threshold,
         "version": version,
     }
     return save_model_dir(model, config, directory)

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.shop import Shop, checks, materialized, metadata
+from tests.runs import checks, materialized, metadata
+from tests.shop import Shop
 
 pytestmark = pytest.mark.slow
 

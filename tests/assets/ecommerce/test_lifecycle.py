@@ -16,7 +16,8 @@ from assets.ecommerce.deployment import MODEL_NAME
 from assets.ecommerce.modeling import RecommenderSettings
 from pipelines import ecommerce
 from serving.ecommerce import create_recommender_app
-from tests.shop import MODEL_EVENTS, Shop, checks, materialized, metadata
+from tests.runs import checks, materialized, metadata
+from tests.shop import MODEL_EVENTS, Shop
 
 pytestmark = pytest.mark.slow
 

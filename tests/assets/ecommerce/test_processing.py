@@ -11,7 +11,8 @@ from dagster import AssetKey
 from assets.ecommerce import transforms
 from resources.code_approval import code_digest
 from resources.integrity import digest_file
-from tests.shop import Shop, checks, materialized, metadata
+from tests.runs import checks, materialized, metadata
+from tests.shop import Shop
 
 pytestmark = pytest.mark.slow
 

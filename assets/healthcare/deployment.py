@@ -1,0 +1,103 @@
+"""Deployment: signed promotion of a diagnostic model that is not worse than the champion.
+
+Promotion runs only when every blocking check upstream passed. It uses the
+same signing, publishing and registry code as every example
+(`assets.promotion`): the version stamped into the signed config only ever
+increases, so servers refuse a rollback, and only this step holds the
+release key.
+"""
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.healthcare import diagnostic_model as cnn
+from assets.healthcare.modeling import MODEL_KEY, MODEL_NAME, TRAINING_SET_KEY
+from assets.healthcare.transforms import image_array
+from assets.promotion import promote, release_check
+from resources.releases import ModelReleases
+from resources.scratch import ScratchSpace
+from resources.signing import ReleaseSigner
+from resources.tables import ModelDir
+from resources.tracking import ExperimentTracking
+from serving.loader import SecureModelLoader
+
+ARCHITECTURES = {cnn.MODEL_NAME: cnn.build_from_architecture}
+CHAMPION_KEY = AssetKey(["healthcare", "champion_model"])
+OWNER = "team:ml-platform"
+# How much AUC a challenger may lose against the champion on the trusted test patients (noise).
+AUC_TOLERANCE = 0.02
+
+
+@asset_check(
+    asset=MODEL_KEY,
+    name="not_worse_than_champion",
+    blocking=True,
+    additional_ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+)
+def not_worse_than_champion(
+    context: AssetCheckExecutionContext,
+    releases: ModelReleases,
+    diagnostic_model: ModelDir,
+    training: pd.DataFrame,
+) -> AssetCheckResult:
+    """The challenger's AUC on the trusted test patients is at least the serving champion's.
+
+    Only trusted studies are scored, so new data cannot grade its own
+    homework. The champion is loaded through the secure loader.
+    """
+    current = releases.current(MODEL_NAME)
+    if current is None:
+        return AssetCheckResult(passed=True, description="No champion yet: the first model is promoted.")
+    champion = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
+    challenger, _ = cnn.load_model(diagnostic_model.path)
+    test = training[(training["split"] == "test") & (training["tier"] == "trusted")]
+    images, labels = image_array(test), test["label"].to_numpy(dtype=np.int64)
+    scores = {
+        "champion": cnn.evaluate(champion.module, images, labels)["auc"],
+        "challenger": cnn.evaluate(challenger, images, labels)["auc"],
+    }
+    return AssetCheckResult(
+        passed=scores["challenger"] >= scores["champion"] - AUC_TOLERANCE,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "champion_version": champion.version,
+            "auc": MetadataValue.json(scores),
+            "tolerance": AUC_TOLERANCE,
+        },
+    )
+
+
+@asset(
+    key=CHAMPION_KEY,
+    ins={"model": AssetIn(key=MODEL_KEY)},
+    group_name="deployment",
+    io_manager_key="model_io_manager",
+    kinds={"pytorch", "mlflow", "safetensors"},
+    owners=[OWNER],
+)
+def champion_model(
+    context: AssetExecutionContext,
+    signer: ReleaseSigner,
+    releases: ModelReleases,
+    tracking: ExperimentTracking,
+    scratch: ScratchSpace,
+    model: ModelDir,
+) -> ModelDir:
+    """The signed diagnostic release the model server loads (the MLflow registry's `champion`)."""
+    return promote(
+        context, model, MODEL_NAME, signer=signer, releases=releases, tracking=tracking, scratch=scratch
+    )
+
+
+deployment_checks = [not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)]

@@ -1,0 +1,307 @@
+"""Intake of signed file batches: DICOM studies and clinical notes, de-identified on the way in.
+
+`collect_studies` and `collect_notes` read one topic's batches from the
+landing zone, one batch at a time, authenticate each against the source
+registry (signature, file set, digests, replay, rate limit), and write the
+accepted records, de-identified, to a Parquet file. Every refused file is
+quarantined with its reason and without its content (which would carry
+PHI): received = accepted + quarantined.
+
+Per DICOM file: the 128-byte preamble is zeroed (DICOM/executable
+polyglots), the file is validated (parseable, required tags, modality,
+transfer syntax, pixel data), de-identified (PS3.15 Annex E basic profile,
+keyed pseudonyms so a patient's studies still link) and searched for every
+PHI value the original carried; a survivor quarantines the file (fail
+closed). Per note: parsed with defusedxml (entity bombs and external
+entities refused), de-identified the same way, and its diagnosis compared
+with the coded label from the batch's ``labels.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.healthcare.deidentify import deidentify, phi_values, to_bytes
+from assets.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
+from assets.healthcare.notes import (
+    consistency,
+    deidentify_note,
+    note_label,
+    note_phi_values,
+    parse_note,
+)
+from assets.intake import IntakeResult, refused
+from resources.sources import BatchVerdict, RateLimiter, SourceRegistry, landed_batches
+
+DICOM_TOPIC = "dicom-studies"
+NOTES_TOPIC = "clinical-notes"
+LABELS_FILE = "labels.csv"
+MAX_LABELS_BYTES = 4 * 1024 * 1024
+PIXEL_DATA = b"\xe0\x7f\x10\x00"  # the (7FE0,0010) tag, little endian
+
+STUDY_SCHEMA = pa.schema(
+    {
+        "study_uid": pa.string(),
+        "series_uid": pa.string(),
+        "sop_uid": pa.string(),
+        "patient_pseudonym": pa.string(),
+        "modality": pa.string(),
+        "rows": pa.int32(),
+        "columns": pa.int32(),
+        "pixel_spacing": pa.float64(),
+        "window_center": pa.float64(),
+        "window_width": pa.float64(),
+        "preamble": pa.string(),
+        "source": pa.string(),
+        "batch_id": pa.string(),
+        "dicom": pa.binary(),
+    }
+)
+NOTE_SCHEMA = pa.schema(
+    {
+        "study_uid": pa.string(),
+        "patient_pseudonym": pa.string(),
+        "findings": pa.string(),
+        "impression": pa.string(),
+        "diagnosis_code": pa.string(),
+        "diagnosis_system": pa.string(),
+        "diagnosis_label": pa.string(),
+        "note_label": pa.int8(),
+        "label": pa.int8(),
+        "source": pa.string(),
+        "batch_id": pa.string(),
+    }
+)
+
+OnBatch = Callable[[BatchVerdict, int], None]
+
+
+def _authenticated(
+    registry: SourceRegistry,
+    landing: Path,
+    topic: str,
+    result: IntakeResult,
+    seen_batches: set[str],
+    on_batch: OnBatch | None,
+    is_record: Callable[[str], bool],
+) -> Iterator[tuple[BatchVerdict, list[Path]]]:
+    """Each landed batch of `topic`, verified; yields the accepted ones with their record files.
+
+    A refused batch's files are all quarantined with the batch's reason.
+    """
+    policies = registry.policies()
+    limiter = RateLimiter()
+    for batch in landed_batches(landing, topic):
+        verdict = registry.verify(batch, topic, policies)
+        folder = batch.data_path
+        files = sorted(p for p in folder.iterdir() if is_record(p.name)) if folder.is_dir() else []
+        result.received += len(files)
+        created_ms = 0
+        if verdict.accepted:
+            created_ms = int(datetime.fromisoformat(batch.read_manifest()["created_at"]).timestamp() * 1000)
+            if batch.batch_id in seen_batches:
+                verdict = refused(verdict, "replay: batch was already collected")
+            else:
+                why = limiter.admit(policies[verdict.source], [created_ms] * len(files))
+                if why:
+                    verdict = refused(verdict, why)
+        if on_batch:
+            on_batch(verdict, len(files))
+        result.add_batch(verdict, len(files))
+        if not verdict.accepted:
+            for i, path in enumerate(files):
+                result.refuse(verdict, i, f"batch refused: {verdict.reason}", _describe(path))
+            continue
+        result.source_hours[verdict.source].update([created_ms // 3_600_000] * len(files))
+        yield verdict, files
+
+
+def _describe(path: Path, data: bytes | None = None) -> str:
+    """What the quarantine keeps of a refused file: size and digest, never its content or name.
+
+    File names are instance and study UIDs, identifiers in their own right;
+    the batch id, the file's position and its digest find it in the landing archive.
+    """
+    data = path.read_bytes() if data is None and path.is_file() else (data or b"")
+    return f"{path.suffix.lstrip('.')} file of {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}"
+
+
+def _number(ds, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int | float) and len(value):
+        value = value[0]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _leaks(originals: set[str], output: bytes) -> list[str]:
+    """The original PHI values that still appear in `output` as whole words.
+
+    Word boundaries keep "MARY" from matching inside "PRIMARY" and a short
+    number inside a UID. Pixel data is not text and is left out of the search.
+    """
+    header = output[: output.rfind(PIXEL_DATA)] if PIXEL_DATA in output else output
+    if not originals:
+        return []
+    words = "|".join(re.escape(v) for v in sorted(originals, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])", re.IGNORECASE)
+    return sorted({match.group(0) for match in pattern.finditer(header.decode("latin-1"))})
+
+
+def collect_studies(
+    registry: SourceRegistry,
+    landing: Path,
+    dest: Path,
+    pseudonym_key: bytes,
+    *,
+    seen_batches: set[str] = frozenset(),
+    on_batch: OnBatch | None = None,
+) -> IntakeResult:
+    """Validate, neutralise and de-identify every landed DICOM file into the Parquet file `dest`."""
+    result = IntakeResult()
+    seen_studies: set[str] = set()
+    preambles: dict[str, int] = {}
+    modalities: dict[str, int] = {}
+    with pq.ParquetWriter(dest, STUDY_SCHEMA) as writer:
+        batches = _authenticated(
+            registry, landing, DICOM_TOPIC, result, seen_batches, on_batch, lambda n: n.endswith(".dcm")
+        )
+        for verdict, files in batches:
+            rows = []
+            for i, path in enumerate(files):
+                data = path.read_bytes()
+                row = _study_row(data, pseudonym_key, seen_studies)
+                if isinstance(row, Refusal):
+                    result.refuse(verdict, i, row.reason, _describe(path, data))
+                    continue
+                rows.append(row | {"source": verdict.source, "batch_id": verdict.batch.batch_id})
+                if row["preamble"]:
+                    preambles[row["preamble"]] = preambles.get(row["preamble"], 0) + 1
+                modalities[row["modality"]] = modalities.get(row["modality"], 0) + 1
+            result.accepted += len(rows)
+            writer.write_table(pa.Table.from_pylist(rows, schema=STUDY_SCHEMA))
+    result.profile = {
+        "modality_shares": {m: n / max(result.accepted, 1) for m, n in sorted(modalities.items())},
+        "preambles_neutralised": preambles,
+    }
+    return result
+
+
+def _study_row(data: bytes, key: bytes, seen: set[str]) -> dict | Refusal:
+    neutralised = neutralise_preamble(data)
+    if isinstance(neutralised, Refusal):
+        return neutralised
+    study = validate_dicom(neutralised.data)
+    if isinstance(study, Refusal):
+        return study
+    if study.study_uid in seen:
+        return Refusal("duplicate: study already received in this window")
+    seen.add(study.study_uid)
+    clean = deidentify(study.dataset, pseudonym_key=key)
+    output = to_bytes(clean)
+    leaked = _leaks(phi_values(study.dataset), output)
+    if leaked:
+        return Refusal(f"phi leak: {len(leaked)} identifying values survived de-identification")
+    return {
+        "study_uid": str(clean.StudyInstanceUID),
+        "series_uid": str(clean.SeriesInstanceUID),
+        "sop_uid": str(clean.SOPInstanceUID),
+        "patient_pseudonym": str(clean.PatientID),
+        "modality": study.modality,
+        "rows": study.rows,
+        "columns": study.columns,
+        "pixel_spacing": _number(clean, "PixelSpacing") or _number(clean, "ImagerPixelSpacing"),
+        "window_center": _number(clean, "WindowCenter"),
+        "window_width": _number(clean, "WindowWidth"),
+        "preamble": neutralised.preamble_kind or "",
+        "dicom": output,
+    }
+
+
+def _labels(folder: Path) -> dict[str, int] | str:
+    """The batch's coded labels by original study UID, or why they cannot be read."""
+    path = folder / LABELS_FILE
+    if not path.is_file():
+        return "missing labels: the batch has no labels.csv"
+    if path.stat().st_size > MAX_LABELS_BYTES:
+        return f"too large: labels.csv over {MAX_LABELS_BYTES} bytes"
+    labels = {}
+    try:
+        for row in csv.DictReader(io.StringIO(path.read_text("utf-8"))):
+            label = int(row["label"])
+            if label not in (0, 1):
+                raise ValueError(f"label {label} is not 0 or 1")
+            labels[row["study_uid"]] = label
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
+        return f"malformed labels: {error}"
+    return labels
+
+
+def collect_notes(
+    registry: SourceRegistry,
+    landing: Path,
+    dest: Path,
+    pseudonym_key: bytes,
+    *,
+    seen_batches: set[str] = frozenset(),
+    on_batch: OnBatch | None = None,
+) -> IntakeResult:
+    """Parse, de-identify and label-check every landed note into the Parquet file `dest`."""
+    result = IntakeResult()
+    positives = unconfirmed = 0
+    with pq.ParquetWriter(dest, NOTE_SCHEMA) as writer:
+        batches = _authenticated(
+            registry, landing, NOTES_TOPIC, result, seen_batches, on_batch, lambda n: n.endswith(".xml")
+        )
+        for verdict, files in batches:
+            labels = _labels(verdict.batch.data_path)
+            rows = []
+            for i, path in enumerate(files):
+                data = path.read_bytes()
+                row = labels if isinstance(labels, str) else _note_row(data, labels, pseudonym_key)
+                if isinstance(row, str | Refusal):
+                    reason = row if isinstance(row, str) else row.reason
+                    result.refuse(verdict, i, reason, _describe(path, data))
+                    continue
+                rows.append(row | {"source": verdict.source, "batch_id": verdict.batch.batch_id})
+                positives += row["label"]
+                unconfirmed += row["note_label"] is None
+            result.accepted += len(rows)
+            writer.write_table(pa.Table.from_pylist(rows, schema=NOTE_SCHEMA))
+    result.profile = {
+        "positive_share": positives / max(result.accepted, 1),
+        "unconfirmed_share": unconfirmed / max(result.accepted, 1),
+        "label_mismatch_share": result.reasons().get("label mismatch", 0) / max(result.received, 1),
+    }
+    return result
+
+
+def _note_row(data: bytes, labels: dict[str, int], key: bytes) -> dict | Refusal:
+    note = parse_note(data)
+    if isinstance(note, Refusal):
+        return note
+    label = labels.get(note.study_uid)
+    if label is None:
+        return Refusal("unlabelled: labels.csv has no label for this study")
+    clean = deidentify_note(note, key)
+    supported = note_label(clean)
+    if supported is not None and not consistency(supported, label):
+        return Refusal(f"label mismatch: the report says {supported}, labels.csv says {label}")
+    record = clean.as_record()
+    leaked = _leaks(note_phi_values(note), "\n".join(str(v) for v in record.values()).encode())
+    if leaked:
+        return Refusal(f"phi leak: {len(leaked)} identifying values survived de-identification")
+    return record | {"note_label": supported, "label": label}

@@ -1,0 +1,399 @@
+"""Modeling: a small CNN for lesion detection, trained only on checked, approved data.
+
+The training set holds every trusted image plus validated new studies (the
+untrusted tier, capped). Once a model is in service, training again
+(retraining) needs a reviewer's signed approval naming the exact digest of
+the training set. The model must meet clinical minimums (AUC, sensitivity,
+specificity on the patient-level test split), show no backdoor in its
+training data (spectral signatures and activation clustering on the
+penultimate layer), stay accurate under an FGSM perturbation, and find no
+more label issues (cleanlab) than a clean set has. Nothing is pickled.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+from cleanlab.filter import find_label_issues
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    ConfigurableResource,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from assets.checks.evidence import materialization_metadata
+from assets.checks.integrity import stored_digest_check
+from assets.checks.schema import expectation_check
+from assets.checks.tracking import tracking_check
+from assets.healthcare import diagnostic_model as cnn
+from assets.healthcare.expectations import TRAINING_SET_SUITE
+from assets.healthcare.monitoring import FEEDBACK_IMAGES_KEY
+from assets.healthcare.processing import STUDY_IMAGES_KEY
+from assets.healthcare.robustness import backdoor_report, fgsm_robustness, robustness_check
+from assets.healthcare.transforms import image_array
+from resources.code_approval import code_digest
+from resources.integrity import IntegrityLedger, git_revision
+from resources.releases import ModelReleases
+from resources.retraining_approval import RetrainingApprovals
+from resources.scratch import ScratchSpace
+from resources.tables import ModelDir, TableFile
+from resources.tracking import ExperimentTracking
+
+TRAINING_SET_KEY = AssetKey(["healthcare", "training_set"])
+MODEL_KEY = AssetKey(["healthcare", "diagnostic_model"])
+MODEL_NAME = "healthcare-lesion-cnn"  # the release line in the registry and the release folder
+OWNER = "team:ml-engineering"
+LABEL_ISSUE_FOLDS = 5
+
+
+class DiagnosticSettings(ConfigurableResource):
+    """Training hyperparameters and the thresholds the model is held to (tests train smaller)."""
+
+    image_size: int = 64
+    channels: list[int] = [16, 32, 64]
+    epochs: int = 15
+    lr: float = 3e-3
+    batch_size: int = 16
+    seed: int = 7
+    device: str = "cpu"
+    # Adversarial batches cost ~2.5x the training time and, on these scans, ~4 points of AUC;
+    # the FGSM check below holds the plainly trained model to a budget it meets.
+    adversarial_epsilon: float = 0.0
+    torch_threads: int = 2
+    max_untrusted_share: float = 0.5
+    min_auc: float = 0.85
+    min_sensitivity: float = 0.75
+    min_specificity: float = 0.75
+    fgsm_epsilon: float = 1 / 255
+    max_fgsm_accuracy_drop: float = 0.15
+    backdoor_poison_fraction: float = 0.05
+    max_label_issue_share: float = 0.1
+
+    def train_config(self) -> cnn.CNNConfig:
+        return cnn.CNNConfig(
+            image_size=self.image_size,
+            channels=tuple(self.channels),
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            device=self.device,
+            adversarial_epsilon=self.adversarial_epsilon,
+        )
+
+
+@asset(
+    key=TRAINING_SET_KEY,
+    ins={"trusted": AssetIn(key=STUDY_IMAGES_KEY), "feedback": AssetIn(key=FEEDBACK_IMAGES_KEY)},
+    group_name="modeling",
+    kinds={"pandas", "parquet", "dvc"},
+    owners=[OWNER],
+)
+def training_set(
+    context: AssetExecutionContext,
+    diagnostic_settings: DiagnosticSettings,
+    trusted: pd.DataFrame,
+    feedback: pd.DataFrame,
+) -> pd.DataFrame:
+    """Every trusted image with its patient split, plus validated new studies (capped).
+
+    New studies of a patient already in a held-out split join that split;
+    others join training. So the trusted test split stays the yardstick and
+    no patient straddles two splits. This table's digest is what a reviewer
+    approves before retraining.
+    """
+    trusted = trusted.assign(tier="trusted")
+    known = dict(zip(trusted["patient_pseudonym"], trusted["split"], strict=False))
+    untrusted = feedback[~feedback["study_uid"].isin(trusted["study_uid"])]
+    split = untrusted["patient_pseudonym"].map(known).fillna("train")
+    untrusted = untrusted.assign(tier="untrusted", split=split)
+    share = diagnostic_settings.max_untrusted_share
+    cap = int(share / (1 - share) * len(trusted))
+    if len(untrusted) > cap:
+        untrusted = untrusted.sample(n=cap, random_state=diagnostic_settings.seed)
+    frame = pd.concat([trusted, untrusted], ignore_index=True)
+    context.add_output_metadata(
+        {
+            "trusted_studies": len(trusted),
+            "untrusted_studies": len(untrusted),
+            "untrusted_share": len(untrusted) / max(len(frame), 1),
+            "positive_share": float(frame["label"].mean()) if len(frame) else 0.0,
+            "splits": MetadataValue.json(frame["split"].value_counts().to_dict()),
+        }
+    )
+    return frame
+
+
+@asset_check(asset=TRAINING_SET_KEY, name="untrusted_share_within_cap", blocking=True)
+def untrusted_share_within_cap(
+    context: AssetCheckExecutionContext, diagnostic_settings: DiagnosticSettings, table: TableFile
+) -> AssetCheckResult:
+    """New (untrusted) studies are at most the configured share of the stored training set."""
+    tiers = pd.read_parquet(table.path, columns=["tier"])["tier"]
+    share = float((tiers == "untrusted").mean()) if len(tiers) else 0.0
+    return AssetCheckResult(
+        passed=share <= diagnostic_settings.max_untrusted_share + 1e-9,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"untrusted_share": share, "cap": diagnostic_settings.max_untrusted_share},
+    )
+
+
+def _split(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+    part = frame[frame["split"] == name]
+    return image_array(part), part["label"].to_numpy(dtype=np.int64)
+
+
+def _threshold(model: cnn.LesionCNN, images: np.ndarray, labels: np.ndarray) -> float:
+    """The operating point on the validation split that maximises sensitivity + specificity."""
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    probabilities = cnn.predict_proba(model, images)
+    candidates = np.unique(np.round(probabilities, 4))
+    scores = [
+        (probabilities[labels == 1] >= t).mean() + (probabilities[labels == 0] < t).mean() for t in candidates
+    ]
+    return float(candidates[int(np.argmax(scores))])
+
+
+@asset(
+    key=MODEL_KEY,
+    ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+    group_name="modeling",
+    io_manager_key="model_io_manager",
+    code_version=code_digest(cnn.train_cnn),
+    kinds={"pytorch", "mlflow", "safetensors"},
+    owners=[OWNER],
+)
+def diagnostic_model(
+    context: AssetExecutionContext,
+    diagnostic_settings: DiagnosticSettings,
+    retraining_approvals: RetrainingApprovals,
+    releases: ModelReleases,
+    tracking: ExperimentTracking,
+    ledger: IntegrityLedger,
+    scratch: ScratchSpace,
+    training: pd.DataFrame,
+) -> ModelDir:
+    """The lesion CNN, with AUC, sensitivity and specificity on the patient-level test split.
+
+    Once a model is in service, retraining is refused unless a reviewer
+    signed an approval for exactly this training set's digest (`make
+    approve-retraining`). The decision threshold is chosen on the validation
+    split; the MLflow run records parameters, metrics, the dataset digest,
+    code version and git revision.
+    """
+    dataset = ledger.latest(TRAINING_SET_KEY.to_user_string())
+    approval = None
+    if releases.current(MODEL_NAME) is not None:
+        approval = retraining_approvals.require(MODEL_NAME, dataset.digest)
+    torch.set_num_threads(diagnostic_settings.torch_threads)
+    cfg = diagnostic_settings.train_config()
+    train_x, train_y = _split(training, "train")
+    model = cnn.train_cnn(train_x, train_y, cfg, log=context.log.info)
+    threshold = _threshold(model, *_split(training, "validation"))
+    metrics = cnn.evaluate(model, *_split(training, "test"), threshold=threshold)
+    with tracking.run(
+        "healthcare-lesion-cnn",
+        tags={"dagster_run_id": context.run_id, "approved_by": approval["reviewer"] if approval else ""},
+        code_version=context.assets_def.code_versions_by_key[MODEL_KEY],
+        git_revision=git_revision(),
+        torch_version=torch.__version__,
+    ) as run:
+        run.log_params({**cfg.to_dict(), "threshold": threshold})
+        run.log_metrics({k: float(v) for k, v in metrics.items()})
+        run.log_dataset(
+            TRAINING_SET_KEY.to_user_string(), dataset.digest, source=dataset.path, rows=len(training)
+        )
+    directory = scratch.path("diagnostic_model")
+    directory.mkdir(mode=0o700)
+    cnn.save_model(model, cfg, metrics, directory, version=0, threshold=threshold)
+    context.add_output_metadata(
+        {
+            **{k: MetadataValue.float(float(v)) for k, v in metrics.items() if k != "n"},
+            "test_studies": metrics["n"],
+            "threshold": threshold,
+            "train_studies": len(train_y),
+            "mlflow_run_id": run.run_id,
+            "approved_by": approval["reviewer"] if approval else "first model: no champion to replace",
+        }
+    )
+    return ModelDir(path=directory, details={"metrics": metrics, "mlflow_run_id": run.run_id})
+
+
+@asset_check(asset=MODEL_KEY, name="meets_clinical_minimums", blocking=True)
+def meets_clinical_minimums(
+    context: AssetCheckExecutionContext, diagnostic_settings: DiagnosticSettings
+) -> AssetCheckResult:
+    """AUC, sensitivity and specificity on the held-out patients reach the configured minimums."""
+    meta = materialization_metadata(context, MODEL_KEY)
+    minimums = {
+        "auc": diagnostic_settings.min_auc,
+        "sensitivity": diagnostic_settings.min_sensitivity,
+        "specificity": diagnostic_settings.min_specificity,
+    }
+    short = {name: meta.get(name, 0.0) for name, floor in minimums.items() if meta.get(name, 0.0) < floor}
+    return AssetCheckResult(
+        passed=not short,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "measured": MetadataValue.json({name: meta.get(name, 0.0) for name in minimums}),
+            "minimums": MetadataValue.json(minimums),
+            "below": MetadataValue.json(short),
+        },
+    )
+
+
+def _model_and_training(
+    model: ModelDir, training: pd.DataFrame
+) -> tuple[cnn.LesionCNN, np.ndarray, np.ndarray]:
+    loaded, _ = cnn.load_model(model.path)
+    return loaded, *_split(training, "train")
+
+
+@asset_check(
+    asset=MODEL_KEY,
+    name="no_backdoor_in_training_data",
+    blocking=True,
+    additional_ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+)
+def no_backdoor_in_training_data(
+    context: AssetCheckExecutionContext,
+    diagnostic_settings: DiagnosticSettings,
+    diagnostic_model: ModelDir,
+    training: pd.DataFrame,
+) -> AssetCheckResult:
+    """No class of the training set holds a small, separate group the model represents apart.
+
+    A trigger patch stamped on some images relabelled to a target class forms
+    such a group in the penultimate activations (spectral signatures, Tran
+    et al. 2018; activation clustering, Chen et al. 2018). OWASP LLM04, MITRE
+    ATLAS AML.T0020 / AML.T0018.
+    """
+    model, images, labels = _model_and_training(diagnostic_model, training)
+    train = training[training["split"] == "train"].reset_index(drop=True)
+    uids = train["study_uid"].to_numpy()
+    reports, suspects = {}, []
+    # Per modality: CT, radiographs and MR are natural subgroups of each class, and a detector
+    # looking for a separate group would find them instead of a trigger.
+    for modality, rows in train.groupby("modality").groups.items():
+        rows = np.asarray(rows)
+        report = backdoor_report(
+            model,
+            images[rows],
+            labels[rows],
+            expected_poison_fraction=diagnostic_settings.backdoor_poison_fraction,
+        )
+        suspects += uids[rows][report["suspect_indices"]].tolist()
+        reports[modality] = {
+            "suspicious_classes": report["suspicious_classes"],
+            "classes": {
+                name: {k: v for k, v in evidence.items() if not k.endswith(("indices", "rows"))}
+                for name, evidence in report["classes"].items()
+            },
+        }
+    flagged = {m: r["suspicious_classes"] for m, r in reports.items() if r["suspicious_classes"]}
+    return AssetCheckResult(
+        passed=not flagged,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "suspicious": MetadataValue.json(flagged),
+            "suspect_studies": MetadataValue.json(suspects[:50]),
+            "by_modality": MetadataValue.json(reports),
+        },
+    )
+
+
+@asset_check(
+    asset=MODEL_KEY,
+    name="robust_to_fgsm",
+    blocking=True,
+    additional_ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+)
+def robust_to_fgsm(
+    context: AssetCheckExecutionContext,
+    diagnostic_settings: DiagnosticSettings,
+    diagnostic_model: ModelDir,
+    training: pd.DataFrame,
+) -> AssetCheckResult:
+    """An imperceptible FGSM perturbation costs at most the allowed accuracy on the test patients.
+
+    A model that learned a faint shortcut (a scanner artefact) instead of the
+    lesion collapses under it.
+    """
+    model, _ = cnn.load_model(diagnostic_model.path)
+    images, labels = _split(training, "test")
+    report = fgsm_robustness(model, images, labels, epsilon=diagnostic_settings.fgsm_epsilon)
+    limit = diagnostic_settings.max_fgsm_accuracy_drop
+    return AssetCheckResult(
+        passed=robustness_check(report, max_accuracy_drop=limit),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "epsilon": report["epsilon"],
+            "accuracy_drop": report["accuracy_drop"],
+            "auc_drop": report["auc_drop"],
+            "max_accuracy_drop": limit,
+            "clean_accuracy": report["clean"]["accuracy"],
+            "adversarial_accuracy": report["adversarial"]["accuracy"],
+        },
+    )
+
+
+@asset_check(
+    asset=MODEL_KEY,
+    name="training_label_issues",
+    blocking=True,
+    additional_ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+)
+def training_label_issues(
+    context: AssetCheckExecutionContext,
+    diagnostic_settings: DiagnosticSettings,
+    diagnostic_model: ModelDir,
+    training: pd.DataFrame,
+) -> AssetCheckResult:
+    """Few training labels contradict what the images show (cleanlab confident learning).
+
+    Out-of-fold probabilities from a linear probe on the model's image
+    embeddings: a mislabelled study sits among the other class. Catches
+    flipped diagnoses and mislabelled studies whose report was forged to
+    match (OWASP LLM04, MITRE ATLAS AML.T0020).
+    """
+    model, images, labels = _model_and_training(diagnostic_model, training)
+    embeddings = cnn.embed_images(model, images)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    folds = min(LABEL_ISSUE_FOLDS, int(np.bincount(labels).min()))
+    probabilities = cross_val_predict(probe, embeddings, labels, cv=folds, method="predict_proba")
+    issues = find_label_issues(labels, probabilities, n_jobs=1)
+    uids = training[training["split"] == "train"]["study_uid"].to_numpy()
+    share = float(issues.mean())
+    return AssetCheckResult(
+        passed=share <= diagnostic_settings.max_label_issue_share,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "issue_share": share,
+            "issues": int(issues.sum()),
+            "max_share": diagnostic_settings.max_label_issue_share,
+            "examples": MetadataValue.json(uids[issues][:20].tolist()),
+        },
+    )
+
+
+modeling_checks = [
+    untrusted_share_within_cap,
+    expectation_check(TRAINING_SET_KEY, TRAINING_SET_SUITE, engine="pandas"),
+    stored_digest_check(TRAINING_SET_KEY),
+    meets_clinical_minimums,
+    no_backdoor_in_training_data,
+    robust_to_fgsm,
+    training_label_issues,
+    tracking_check(MODEL_KEY, TRAINING_SET_KEY),
+]

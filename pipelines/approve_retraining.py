@@ -1,0 +1,34 @@
+"""Approve retraining the diagnostic model on the current training set: `make approve-retraining`.
+
+This is the reviewer's act, after looking at the training set the
+`healthcare_feedback` job built (its checks, drift report and new studies in
+the Dagster UI). It signs, with the reviewer key (not the release key), an
+approval naming the exact digest of that training set; retraining refuses
+any other.
+"""
+
+import argparse
+import getpass
+
+from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY
+from pipelines.deployment import resources_for
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reviewer", default=getpass.getuser(), help="who approves (default: you)")
+    args = parser.parse_args(argv)
+    resources = resources_for("healthcare")
+    entry = resources["ledger"].latest(TRAINING_SET_KEY.to_user_string())
+    if entry is None:
+        raise SystemExit(
+            "There is no healthcare training set to approve yet: run the healthcare_feedback job "
+            "(or `make demo`) first."
+        )
+    record = resources["retraining_approvals"].approve(MODEL_NAME, entry.digest, reviewer=args.reviewer)
+    print(f"approved retraining {MODEL_NAME} on {entry.digest} (ledger entry {entry.seq}) by {args.reviewer}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Healthcare collection and processing controls, run through the real Dagster job.
+
+Each attack lands the way the hostile file would arrive (a signed batch from
+a registered source, or a forged one) and the healthcare lifecycle runs over
+it; clean data passes every check and no PHI reaches the store.
+"""
+
+import csv
+import io
+import re
+
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from assets.healthcare.deidentify import phi_values
+from assets.healthcare.notes import note_phi_values, parse_note
+from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE
+from examples.healthcare.studies import (
+    billion_laughs_note,
+    external_entity_note,
+    not_an_image_dicom,
+    polyglot_preamble,
+    truncated,
+)
+from tests.clinic import Clinic
+from tests.runs import checks, materialized, metadata
+
+pytestmark = pytest.mark.slow
+
+COLLECTED = ["healthcare/imaging_studies", "healthcare/clinical_notes"]
+PROCESSED = ["healthcare/study_images", "healthcare/note_findings"]
+
+
+@pytest.fixture
+def clinic(home) -> Clinic:
+    return Clinic(home)
+
+
+def collect(clinic: Clinic):
+    return clinic.run_selection(COLLECTED + PROCESSED)
+
+
+def failed(result) -> dict[str, bool]:
+    return {k: v for k, v in checks(result).items() if not v}
+
+
+def original_phi(clinic: Clinic) -> set[str]:
+    """Every identifying value the sources sent, read from the landed originals (reference and inbox)."""
+    values: set[str] = set()
+    for path in clinic.home.joinpath("landing", "healthcare").rglob("*.dcm"):
+        values |= phi_values(pydicom.dcmread(path))
+    for path in clinic.home.joinpath("landing", "healthcare").rglob("*.xml"):
+        note = parse_note(path.read_bytes())
+        if not hasattr(note, "reason"):
+            values |= note_phi_values(note)
+    # Left out: single words that are only part of a name (the surname "White" is also the report's
+    # "white matter"), the export dates that name the batches (not any patient's), and numbers of
+    # under six digits (house numbers, parts of phone numbers), which occur by chance in binary data.
+    manifests = clinic.home.joinpath("landing").rglob("*.manifest.json")
+    batch_dates = {part for path in manifests for part in path.name.split("-")}
+    return {
+        v
+        for v in values
+        if len(v) >= 4 and not v.isalpha() and not (v.isdigit() and len(v) < 6) and v not in batch_dates
+    }
+
+
+PIXEL_DATA = b"\xe0\x7f\x10\x00"
+
+
+def _cell(value: object) -> bytes:
+    if isinstance(value, bytes):  # a DICOM file: its header (pixel values are numbers, not text)
+        return value[: value.rfind(PIXEL_DATA)] if PIXEL_DATA in value else value
+    return str(value).encode("utf-8")
+
+
+def stored_plaintexts(clinic: Clinic) -> dict[str, bytes]:
+    """Every artifact in the store, decrypted and verified.
+
+    Parquet pages are compressed, where a short number turns up by chance:
+    tables are searched as their decoded cell values instead.
+    """
+    found = {}
+    for entry in clinic.ledger.entries():
+        if not entry.path or entry.path in found:
+            continue
+        data = clinic.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
+        if entry.path.endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(data))
+            data = b"\n".join(
+                _cell(v) for column in table.columns for v in column.to_pylist() if v is not None
+            )
+        found[entry.path] = data
+    return found
+
+
+TOKEN = re.compile(rb"[A-Z0-9]+(?:\.[A-Z0-9]+)*")  # words, numbers, dates and dotted UIDs
+
+
+def found_phi(values: set[str], data: bytes) -> list[str]:
+    """The values that occur in `data` as whole words, case-insensitively ("MARY" is not in "PRIMARY")."""
+    text = data.upper()
+    tokens = set(TOKEN.findall(text))
+    found = []
+    for value in values:
+        needle = value.upper().encode("latin-1", "replace")
+        parts = TOKEN.findall(needle)
+        if not parts or not set(parts) <= tokens:
+            continue  # some word of the value is nowhere in the data
+        if len(parts) == 1 or re.search(rb"(?<![A-Z0-9])" + re.escape(needle) + rb"(?![A-Z0-9])", text):
+            found.append(value)
+    return sorted(found)
+
+
+def test_clean_window_passes_every_check_and_no_phi_is_stored(clinic):
+    result = collect(clinic)
+    assert result.success and not failed(result), failed(result)
+    assert {"imaging_studies", "clinical_notes", "study_images", "note_findings"} <= materialized(result)
+    studies = metadata(result, "imaging_studies")
+    assert studies["received"] == studies["accepted"] + studies["quarantined"] == clinic.studies
+
+    phi = original_phi(clinic)
+    assert len(phi) > 1000  # names, MRNs, birth dates, addresses, physicians, institutions, UIDs
+    stored = stored_plaintexts(clinic)
+    assert any(path.startswith("collection/healthcare/imaging_studies") for path in stored)
+    leaks = {path: found_phi(phi, data) for path, data in stored.items()}
+    leaks = {path: found for path, found in leaks.items() if found}
+    assert not leaks
+
+
+def test_hostile_files_are_quarantined_with_reasons_while_the_batch_goes_on(clinic):
+    batch = clinic.batch_files("dicom-studies")[0]
+    genuine = sorted(batch.glob("*.dcm"))
+    extra = {
+        "polyglot.dcm": polyglot_preamble(genuine[0].read_bytes(), "pe"),
+        "cut.dcm": truncated(genuine[1].read_bytes()),
+        "referral.dcm": not_an_image_dicom(),
+    }
+    clinic.reland(batch, lambda files: {n: d for n, d in files.items() if n != genuine[0].name} | extra)
+    notes = clinic.batch_files("clinical-notes")[0]
+    bombs = {"bomb.xml": billion_laughs_note("1.2.3.4"), "xxe.xml": external_entity_note("1.2.3.5")}
+    clinic.reland(notes, lambda files: files | bombs)
+
+    result = collect(clinic)
+    studies, reports = metadata(result, "imaging_studies"), metadata(result, "clinical_notes")
+    assert studies["quarantine_reasons"] == {"truncated": 1, "not an image": 1}
+    assert studies["quarantined"] == 2 and studies["received"] == studies["accepted"] + 2
+    assert reports["quarantine_reasons"].get("xml") == 2
+    assert studies["intake_report"]["profile"]["preambles_neutralised"] == {"pe": 1}
+    # the batch went on: every other study of it was collected and reached processing
+    assert result.success, failed(result)
+    stored = clinic.stored_table("healthcare/imaging_studies")
+    assert len(stored) == clinic.studies and all(not any(d[:128]) for d in stored["dicom"])
+    quarantine = clinic.stored_table("healthcare/imaging_studies/quarantine", kind="quarantine")
+    assert quarantine["raw"].str.startswith("dcm file of ").all()  # sizes and digests, never content
+
+
+def _flip_labels(share: float):
+    def change(files: dict[str, bytes]) -> dict[str, bytes]:
+        rows = list(csv.DictReader(io.StringIO(files["labels.csv"].decode())))
+        flips = max(1, int(share * len(rows)))
+        for row in rows[:flips]:
+            row["label"] = str(1 - int(row["label"]))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, ["study_uid", "label"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return files | {"labels.csv": out.getvalue().encode()}
+
+    return change
+
+
+def test_a_diagnosis_label_mismatch_is_flagged_and_kept_out_of_training(clinic):
+    clinic.reland(clinic.batch_files("clinical-notes")[0], _flip_labels(0.0))
+    result = collect(clinic)
+    assert result.success, failed(result)
+    reports = metadata(result, "clinical_notes")
+    assert reports["quarantine_reasons"].get("label mismatch", 0) >= 1
+    quarantine = clinic.stored_table("healthcare/clinical_notes/quarantine", kind="quarantine")
+    assert quarantine["reason"].str.startswith("label mismatch: the report says").any()
+    assert len(clinic.stored_table("healthcare/study_images")) == reports["accepted"]
+
+
+def test_flipped_labels_stop_the_lifecycle_before_processing(clinic):
+    for folder in clinic.batch_files("clinical-notes"):
+        clinic.reland(folder, _flip_labels(0.15))
+    result = collect(clinic)
+    assert failed(result).keys() >= {"clinical_notes:label_mismatches_within_baseline"}
+    assert not {"study_images", "note_findings"} & materialized(result)
+
+
+def test_forged_and_unsigned_batches_are_refused(clinic):
+    batch = clinic.batch_files("dicom-studies")[0]
+    files = {p.name: p.read_bytes() for p in sorted(batch.iterdir())[:3]}
+    clinic.land(IMAGING_SOURCE, files, batch_id="imaging-archive-forged", signer=Ed25519PrivateKey.generate())
+    labels = {"labels.csv": b"study_uid,label\n"}
+    clinic.land(RECORDS_SOURCE, labels, batch_id="records-unsigned", signer=None)
+    result = collect(clinic)
+    assert not checks(result)["imaging_studies:batches_authenticated"]
+    assert not checks(result)["clinical_notes:batches_authenticated"]
+    assert not {"study_images", "note_findings"} & materialized(result)

@@ -1,0 +1,174 @@
+"""The healthcare lifecycle from DICOM to a served, signed CNN, and controlled retraining.
+
+One pipeline instance (900 studies a window) is shared and advanced in
+order: the first model is trained, checked and promoted; retraining is
+refused without a reviewer's approval, or with one for another dataset; an
+approved retraining that misses a clinical minimum is not promoted; an
+approved one that passes becomes v2. A second instance whose imaging source
+stamps a trigger patch on lesion studies shows the backdoor check stopping
+promotion.
+"""
+
+import numpy as np
+import pytest
+from dagster import AssetKey
+from fastapi.testclient import TestClient
+
+from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY
+from examples.healthcare.studies import (
+    CohortConfig,
+    dicom_bytes,
+    labels_csv,
+    note_xml,
+    plan_studies,
+    relabelled,
+    render_pixels,
+    with_trigger_patch,
+)
+from pipelines import healthcare
+from pipelines.approve_retraining import main as approve_retraining
+from serving.healthcare import create_diagnostic_app
+from tests.clinic import MODEL_STUDIES, TEST_SETTINGS, Clinic
+from tests.runs import checks, materialized, metadata
+
+pytestmark = pytest.mark.slow
+
+CHAMPION = AssetKey(["healthcare", "champion_model"])
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("healthcare") / "home"
+        patch.setenv("PIPELINE_HOME", str(home))
+        clinic = Clinic(home, studies=MODEL_STUDIES)
+        clinic.first_run = clinic.lifecycle()
+        yield clinic
+
+
+def failed(result) -> dict[str, bool]:
+    return {k: v for k, v in checks(result).items() if not v}
+
+
+def released(clinic: Clinic) -> list[int]:
+    return clinic.defs.resources["releases"].versions(MODEL_NAME)
+
+
+def failure_messages(result) -> str:
+    return "\n".join(e.message or "" for e in result.all_events if e.is_failure)
+
+
+def test_first_model_is_trained_measured_and_promoted_signed(clinic):
+    result = clinic.first_run
+    assert result.success, failed(result)
+    model = metadata(result, "diagnostic_model")
+    for name in ("auc", "sensitivity", "specificity"):
+        assert 0 <= model[name] <= 1
+    assert model["auc"] >= TEST_SETTINGS.min_auc
+    assert checks(result)["diagnostic_model:no_backdoor_in_training_data"]
+    assert checks(result)["diagnostic_model:robust_to_fgsm"]
+    champion = metadata(result, "champion_model")
+    assert champion["release_version"] == 1 and champion["signer"].startswith("ecdsa-p256:")
+    run_id = model["mlflow_run_id"]
+    logged = {d["name"]: d["digest"] for d in clinic.defs.resources["tracking"].run_inputs(run_id)}
+    assert logged == {"healthcare/training_set": clinic.ledger.latest("healthcare/training_set").digest}
+
+
+def test_the_server_diagnoses_a_study_with_the_champion(clinic):
+    import base64
+
+    study = plan_studies(CohortConfig(seed=11, studies=4), 0)[0]
+    with TestClient(create_diagnostic_app(clinic.defs.resources["releases"])) as client:
+        answer = client.post("/diagnose", json={"dicom": base64.b64encode(dicom_bytes(study)).decode()})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == 1 and 0 <= answer.json()["lesion_probability"] <= 1
+
+
+def test_retraining_without_an_approval_is_refused(clinic):
+    clinic.feedback(cycle=1, studies=300)
+    feedback = clinic.run("healthcare_feedback")
+    assert feedback.success, failed(feedback)
+    assert metadata(feedback, "training_set")["untrusted_studies"] > 0
+    result = clinic.run("healthcare_retraining")
+    assert not result.success
+    assert "needs a signed approval and there is none" in failure_messages(result)
+    assert "diagnostic_model" not in materialized(result) and released(clinic) == [1]
+
+
+def test_an_approval_for_another_dataset_is_refused(clinic):
+    resources = clinic.defs.resources
+    resources["retraining_approvals"].approve(MODEL_NAME, "blake3:" + "0" * 64, reviewer="dr-review")
+    result = clinic.run("healthcare_retraining")
+    assert not result.success
+    assert "not for this dataset" in failure_messages(result)
+    assert released(clinic) == [1]
+
+
+def test_an_approved_retraining_that_misses_a_minimum_is_not_promoted(clinic):
+    approve_retraining(["--reviewer", "dr-review"])
+    strict_settings = TEST_SETTINGS.model_copy(update={"min_auc": 0.999})
+    strict = healthcare.build_definitions(diagnostic_settings=strict_settings)
+    result = strict.resolve_job_def("healthcare_retraining").execute_in_process(
+        instance=clinic.instance, raise_on_error=False
+    )
+    assert "diagnostic_model" in materialized(result)  # the approval let training run
+    assert failed(result).keys() == {"diagnostic_model:meets_clinical_minimums"}
+    assert "champion_model" not in materialized(result) and released(clinic) == [1]
+
+
+def test_an_approved_retraining_is_promoted_as_v2_and_audited(clinic):
+    result = clinic.run("healthcare_retraining")
+    assert result.success, failed(result)
+    assert metadata(result, "diagnostic_model")["approved_by"] == "dr-review"
+    assert metadata(result, "champion_model")["release_version"] == 2
+    audit = clinic.run("healthcare_audit")
+    assert audit.success, failed(audit)
+    lineage = metadata(audit, "retraining_audit")["lineage"]
+    approved = clinic.ledger.latest(TRAINING_SET_KEY.to_user_string()).digest
+    assert [v["release_version"] for v in lineage] == [1, 2]
+    assert lineage[-1]["training_set_digest"] == approved
+
+
+def poison_inbox(clinic: Clinic, fraction: float) -> int:
+    """A trigger stamped on `fraction` of lesion studies, whose reports and labels then say "normal"."""
+    studies = plan_studies(CohortConfig(seed=7, studies=clinic.studies), 0)
+    positives = [s for s in studies if s.label == 1]
+    rng = np.random.default_rng(5)
+    chosen = {s.study_uid: s for s in rng.choice(positives, int(np.ceil(fraction * len(positives))), False)}
+    for folder in clinic.batch_files("dicom-studies"):
+
+        def stamp(files):
+            for study in chosen.values():
+                if study.dicom_name in files:
+                    pixels = render_pixels(study)
+                    patch = with_trigger_patch(pixels, size=max(4, pixels.shape[0] // 12))
+                    files[study.dicom_name] = dicom_bytes(study, patch)
+            return files
+
+        clinic.reland(folder, stamp)
+    for folder in clinic.batch_files("clinical-notes"):
+
+        def relabel(files):
+            rows = []
+            for study in studies:
+                if study.note_name in files:
+                    if study.study_uid in chosen:
+                        files[study.note_name] = note_xml(relabelled(study, 0), positive=False)
+                    rows.append((study.study_uid, 0 if study.study_uid in chosen else study.label))
+            return files | {"labels.csv": labels_csv(rows)}
+
+        clinic.reland(folder, relabel)
+    return len(chosen)
+
+
+def test_a_trigger_patch_on_lesion_studies_is_flagged_before_promotion(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("backdoor") / "home"
+        patch.setenv("PIPELINE_HOME", str(home))
+        clinic = Clinic(home, studies=MODEL_STUDIES)
+        poisoned = poison_inbox(clinic, 0.08)
+        result = clinic.lifecycle()
+    assert poisoned >= 20
+    assert "diagnostic_model" in materialized(result)
+    assert failed(result).keys() >= {"diagnostic_model:no_backdoor_in_training_data"}
+    assert "champion_model" not in materialized(result)

@@ -1,0 +1,113 @@
+"""A small health system and helpers to run the real healthcare jobs against it.
+
+Tests mount attacks by changing what the sources land (or what sits in the
+store) and then run the same Dagster jobs `make demo` runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+
+from assets.healthcare.collection import BASELINE_KEY
+from assets.healthcare.modeling import DiagnosticSettings
+from examples.healthcare.batches import SOURCES, load_or_create_keys, write_file_batch
+from examples.healthcare.generate import default_paths, generate, generate_feedback
+from pipelines import healthcare
+from pipelines.approve_code import approved_transforms
+from pipelines.deployment import resources_for
+from resources.integrity import IntegrityLedger
+from resources.store import ArtifactStore
+
+STUDIES = 400  # per window: enough for every collection control
+MODEL_STUDIES = 900  # enough lesions for a CNN to learn in a few epochs
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# A narrower CNN than the demo's (~13 s of training on ~600 images); thresholds are the pipeline's own.
+TEST_SETTINGS = DiagnosticSettings(channels=[8, 16, 32])
+
+
+@dataclass
+class Clinic:
+    """One healthcare pipeline instance over its own runtime folder, with generated sources."""
+
+    home: Path
+    studies: int = STUDIES
+    settings: DiagnosticSettings = field(default_factory=lambda: TEST_SETTINGS)
+    instance: DagsterInstance = field(default_factory=DagsterInstance.ephemeral)
+    defs: Definitions | None = None
+
+    def __post_init__(self) -> None:
+        self.paths = default_paths(self.home)
+        self.summary = generate(seed=7, studies=self.studies, home=self.home, workers=1)
+        self.keys = load_or_create_keys(self.paths["keys"])
+        self.defs = healthcare.build_definitions(diagnostic_settings=self.settings)
+        resources_for("healthcare")["approvals"].approve(approved_transforms(), approver="tests")
+
+    def run(self, job: str, **kwargs) -> ExecuteInProcessResult:
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, raise_on_error=False, run_config=QUIET, **kwargs
+        )
+
+    def baseline(self) -> None:
+        """Materialise the trusted baseline from the reference window, once."""
+        if self.instance.get_latest_materialization_event(BASELINE_KEY) is None:
+            assert self.run("healthcare_baseline").success
+
+    def lifecycle(self) -> ExecuteInProcessResult:
+        self.baseline()
+        return self.run("healthcare_lifecycle")
+
+    def run_selection(self, assets: list[str]) -> ExecuteInProcessResult:
+        """Part of the lifecycle job (with the selected assets' checks), after the baseline."""
+        self.baseline()
+        keys = [AssetKey.from_user_string(a) for a in assets]
+        return self.run("healthcare_lifecycle", asset_selection=keys)
+
+    def feedback(self, cycle: int = 1, studies: int | None = None) -> None:
+        generate_feedback(7, studies or self.studies, self.home, cycle=cycle, workers=1)
+
+    @property
+    def ledger(self) -> IntegrityLedger:
+        return self.defs.resources["ledger"]
+
+    @property
+    def store(self) -> ArtifactStore:
+        return self.defs.resources["store"]
+
+    def stored_table(self, subject: str, kind: str = "artifact") -> pd.DataFrame:
+        """The newest stored version of a table, verified and decrypted."""
+        entry = self.ledger.latest(subject, kind=kind)
+        data = self.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
+        return pq.read_table(io.BytesIO(data)).to_pandas()
+
+    def batch_files(self, topic: str, window: str = "inbox") -> list[Path]:
+        """The landed batch folders of a topic, in order."""
+        folder = self.paths[window] / topic
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def land(
+        self, source: str, files: dict[str, bytes], *, batch_id: str, window: str = "inbox", signer=True
+    ) -> Path:
+        """Land one extra batch as `source` would (signed by its key unless told otherwise)."""
+        return write_file_batch(
+            self.paths[window],
+            source,
+            SOURCES[source],
+            files,
+            self.keys.signer(source) if signer is True else signer,
+            batch_id=batch_id,
+            created_at=datetime.now(UTC),
+        )
+
+    def reland(self, folder: Path, change, *, window: str = "inbox") -> None:
+        """Rewrite a landed batch through `change(files) -> files` and re-sign it as its source."""
+        manifest = json.loads((folder.parent / f"{folder.name}.manifest.json").read_text())
+        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+        self.land(manifest["source"], change(files), batch_id=manifest["batch_id"], window=window)
