@@ -1,20 +1,26 @@
-"""`make demo`: run the e-commerce lifecycle end to end and print what happened.
+"""`make demo`: run both lifecycles end to end and print what happened.
+
+For each example:
 
 1. the trusted baseline from the reviewed reference window;
 2. collection → processing → training → signed promotion of a champion;
-3. a week of feedback lands; it is validated and the model retrained;
+3. new data lands (e-commerce feedback, new studies); it is validated and
+   the model retrained (the diagnostic model only after a reviewer signs an
+   approval for the exact training set; the demo shows the refusal first);
 4. the integrity and retraining audits;
-5. the model server starts on loopback and answers `/recommend`.
+5. the model server starts on loopback and answers `/recommend` or `/diagnose`.
 
 Runs land in the Dagster instance under `$DAGSTER_HOME`, so `make ui`
 afterwards shows them, with every check's evidence.
 """
 
+import base64
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import httpx
 from dagster import AssetKey, DagsterInstance, Definitions
@@ -22,8 +28,14 @@ from dagster import AssetKey, DagsterInstance, Definitions
 from assets.ecommerce.collection import ACTIVITY_KEY, REVIEWS_KEY
 from assets.ecommerce.deployment import CHAMPION_KEY
 from assets.ecommerce.modeling import MODEL_KEY
+from assets.healthcare.collection import NOTES_KEY, STUDIES_KEY
+from assets.healthcare.deployment import CHAMPION_KEY as HEALTHCARE_CHAMPION_KEY
+from assets.healthcare.modeling import MODEL_KEY as HEALTHCARE_MODEL_KEY
 from examples.ecommerce.generate import generate_feedback
-from pipelines import ecommerce
+from examples.healthcare.generate import generate_feedback as generate_healthcare_feedback
+from examples.healthcare.studies import CohortConfig, dicom_bytes, plan_studies
+from pipelines import ecommerce, healthcare
+from pipelines.approve_retraining import main as approve_retraining
 from resources.runtime import REPO_ROOT, runtime_home
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -47,8 +59,8 @@ def run_job(defs: Definitions, name: str, instance: DagsterInstance) -> tuple[bo
     return result.success, result.get_asset_check_evaluations()
 
 
-def serve_and_ask(user_id: str) -> dict:
-    """Start the recommender server on a free loopback port, ask it once, stop it."""
+def serve_and_ask(factory: str, ask: Callable[[str], httpx.Response]) -> dict:
+    """Start a model server (`module:factory`) on a free loopback port, `ask(base_url)` once, stop it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -58,7 +70,7 @@ def serve_and_ask(user_id: str) -> dict:
             "-m",
             "uvicorn",
             "--factory",
-            "serving.ecommerce:create_recommender_app",
+            factory,
             "--host",
             "127.0.0.1",
             "--port",
@@ -79,22 +91,27 @@ def serve_and_ask(user_id: str) -> dict:
                 pass
             time.sleep(1)
         health = httpx.get(f"{base}/healthz", timeout=5).json()
-        answer = httpx.get(f"{base}/recommend", params={"user_id": user_id, "k": 5}, timeout=10).json()
-        return {"health": health, "answer": answer}
+        return {"health": health, "answer": ask(base).json()}
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def main() -> int:
-    instance = DagsterInstance.get()
+def report_checks(evaluations: list) -> list:
+    failed = [e for e in evaluations if not e.passed]
+    print(f"\nChecks: {len(evaluations) - len(failed)} passed, {len(failed)} failed")
+    for e in failed:
+        print(f"  FAILED {e.asset_key.to_user_string()}:{e.check_name} ({e.severity.value})")
+    return failed
+
+
+def ecommerce_demo(instance: DagsterInstance, seed: int) -> bool:
     defs = ecommerce.build_definitions()
     events = int(os.environ.get("EVENTS", "1000000"))
     print("E-commerce lifecycle")
     outcomes = [run_job(defs, "ecommerce_baseline", instance), run_job(defs, "ecommerce_lifecycle", instance)]
-    generate_feedback(int(os.environ.get("SEED", "7")), events, runtime_home(), cycle=1)
+    generate_feedback(seed, events, runtime_home(), cycle=1)
     outcomes += [run_job(defs, "ecommerce_retraining", instance), run_job(defs, "ecommerce_audit", instance)]
-    evaluations = [e for _, job_evaluations in outcomes for e in job_evaluations]
 
     print("\nCollection")
     for key in (ACTIVITY_KEY, REVIEWS_KEY):
@@ -112,20 +129,77 @@ def main() -> int:
         f"\nChampion: v{champion.get('release_version')} signed by {champion.get('signer')}, "
         f"MLflow model version {champion.get('mlflow_model_version')}"
     )
-
-    failed = [e for e in evaluations if not e.passed]
-    print(f"\nChecks: {len(evaluations) - len(failed)} passed, {len(failed)} failed")
-    for e in failed:
-        print(f"  FAILED {e.asset_key.to_user_string()}:{e.check_name} ({e.severity.value})")
-
+    failed = report_checks([e for _, job_evaluations in outcomes for e in job_evaluations])
     if champion:
-        served = serve_and_ask("u0000001")
+        served = serve_and_ask(
+            "serving.ecommerce:create_recommender_app",
+            lambda base: httpx.get(f"{base}/recommend", params={"user_id": "u0000001", "k": 5}, timeout=10),
+        )
         items = [i["item_id"] for i in served["answer"].get("items", [])]
         print(
             f"\nServer: model v{served['health'].get('version')} loaded and verified; "
             f"/recommend?user_id=u0000001 → {items}"
         )
-    return 0 if all(ok for ok, _ in outcomes) and not failed and champion else 1
+    return all(ok for ok, _ in outcomes) and not failed and bool(champion)
+
+
+def _print_diagnostic(title: str, meta: dict) -> None:
+    print(
+        f"  {title:<28} AUC {meta.get('auc', 0):.3f}  sensitivity {meta.get('sensitivity', 0):.3f}  "
+        f"specificity {meta.get('specificity', 0):.3f}  ({meta.get('test_studies', 0)} held-out studies)"
+    )
+
+
+def healthcare_demo(instance: DagsterInstance, seed: int) -> bool:
+    defs = healthcare.build_definitions()
+    studies = int(os.environ.get("STUDIES", "3000"))
+    print("\nHealthcare lifecycle")
+    outcomes = [run_job(defs, job, instance) for job in ("healthcare_baseline", "healthcare_lifecycle")]
+    first = _metadata(instance, HEALTHCARE_MODEL_KEY)
+    generate_healthcare_feedback(seed, studies // 3, runtime_home(), cycle=1)
+    outcomes.append(run_job(defs, "healthcare_feedback", instance))
+    went_ahead, _ = run_job(defs, "healthcare_retraining", instance)
+    if not went_ahead:
+        print("  (refused, as it must be: no reviewer has approved this training set yet)")
+    approve_retraining(["--reviewer", "demo-reviewer"])
+    outcomes += [run_job(defs, job, instance) for job in ("healthcare_retraining", "healthcare_audit")]
+
+    print("\nCollection")
+    for key in (STUDIES_KEY, NOTES_KEY):
+        meta = _metadata(instance, key)
+        print(
+            f"  {key.path[-1]:<16} received {meta.get('received', 0):>9,}  "
+            f"accepted {meta.get('accepted', 0):>9,}  quarantined {meta.get('quarantined', 0):>6,}  "
+            f"{meta.get('quarantine_reasons') or ''}"
+        )
+    print("\nDiagnostic CNN on held-out patients")
+    _print_diagnostic("first model", first)
+    _print_diagnostic("after approved retraining", _metadata(instance, HEALTHCARE_MODEL_KEY))
+    champion = _metadata(instance, HEALTHCARE_CHAMPION_KEY)
+    print(
+        f"\nChampion: v{champion.get('release_version')} signed by {champion.get('signer')}, "
+        f"MLflow model version {champion.get('mlflow_model_version')}"
+    )
+    failed = report_checks([e for _, job_evaluations in outcomes for e in job_evaluations])
+    if champion:
+        study = plan_studies(CohortConfig(seed=seed + 1, studies=4), 3)[0]
+        payload = {"dicom": base64.b64encode(dicom_bytes(study)).decode()}
+        served = serve_and_ask(
+            "serving.healthcare:create_diagnostic_app",
+            lambda base: httpx.post(f"{base}/diagnose", json=payload, timeout=30),
+        )
+        print(
+            f"\nServer: model v{served['health'].get('version')} loaded and verified; /diagnose on a new "
+            f"{study.modality} study (truth: {'lesion' if study.truth else 'no lesion'}) → {served['answer']}"
+        )
+    return not went_ahead and all(ok for ok, _ in outcomes) and not failed and bool(champion)
+
+
+def main() -> int:
+    instance = DagsterInstance.get()
+    seed = int(os.environ.get("SEED", "7"))
+    results = [ecommerce_demo(instance, seed), healthcare_demo(instance, seed)]
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -48,6 +49,8 @@ from prometheus_client import (
 from pydantic import BaseModel
 from starlette.routing import Match
 
+from resources.releases import ModelReleases
+from resources.runtime import runtime_path
 from serving.worker import (
     DEFAULT_MAX_CPU_SECONDS,
     DEFAULT_MAX_MEMORY_MB,
@@ -162,6 +165,32 @@ def add_worker_route(
     app.add_api_route(path, endpoint, methods=[http_method], **route_kwargs)
 
 
+async def _refuse_without_echo(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 saying what is wrong, without FastAPI's copy of the input (a refused upload may hold PHI)."""
+    errors = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def create_release_app(
+    model_name: str, handler: str, *, title: str, releases: ModelReleases | None = None
+) -> FastAPI:
+    """A server for the current champion release of `model_name`, trusting the release keys on record."""
+    releases = releases or ModelReleases()
+    current = releases.current(model_name)
+    if current is None:
+        raise FileNotFoundError(
+            f"No {model_name} release has been published yet: run `make demo` (or the example's "
+            "lifecycle job) so that a model is trained, checked and promoted."
+        )
+    return create_app(
+        current,
+        releases.trusted_keys_file(),
+        handler,
+        state_file=runtime_path("serving") / f"{model_name}-versions.json",
+        title=title,
+    )
+
+
 def create_app(
     model_dir: Path,
     trusted_keys: Sequence[bytes | str] | Path,
@@ -202,6 +231,7 @@ def create_app(
             await run_in_threadpool(client.close)
 
     app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(RequestValidationError, _refuse_without_echo)
     app.state.worker = client
     app.state.metrics = metrics
     app.state.request_timeout = request_timeout

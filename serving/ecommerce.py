@@ -13,8 +13,7 @@ from pydantic import BaseModel, Field
 from assets.ecommerce import recommender
 from assets.ecommerce.deployment import ARCHITECTURES, MODEL_NAME
 from resources.releases import ModelReleases
-from resources.runtime import runtime_path
-from serving.app import add_worker_route, create_app
+from serving.app import add_worker_route, create_release_app
 from serving.loader import LoadedModel
 from serving.worker import ModelHandler
 
@@ -49,19 +48,8 @@ class RecommenderHandler(ModelHandler):
 
 def create_recommender_app(releases: ModelReleases | None = None) -> FastAPI:
     """The recommender server for the current champion release."""
-    releases = releases or ModelReleases()
-    current = releases.current(MODEL_NAME)
-    if current is None:
-        raise FileNotFoundError(
-            f"No {MODEL_NAME} release has been published yet: run `make demo` (or the "
-            "ecommerce_lifecycle job) so that a model is trained, checked and promoted."
-        )
-    app = create_app(
-        current,
-        releases.trusted_keys_file(),
-        "serving.ecommerce:RecommenderHandler",
-        state_file=runtime_path("serving") / f"{MODEL_NAME}-versions.json",
-        title="E-commerce recommender",
+    app = create_release_app(
+        MODEL_NAME, "serving.ecommerce:RecommenderHandler", title="E-commerce recommender", releases=releases
     )
     add_worker_route(app, "/recommend", "recommend", RecommendParams)
     return app

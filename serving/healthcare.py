@@ -16,17 +16,14 @@ import base64
 import binascii
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from assets.healthcare import diagnostic_model, images
 from assets.healthcare.deployment import ARCHITECTURES, MODEL_NAME
 from assets.healthcare.dicom import DEFAULT_MAX_BYTES, Refusal, neutralise_preamble, validate_dicom
 from resources.releases import ModelReleases
-from resources.runtime import runtime_path
-from serving.app import add_worker_route, create_app
+from serving.app import add_worker_route, create_release_app
 from serving.loader import LoadedModel
 from serving.worker import ModelHandler
 
@@ -51,12 +48,6 @@ def decode_dicom(text: object) -> bytes:
         return base64.b64decode(text, validate=True)
     except binascii.Error as exc:
         raise ValueError(f"'dicom' is not valid base64: {exc}") from exc
-
-
-async def _refuse_without_echo(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 saying what is wrong, without FastAPI's copy of the input: a refused upload is a patient's file."""
-    errors = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-    return JSONResponse({"detail": errors}, status_code=422)
 
 
 class DiagnosticHandler(ModelHandler):
@@ -89,20 +80,7 @@ class DiagnosticHandler(ModelHandler):
 
 def create_diagnostic_app(releases: ModelReleases | None = None) -> FastAPI:
     """The diagnostic server for the current champion release."""
-    releases = releases or ModelReleases()
-    current = releases.current(MODEL_NAME)
-    if current is None:
-        raise FileNotFoundError(
-            f"No {MODEL_NAME} release has been published yet: run the healthcare pipeline so that a "
-            "diagnostic model is trained, checked and promoted."
-        )
-    app = create_app(
-        current,
-        releases.trusted_keys_file(),
-        "serving.healthcare:DiagnosticHandler",
-        state_file=runtime_path("serving") / f"{MODEL_NAME}-versions.json",
-        title="Healthcare lesion diagnostic",
-    )
-    app.add_exception_handler(RequestValidationError, _refuse_without_echo)
+    handler = "serving.healthcare:DiagnosticHandler"
+    app = create_release_app(MODEL_NAME, handler, title="Healthcare lesion diagnostic", releases=releases)
     add_worker_route(app, "/diagnose", "diagnose", DiagnoseParams, http_method="POST")
     return app

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
-from assets.healthcare.collection import BASELINE_KEY
+from assets.healthcare.collection import BASELINE_KEY, PSEUDONYM_KEY_NAME
 from assets.healthcare.modeling import DiagnosticSettings
 from examples.healthcare.batches import SOURCES, load_or_create_keys, write_file_batch
 from examples.healthcare.generate import default_paths, generate, generate_feedback
@@ -29,8 +29,10 @@ from resources.store import ArtifactStore
 STUDIES = 400  # per window: enough for every collection control
 MODEL_STUDIES = 900  # enough lesions for a CNN to learn in a few epochs
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-# A narrower CNN than the demo's (~13 s of training on ~600 images); thresholds are the pipeline's own.
-TEST_SETTINGS = DiagnosticSettings(channels=[8, 16, 32])
+# The demo's CNN learns from ~2,100 images and is held to AUC 0.85, sensitivity and specificity 0.75;
+# the tests' learns from ~630 (13 s) and reaches AUC 0.82-0.85, so its minimums sit lower.
+TEST_THRESHOLDS = {"min_auc": 0.8, "min_sensitivity": 0.6, "min_specificity": 0.7}
+TEST_SETTINGS = DiagnosticSettings(**TEST_THRESHOLDS)
 
 
 @dataclass
@@ -44,6 +46,13 @@ class Clinic:
     defs: Definitions | None = None
 
     def __post_init__(self) -> None:
+        # A fixed pseudonym key makes the patient split, and so the trained model, the same on
+        # every run (with a fresh random key each run, a 600-image model's AUC varies by +-0.1).
+        keys = self.home / "keys"
+        keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secret = keys / f"{PSEUDONYM_KEY_NAME}.secret"
+        secret.write_bytes(bytes(range(32)))
+        secret.chmod(0o600)
         self.paths = default_paths(self.home)
         self.summary = generate(seed=7, studies=self.studies, home=self.home, workers=1)
         self.keys = load_or_create_keys(self.paths["keys"])
@@ -93,7 +102,14 @@ class Clinic:
         return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def land(
-        self, source: str, files: dict[str, bytes], *, batch_id: str, window: str = "inbox", signer=True
+        self,
+        source: str,
+        files: dict[str, bytes],
+        *,
+        batch_id: str,
+        window: str = "inbox",
+        signer=True,
+        created_at: datetime | None = None,
     ) -> Path:
         """Land one extra batch as `source` would (signed by its key unless told otherwise)."""
         return write_file_batch(
@@ -103,11 +119,17 @@ class Clinic:
             files,
             self.keys.signer(source) if signer is True else signer,
             batch_id=batch_id,
-            created_at=datetime.now(UTC),
+            created_at=created_at or datetime.now(UTC),
         )
 
     def reland(self, folder: Path, change, *, window: str = "inbox") -> None:
-        """Rewrite a landed batch through `change(files) -> files` and re-sign it as its source."""
+        """Rewrite a landed batch through `change(files) -> files`, re-signed by its source, same time."""
         manifest = json.loads((folder.parent / f"{folder.name}.manifest.json").read_text())
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-        self.land(manifest["source"], change(files), batch_id=manifest["batch_id"], window=window)
+        self.land(
+            manifest["source"],
+            change(files),
+            batch_id=manifest["batch_id"],
+            window=window,
+            created_at=datetime.fromisoformat(manifest["created_at"]),
+        )

@@ -14,7 +14,7 @@ import pytest
 from dagster import AssetKey
 from fastapi.testclient import TestClient
 
-from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY
+from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY, DiagnosticSettings
 from examples.healthcare.studies import (
     CohortConfig,
     dicom_bytes,
@@ -28,7 +28,7 @@ from examples.healthcare.studies import (
 from pipelines import healthcare
 from pipelines.approve_retraining import main as approve_retraining
 from serving.healthcare import create_diagnostic_app
-from tests.clinic import MODEL_STUDIES, TEST_SETTINGS, Clinic
+from tests.clinic import MODEL_STUDIES, TEST_SETTINGS, TEST_THRESHOLDS, Clinic
 from tests.runs import checks, materialized, metadata
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,12 @@ def released(clinic: Clinic) -> list[int]:
 
 
 def failure_messages(result) -> str:
-    return "\n".join(e.message or "" for e in result.all_events if e.is_failure)
+    """What the failed steps said (the errors they raised)."""
+    return "\n".join(
+        e.event_specific_data.error.message
+        for e in result.all_events
+        if e.is_step_failure and e.event_specific_data
+    )
 
 
 def test_first_model_is_trained_measured_and_promoted_signed(clinic):
@@ -106,7 +111,7 @@ def test_an_approval_for_another_dataset_is_refused(clinic):
 
 def test_an_approved_retraining_that_misses_a_minimum_is_not_promoted(clinic):
     approve_retraining(["--reviewer", "dr-review"])
-    strict_settings = TEST_SETTINGS.model_copy(update={"min_auc": 0.999})
+    strict_settings = DiagnosticSettings(**(TEST_THRESHOLDS | {"min_auc": 0.999}))
     strict = healthcare.build_definitions(diagnostic_settings=strict_settings)
     result = strict.resolve_job_def("healthcare_retraining").execute_in_process(
         instance=clinic.instance, raise_on_error=False
