@@ -1,7 +1,8 @@
 """Signed promotion, shared by every example's deployment stage.
 
-`promote` stamps the next release version into the model's config, signs
-the directory with the release key (OpenSSF model-signing), publishes it
+`champion_asset` builds an example's promotion asset around `promote`,
+which stamps the next release version into the model's config, signs the
+directory with the release key (OpenSSF model-signing), publishes it
 read-only, registers it in the MLflow registry and moves the `champion`
 alias. `release_check` verifies the published release the way a server
 will: through the secure loader.
@@ -18,7 +19,11 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetIn,
     AssetKey,
+    AssetsDefinition,
+    AutomationCondition,
+    asset,
     asset_check,
 )
 
@@ -72,6 +77,45 @@ def promote(
     return ModelDir(path=release, details=details)
 
 
+def champion_asset(
+    key: AssetKey,
+    model: AssetKey,
+    model_name: str,
+    *,
+    description: str,
+    automation_condition: AutomationCondition | None = None,
+) -> AssetsDefinition:
+    """The deployment asset that signs and publishes `model` as the next champion release of `model_name`.
+
+    Only this step holds the release key; Dagster runs it only when every
+    blocking check upstream passed.
+    """
+
+    @asset(
+        key=key,
+        ins={"model": AssetIn(key=model)},
+        group_name="deployment",
+        io_manager_key="model_io_manager",
+        kinds={"pytorch", "mlflow", "safetensors"},
+        owners=["team:ml-platform"],
+        automation_condition=automation_condition,
+        description=description,
+    )
+    def _champion(
+        context: AssetExecutionContext,
+        signer: ReleaseSigner,
+        releases: ModelReleases,
+        tracking: ExperimentTracking,
+        scratch: ScratchSpace,
+        model: ModelDir,
+    ) -> ModelDir:
+        return promote(
+            context, model, model_name, signer=signer, releases=releases, tracking=tracking, scratch=scratch
+        )
+
+    return _champion
+
+
 def release_check(
     key: AssetKey,
     model_name: str,
@@ -83,7 +127,10 @@ def release_check(
     def release_loads_securely(
         context: AssetCheckExecutionContext, releases: ModelReleases
     ) -> AssetCheckResult:
-        """The published release passes the secure loader: trusted signature, safetensors, no rollback."""
+        """The current release passes the secure loader (trusted signature, safetensors) and is the newest.
+
+        A validly signed older release pointed at as current is a rollback.
+        """
         current = releases.current(model_name)
         try:
             loaded = SecureModelLoader(releases.trusted_keys(), architectures).load(current)
@@ -93,9 +140,19 @@ def release_check(
                 severity=AssetCheckSeverity.ERROR,
                 metadata={"release": str(current), "refused": str(error)},
             )
+        newest = max(releases.versions(model_name))
         return AssetCheckResult(
-            passed=True,
-            metadata={"release": str(current), "version": loaded.version, "signer": loaded.signer},
+            passed=loaded.version == newest,
+            severity=AssetCheckSeverity.ERROR,
+            description=None
+            if loaded.version == newest
+            else f"rollback: current points at v{loaded.version}, but v{newest} has been published",
+            metadata={
+                "release": str(current),
+                "version": loaded.version,
+                "newest_published": newest,
+                "signer": loaded.signer,
+            },
         )
 
     return release_loads_securely

@@ -6,14 +6,11 @@ store) and then run the same Dagster jobs `make demo` runs.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from assets.healthcare.collection import BASELINE_KEY, PSEUDONYM_KEY_NAME
@@ -23,8 +20,7 @@ from examples.healthcare.generate import default_paths, generate, generate_feedb
 from pipelines import healthcare
 from pipelines.approve_code import approved_transforms
 from pipelines.deployment import resources_for
-from resources.integrity import IntegrityLedger
-from resources.store import ArtifactStore
+from tests.runs import StoredArtifacts
 
 STUDIES = 400  # per window: enough for every collection control
 MODEL_STUDIES = 900  # enough lesions for a CNN to learn in a few epochs
@@ -36,7 +32,7 @@ TEST_SETTINGS = DiagnosticSettings(**TEST_THRESHOLDS)
 
 
 @dataclass
-class Clinic:
+class Clinic(StoredArtifacts):
     """One healthcare pipeline instance over its own runtime folder, with generated sources."""
 
     home: Path
@@ -81,20 +77,6 @@ class Clinic:
 
     def feedback(self, cycle: int = 1, studies: int | None = None) -> None:
         generate_feedback(7, studies or self.studies, self.home, cycle=cycle, workers=1)
-
-    @property
-    def ledger(self) -> IntegrityLedger:
-        return self.defs.resources["ledger"]
-
-    @property
-    def store(self) -> ArtifactStore:
-        return self.defs.resources["store"]
-
-    def stored_table(self, subject: str, kind: str = "artifact") -> pd.DataFrame:
-        """The newest stored version of a table, verified and decrypted."""
-        entry = self.ledger.latest(subject, kind=kind)
-        data = self.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
-        return pq.read_table(io.BytesIO(data)).to_pandas()
 
     def batch_files(self, topic: str, window: str = "inbox") -> list[Path]:
         """The landed batch folders of a topic, in order."""

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
-from dagster import ExecuteInProcessResult
+import io
+
+import pandas as pd
+import pyarrow.parquet as pq
+from dagster import Definitions, ExecuteInProcessResult
+
+from resources.integrity import IntegrityLedger
+from resources.store import ArtifactStore
+
+
+class StoredArtifacts:
+    """What a test pipeline instance (with `defs`) wrote: its ledger, its store, its tables."""
+
+    defs: Definitions
+
+    @property
+    def ledger(self) -> IntegrityLedger:
+        return self.defs.resources["ledger"]
+
+    @property
+    def store(self) -> ArtifactStore:
+        return self.defs.resources["store"]
+
+    def stored_table(self, subject: str, kind: str = "artifact") -> pd.DataFrame:
+        """The newest stored version of a table, verified and decrypted."""
+        entry = self.ledger.latest(subject, kind=kind)
+        data = self.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
+        return pq.read_table(io.BytesIO(data)).to_pandas()
 
 
 def checks(result: ExecuteInProcessResult) -> dict[str, bool]:

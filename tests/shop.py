@@ -6,15 +6,12 @@ the store) and then run the same Dagster jobs `make demo` runs.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from assets.ecommerce.collection import BASELINE_KEY
@@ -23,8 +20,7 @@ from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write
 from pipelines import ecommerce
 from pipelines.approve_code import approved_transforms
 from pipelines.deployment import resources_for
-from resources.integrity import IntegrityLedger
-from resources.store import ArtifactStore
+from tests.runs import StoredArtifacts
 
 EVENTS = 3_000  # enough for collection and processing controls
 MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity
@@ -32,7 +28,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 @dataclass
-class Shop:
+class Shop(StoredArtifacts):
     """One pipeline instance over its own runtime folder, with a generated world."""
 
     home: Path
@@ -71,20 +67,6 @@ class Shop:
             run_config=QUIET,
             asset_selection=[AssetKey.from_user_string(a) for a in assets],
         )
-
-    @property
-    def ledger(self) -> IntegrityLedger:
-        return self.defs.resources["ledger"]
-
-    @property
-    def store(self) -> ArtifactStore:
-        return self.defs.resources["store"]
-
-    def stored_table(self, subject: str, kind: str = "artifact") -> pd.DataFrame:
-        """The newest stored version of a table, verified and decrypted."""
-        entry = self.ledger.latest(subject, kind=kind)
-        data = self.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
-        return pq.read_table(io.BytesIO(data)).to_pandas()
 
     def inbox(self, topic: str) -> Path:
         return self.paths["inbox"] / topic

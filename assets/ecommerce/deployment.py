@@ -14,24 +14,19 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetExecutionContext,
     AssetIn,
     AssetKey,
     AutomationCondition,
     MetadataValue,
-    asset,
     asset_check,
 )
 
 from assets.ecommerce import recommender
 from assets.ecommerce.modeling import MODEL_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY
-from assets.promotion import promote, release_check
+from assets.promotion import champion_asset, release_check
 from resources.releases import ModelReleases
-from resources.scratch import ScratchSpace
-from resources.signing import ReleaseSigner
 from resources.tables import ModelDir, TableFile
-from resources.tracking import ExperimentTracking
 from serving.loader import SecureModelLoader
 
 CHAMPION_KEY = AssetKey(["ecommerce", "champion_model"])
@@ -89,31 +84,15 @@ def not_worse_than_champion(
     )
 
 
-@asset(
-    key=CHAMPION_KEY,
-    ins={"model": AssetIn(key=MODEL_KEY)},
-    group_name="deployment",
-    io_manager_key="model_io_manager",
-    kinds={"pytorch", "mlflow", "safetensors"},
-    owners=[OWNER],
+champion_model = champion_asset(
+    CHAMPION_KEY,
+    MODEL_KEY,
+    MODEL_NAME,
+    description="The signed release the model server loads (the MLflow registry's `champion`). Only "
+    "this step holds the release key; the version in the signed config only ever increases, so "
+    "servers can refuse a rollback.",
     automation_condition=AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed(),
 )
-def champion_model(
-    context: AssetExecutionContext,
-    signer: ReleaseSigner,
-    releases: ModelReleases,
-    tracking: ExperimentTracking,
-    scratch: ScratchSpace,
-    model: ModelDir,
-) -> ModelDir:
-    """The signed release the model server loads (the MLflow registry's `champion`).
-
-    Only this step holds the release key. The version inside the signed
-    config only ever increases, so servers can refuse a rollback.
-    """
-    return promote(
-        context, model, MODEL_NAME, signer=signer, releases=releases, tracking=tracking, scratch=scratch
-    )
 
 
 deployment_checks = [not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)]

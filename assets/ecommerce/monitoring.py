@@ -16,20 +16,13 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    MetadataValue,
     asset,
     asset_check,
 )
 
-from assets.checks.drift import (
-    DriftReport,
-    DriftThresholds,
-    drift_check_result,
-    drift_plot_markdown,
-    drift_report,
-)
 from assets.checks.evidence import materialization_metadata
 from assets.checks.intake import baseline_checks, near_duplicate_check, source_checks
+from assets.checks.window_drift import drift_error_check, window_drift
 from assets.ecommerce import transforms
 from assets.ecommerce.collection import BASELINE_KEY, REFERENCE_EVENTS_KEY, collect_window
 from assets.ecommerce.profiles import activity_profile, review_profile
@@ -129,24 +122,7 @@ def feedback_drift(context: AssetExecutionContext, feedback: TableFile, referenc
     columns = ["price", "event_time", "event_type", "source"]
     baseline = _drift_features(pd.read_parquet(reference.path, columns=columns))
     current = _drift_features(pd.read_parquet(feedback.path, columns=columns))
-    if current.empty:
-        context.add_output_metadata({"level": "ok", "feedback_rows": 0})
-        return DriftReport(features=[], baseline_rows=len(baseline)).to_dict()
-    report = drift_report(baseline, current, NUMERIC_FEATURES, CATEGORICAL_FEATURES, DriftThresholds())
-    context.add_output_metadata(
-        {
-            "level": report.level,
-            "feedback_rows": len(current),
-            "drift_plot": MetadataValue.md(drift_plot_markdown(report, baseline, current)),
-        }
-    )
-    return report.to_dict()
-
-
-@asset_check(asset=FEEDBACK_DRIFT_KEY, name="drift_below_error", blocking=True)
-def drift_below_error(context: AssetCheckExecutionContext, feedback_drift: dict) -> AssetCheckResult:
-    """Feedback has not drifted past the ERROR thresholds from the trusted reference (WARN passes)."""
-    return drift_check_result(DriftReport.from_dict(feedback_drift))
+    return window_drift(context, baseline, current, NUMERIC_FEATURES, CATEGORICAL_FEATURES)
 
 
 @asset(
@@ -180,5 +156,5 @@ monitoring_checks = [
     no_coordinated_item_push,
     *source_checks(FEEDBACK_REVIEWS_KEY, allow_empty=True),
     near_duplicate_check(FEEDBACK_REVIEWS_KEY, BASELINE_KEY),
-    drift_below_error,
+    drift_error_check(FEEDBACK_DRIFT_KEY),
 ]

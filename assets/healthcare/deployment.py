@@ -13,23 +13,18 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetExecutionContext,
     AssetIn,
     AssetKey,
     MetadataValue,
-    asset,
     asset_check,
 )
 
 from assets.healthcare import diagnostic_model as cnn
 from assets.healthcare.modeling import MODEL_KEY, MODEL_NAME, TRAINING_SET_KEY
 from assets.healthcare.transforms import image_array
-from assets.promotion import promote, release_check
+from assets.promotion import champion_asset, release_check
 from resources.releases import ModelReleases
-from resources.scratch import ScratchSpace
-from resources.signing import ReleaseSigner
 from resources.tables import ModelDir
-from resources.tracking import ExperimentTracking
 from serving.loader import SecureModelLoader
 
 ARCHITECTURES = {cnn.MODEL_NAME: cnn.build_from_architecture}
@@ -78,26 +73,13 @@ def not_worse_than_champion(
     )
 
 
-@asset(
-    key=CHAMPION_KEY,
-    ins={"model": AssetIn(key=MODEL_KEY)},
-    group_name="deployment",
-    io_manager_key="model_io_manager",
-    kinds={"pytorch", "mlflow", "safetensors"},
-    owners=[OWNER],
+champion_model = champion_asset(
+    CHAMPION_KEY,
+    MODEL_KEY,
+    MODEL_NAME,
+    description="The signed diagnostic release the model server loads (the MLflow registry's `champion`). "
+    "Only this step holds the release key; the version in the signed config only ever increases.",
 )
-def champion_model(
-    context: AssetExecutionContext,
-    signer: ReleaseSigner,
-    releases: ModelReleases,
-    tracking: ExperimentTracking,
-    scratch: ScratchSpace,
-    model: ModelDir,
-) -> ModelDir:
-    """The signed diagnostic release the model server loads (the MLflow registry's `champion`)."""
-    return promote(
-        context, model, MODEL_NAME, signer=signer, releases=releases, tracking=tracking, scratch=scratch
-    )
 
 
 deployment_checks = [not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)]

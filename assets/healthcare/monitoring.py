@@ -10,24 +10,14 @@ threshold. Retraining itself needs a reviewer's signed approval
 
 import pandas as pd
 from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    MetadataValue,
     asset,
-    asset_check,
 )
 
-from assets.checks.drift import (
-    DriftReport,
-    DriftThresholds,
-    drift_check_result,
-    drift_plot_markdown,
-    drift_report,
-)
 from assets.checks.intake import source_checks, volume_check
+from assets.checks.window_drift import drift_error_check, window_drift
 from assets.healthcare import transforms
 from assets.healthcare.collection import (
     BASELINE_KEY,
@@ -84,24 +74,7 @@ def metadata_drift(context: AssetExecutionContext, feedback: TableFile, referenc
     columns = NUMERIC_FEATURES + CATEGORICAL_FEATURES
     baseline = pd.read_parquet(reference.path, columns=columns)
     current = pd.read_parquet(feedback.path, columns=columns)
-    if current.empty:
-        context.add_output_metadata({"level": "ok", "feedback_studies": 0})
-        return DriftReport(features=[], baseline_rows=len(baseline)).to_dict()
-    report = drift_report(baseline, current, NUMERIC_FEATURES, CATEGORICAL_FEATURES, DriftThresholds())
-    context.add_output_metadata(
-        {
-            "level": report.level,
-            "feedback_studies": len(current),
-            "drift_plot": MetadataValue.md(drift_plot_markdown(report, baseline, current)),
-        }
-    )
-    return report.to_dict()
-
-
-@asset_check(asset=FEEDBACK_DRIFT_KEY, name="drift_below_error", blocking=True)
-def drift_below_error(context: AssetCheckExecutionContext, metadata_drift: dict) -> AssetCheckResult:
-    """New studies have not drifted past the ERROR thresholds from the trusted reference (WARN passes)."""
-    return drift_check_result(DriftReport.from_dict(metadata_drift))
+    return window_drift(context, baseline, current, NUMERIC_FEATURES, CATEGORICAL_FEATURES)
 
 
 @asset(
@@ -126,5 +99,5 @@ monitoring_checks = [
     deidentified_check(FEEDBACK_STUDIES_KEY),
     *source_checks(FEEDBACK_NOTES_KEY, allow_empty=True),
     *label_checks(FEEDBACK_NOTES_KEY),
-    drift_below_error,
+    drift_error_check(FEEDBACK_DRIFT_KEY),
 ]

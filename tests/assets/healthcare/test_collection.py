@@ -19,6 +19,7 @@ from assets.healthcare.notes import note_phi_values, parse_note
 from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE
 from examples.healthcare.studies import (
     billion_laughs_note,
+    dataset_bytes,
     external_entity_note,
     not_an_image_dicom,
     polyglot_preamble,
@@ -201,3 +202,27 @@ def test_forged_and_unsigned_batches_are_refused(clinic):
     assert not checks(result)["imaging_studies:batches_authenticated"]
     assert not checks(result)["clinical_notes:batches_authenticated"]
     assert not {"study_images", "note_findings"} & materialized(result)
+
+
+def test_new_studies_whose_acquisition_metadata_drifted_do_not_reach_training(clinic):
+    assert collect(clinic).success
+    clinic.feedback(cycle=1)
+
+    def new_protocol(files: dict[str, bytes]) -> dict[str, bytes]:
+        """The archive's studies as a recalibrated scanner would send them: pixel spacing 1.6 times larger."""
+        changed = {}
+        for name, data in files.items():
+            ds = pydicom.dcmread(io.BytesIO(data))
+            for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+                if keyword in ds:
+                    setattr(ds, keyword, [round(float(v) * 1.6, 4) for v in ds[keyword].value])
+            changed[name] = dataset_bytes(ds)
+        return changed
+
+    for folder in clinic.batch_files("dicom-studies", window="feedback"):
+        clinic.reland(folder, new_protocol, window="feedback")
+    result = clinic.run("healthcare_feedback")
+    assert not checks(result)["metadata_drift:drift_below_error"]
+    drifted = metadata(result, "metadata_drift")
+    assert drifted["level"] == "error"
+    assert "training_set" not in materialized(result) and "feedback_images" not in materialized(result)

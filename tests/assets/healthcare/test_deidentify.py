@@ -13,6 +13,7 @@ from pydicom.uid import UID, ImplicitVRLittleEndian, generate_uid
 
 from assets.healthcare.deidentify import (
     KEPT_KEYWORDS,
+    deidentification_problems,
     deidentified_uid,
     deidentify,
     phi_values,
@@ -269,3 +270,14 @@ def test_short_key_is_refused() -> None:
         deidentify(make_dataset(), pseudonym_key=b"short")
     with pytest.raises(ValueError):
         pseudonym("MRN-1", b"")
+
+
+def test_stored_study_check_tells_a_deidentified_file_from_an_original():
+    original = write_original(phi_dataset())
+    problems = deidentification_problems(original)
+    assert "PatientIdentityRemoved is not YES" in problems
+    assert "PatientName has a value" in problems and "PatientID is not a pseudonym" in problems
+    assert any(p.startswith("private element") for p in problems)
+    clean = to_bytes(deidentify(phi_dataset(), pseudonym_key=KEY))
+    assert deidentification_problems(clean) == []
+    assert deidentification_problems(b"MZ" + clean[2:]) == ["the 128-byte preamble is not zero"]

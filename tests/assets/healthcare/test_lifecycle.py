@@ -9,12 +9,16 @@ stamps a trigger patch on lesion studies shows the backdoor check stopping
 promotion.
 """
 
+import json
+
 import numpy as np
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, build_asset_check_context
 from fastapi.testclient import TestClient
 
+from assets.healthcare.deployment import ARCHITECTURES
 from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY, DiagnosticSettings
+from assets.promotion import release_check
 from examples.healthcare.studies import (
     CohortConfig,
     dicom_bytes,
@@ -132,6 +136,17 @@ def test_an_approved_retraining_is_promoted_as_v2_and_audited(clinic):
     approved = clinic.ledger.latest(TRAINING_SET_KEY.to_user_string()).digest
     assert [v["release_version"] for v in lineage] == [1, 2]
     assert lineage[-1]["training_set_digest"] == approved
+
+
+def test_a_rollback_to_an_older_signed_release_is_refused(clinic):
+    releases = clinic.defs.resources["releases"]
+    pointer = releases.current(MODEL_NAME).parent / "current.json"
+    pointer.write_text(json.dumps({"version": 1}))  # v1 is validly signed, but v2 has been published
+    check = release_check(CHAMPION, MODEL_NAME, ARCHITECTURES)
+    result = check(build_asset_check_context(), releases)
+    assert not result.passed and result.description.startswith("rollback: current points at v1")
+    pointer.write_text(json.dumps({"version": 2}))
+    assert check(build_asset_check_context(), releases).passed
 
 
 def poison_inbox(clinic: Clinic, fraction: float) -> int:

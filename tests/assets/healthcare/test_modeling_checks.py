@@ -1,8 +1,9 @@
-"""The modeling checks as the pipeline runs them, on models built to fail them.
+"""The modeling checks as the pipeline runs them, on models and data built to fail them.
 
 The lifecycle tests show these checks passing on the pipeline's own model
 and the backdoor check failing on a poisoned source; here the FGSM check
-meets a deliberately fragile model at the pipeline's image size and budget.
+meets a deliberately fragile model at the pipeline's image size and budget,
+and the label-issue check a training set with flipped diagnoses.
 """
 
 import numpy as np
@@ -12,7 +13,7 @@ from dagster import build_asset_check_context
 
 from assets.healthcare.diagnostic_model import CNNConfig, save_model, train_cnn
 from assets.healthcare.images import IMAGE_SIZE, to_blob
-from assets.healthcare.modeling import DiagnosticSettings, robust_to_fgsm
+from assets.healthcare.modeling import DiagnosticSettings, robust_to_fgsm, training_label_issues
 from resources.tables import ModelDir
 from tests.assets.healthcare.test_diagnostic_model import synthetic_scans
 
@@ -52,3 +53,26 @@ def test_the_fgsm_check_fails_a_fragile_model_and_passes_when_the_budget_allows(
 
     lenient = DiagnosticSettings(max_fgsm_accuracy_drop=1.0)
     assert robust_to_fgsm(build_asset_check_context(), lenient, ModelDir(tmp_path / "model"), held_out).passed
+
+
+def test_the_label_issue_check_flags_flipped_diagnoses_and_passes_clean_labels(tmp_path):
+    images, labels = synthetic_scans(300, seed=41, size=IMAGE_SIZE)
+    flipped = labels.copy()
+    chosen = np.random.default_rng(0).choice(len(labels), 45, replace=False)  # 15% of the diagnoses
+    flipped[chosen] = 1 - flipped[chosen]
+    cfg = CNNConfig(epochs=6, channels=(8, 16, 32), seed=1, adversarial_epsilon=0.0)
+    settings = DiagnosticSettings()
+    outcomes = {}
+    for name, training_labels in (("clean", labels), ("flipped", flipped)):
+        save_model(train_cnn(images, training_labels, cfg), cfg, {}, tmp_path / name, version=0)
+        training = as_training_set(images, training_labels, split="train")
+        outcomes[name] = training_label_issues(
+            build_asset_check_context(), settings, ModelDir(tmp_path / name), training
+        )
+    assert outcomes["clean"].passed, outcomes["clean"].metadata
+    assert not outcomes["flipped"].passed
+    share = outcomes["flipped"].metadata["issue_share"].value
+    assert share > settings.max_label_issue_share
+    flagged = set(outcomes["flipped"].metadata["examples"].value)  # up to 20, as evidence
+    # the flagged studies are mostly flipped ones: several times the 15% base rate (measured 11 of 20)
+    assert len(flagged & {f"2.25.{i}" for i in chosen}) >= 0.4 * len(flagged) > 0
