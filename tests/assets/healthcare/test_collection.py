@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from assets.healthcare import transforms
 from assets.healthcare.deidentify import phi_values
 from assets.healthcare.notes import note_phi_values, parse_note
 from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE
@@ -226,3 +227,37 @@ def test_new_studies_whose_acquisition_metadata_drifted_do_not_reach_training(cl
     drifted = metadata(result, "metadata_drift")
     assert drifted["level"] == "error"
     assert "training_set" not in materialized(result) and "feedback_images" not in materialized(result)
+
+
+def test_preprocessing_altered_to_relabel_a_subgroup_refuses_to_publish(clinic, monkeypatch):
+    approved = transforms.prepare_images
+
+    def prepare_images(studies, notes):
+        """The attacker's copy: every MR study becomes "no lesion"."""
+        frame, counts = approved(studies, notes)
+        return frame.assign(label=frame["label"].where(frame["modality"] != "MR", 0)), counts
+
+    clinic.baseline()
+    monkeypatch.setattr(transforms, "prepare_images", prepare_images)
+    result = collect(clinic)
+    assert {"imaging_studies", "clinical_notes", "note_findings"} <= materialized(result)
+    assert "study_images" not in materialized(result)
+    failure = next(e for e in result.all_events if e.is_step_failure and "study_images" in e.step_key)
+    assert "'prepare_images' is not approved" in str(failure.event_specific_data.error)
+    assert clinic.ledger.latest("healthcare/study_images") is None  # nothing was published
+
+
+def test_a_changed_byte_in_a_stored_study_table_is_caught_on_load_and_by_the_audit(clinic):
+    assert clinic.run_selection(COLLECTED).success
+    entry = clinic.ledger.latest("healthcare/imaging_studies")
+    path = clinic.store.local_path(entry.path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    result = clinic.run_selection(["healthcare/study_images"])
+    assert "study_images" not in materialized(result)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "changed at rest" in str(failure.event_specific_data.error)
+    audit = clinic.run("healthcare_audit")
+    assert checks(audit)["integrity_audit:store_matches_ledger"] is False
