@@ -282,9 +282,12 @@ def no_backdoor_in_training_data(
     model, images, labels = _model_and_training(diagnostic_model, training)
     train = training[training["split"] == "train"].reset_index(drop=True)
     uids = train["study_uid"].to_numpy()
-    reports, suspects = {}, []
+    reports, flagged, suspects = {}, {}, []
     # Per modality: CT, radiographs and MR are natural subgroups of each class, and a detector
-    # looking for a separate group would find them instead of a trigger.
+    # looking for a separate group would find them instead of a trigger. Within a modality both
+    # detectors must agree: clean CT negatives hold a natural subgroup that the spectral score
+    # alone rates up to 6.4 (threshold 6) but clustering does not separate (silhouette <= 0.5);
+    # a trigger on 8% of lesion studies measured 12-17 and 0.81-0.83.
     for modality, rows in train.groupby("modality").groups.items():
         rows = np.asarray(rows)
         report = backdoor_report(
@@ -293,15 +296,15 @@ def no_backdoor_in_training_data(
             labels[rows],
             expected_poison_fraction=diagnostic_settings.backdoor_poison_fraction,
         )
-        suspects += uids[rows][report["suspect_indices"]].tolist()
-        reports[modality] = {
-            "suspicious_classes": report["suspicious_classes"],
-            "classes": {
-                name: {k: v for k, v in evidence.items() if not k.endswith(("indices", "rows"))}
-                for name, evidence in report["classes"].items()
-            },
+        classes = {
+            name: {k: v for k, v in evidence.items() if not k.endswith(("indices", "rows"))}
+            for name, evidence in report["classes"].items()
         }
-    flagged = {m: r["suspicious_classes"] for m, r in reports.items() if r["suspicious_classes"]}
+        agreed = [n for n, e in classes.items() if e.get("spectral_fires") and e.get("clustering_fires")]
+        if agreed:
+            flagged[modality] = agreed
+            suspects += uids[rows][report["suspect_indices"]].tolist()
+        reports[modality] = classes
     return AssetCheckResult(
         passed=not flagged,
         severity=AssetCheckSeverity.ERROR,
