@@ -39,6 +39,7 @@ from pipelines.approve_retraining import main as approve_retraining
 from resources.runtime import REPO_ROOT, runtime_home
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+SILENT = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # a refusal we expect
 
 
 def _metadata(instance: DagsterInstance, key: AssetKey) -> dict:
@@ -48,13 +49,15 @@ def _metadata(instance: DagsterInstance, key: AssetKey) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def run_job(defs: Definitions, name: str, instance: DagsterInstance) -> tuple[bool, list]:
+def run_job(
+    defs: Definitions, name: str, instance: DagsterInstance, *, expect_refusal: bool = False
+) -> tuple[bool, list]:
     """Run one job; print its outcome; return whether it succeeded and its check evaluations."""
     started = time.perf_counter()
     result = defs.resolve_job_def(name).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET
+        instance=instance, raise_on_error=False, run_config=SILENT if expect_refusal else QUIET
     )
-    status = "succeeded" if result.success else "FAILED"
+    status = "succeeded" if result.success else ("refused" if expect_refusal else "FAILED")
     print(f"  {name:<24} {status} in {time.perf_counter() - started:5.0f} s (run {result.run_id[:8]})")
     return result.success, result.get_asset_check_evaluations()
 
@@ -158,9 +161,9 @@ def healthcare_demo(instance: DagsterInstance, seed: int) -> bool:
     first = _metadata(instance, HEALTHCARE_MODEL_KEY)
     generate_healthcare_feedback(seed, studies // 3, runtime_home(), cycle=1)
     outcomes.append(run_job(defs, "healthcare_feedback", instance))
-    went_ahead, _ = run_job(defs, "healthcare_retraining", instance)
+    went_ahead, _ = run_job(defs, "healthcare_retraining", instance, expect_refusal=True)
     if not went_ahead:
-        print("  (refused, as it must be: no reviewer has approved this training set yet)")
+        print("  (as it must be: no reviewer has approved this training set yet)")
     approve_retraining(["--reviewer", "demo-reviewer"])
     outcomes += [run_job(defs, job, instance) for job in ("healthcare_retraining", "healthcare_audit")]
 
