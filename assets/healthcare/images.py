@@ -19,16 +19,21 @@ IMAGE_SIZE = 64
 FALLBACK_PERCENTILES = (1.0, 99.5)
 
 
-def _first(value: object) -> float | None:
+def first_number(ds: Dataset, keyword: str) -> float | None:
+    """The first value of a numeric attribute (window centre, spacing); None if absent or not a number."""
+    value = ds.get(keyword)
     if value is None or value == "":
         return None
-    if isinstance(value, list | tuple) or hasattr(value, "__getitem__") and not isinstance(value, str):
+    if not isinstance(value, str | int | float):  # a multi-valued attribute
         value = value[0] if len(value) else None
-    return None if value is None else float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _window(ds: Dataset, values: np.ndarray) -> tuple[float, float]:
-    centre, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    centre, width = first_number(ds, "WindowCenter"), first_number(ds, "WindowWidth")
     if centre is not None and width is not None and width > 0:
         return centre - width / 2, centre + width / 2
     low, high = np.percentile(values, FALLBACK_PERCENTILES)

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from assets.healthcare.deidentify import deidentify, phi_values, to_bytes
 from assets.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
+from assets.healthcare.images import first_number
 from assets.healthcare.notes import (
     consistency,
     deidentify_note,
@@ -135,18 +136,6 @@ def _describe(path: Path, data: bytes | None = None) -> str:
     return f"{path.suffix.lstrip('.')} file of {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}"
 
 
-def _number(ds, keyword: str) -> float | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | int | float) and len(value):
-        value = value[0]
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _leaks(originals: set[str], output: bytes) -> list[str]:
     """The original PHI values that still appear in `output` as whole words.
 
@@ -223,9 +212,9 @@ def _study_row(data: bytes, key: bytes, seen: set[str]) -> dict | Refusal:
         "modality": study.modality,
         "rows": study.rows,
         "columns": study.columns,
-        "pixel_spacing": _number(clean, "PixelSpacing") or _number(clean, "ImagerPixelSpacing"),
-        "window_center": _number(clean, "WindowCenter"),
-        "window_width": _number(clean, "WindowWidth"),
+        "pixel_spacing": first_number(clean, "PixelSpacing") or first_number(clean, "ImagerPixelSpacing"),
+        "window_center": first_number(clean, "WindowCenter"),
+        "window_width": first_number(clean, "WindowWidth"),
         "preamble": neutralised.preamble_kind or "",
         "dicom": output,
     }
