@@ -2,9 +2,10 @@
 
 `IntakeResult` accounts for one collection run (received = accepted +
 quarantined, per batch and per source); `batch_recorder` writes each
-batch's verdict to the provenance ledger; `store_quarantine` keeps refused
-records, with reasons, encrypted in the collecting stage's area;
-`archive_batches` moves consumed batches out of the inbox.
+batch's verdict to the provenance ledger; `finish_intake` keeps refused
+records, with reasons, encrypted in the collecting stage's area
+(`store_quarantine`), moves consumed batches out of the inbox
+(`archive_batches`) and records the evidence the checks read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, MetadataValue
 
 from resources.integrity import IntegrityLedger, LedgerEntry
 from resources.sources import MANIFEST_SUFFIX, BatchVerdict, SourcePolicy, SourceRegistry
@@ -198,3 +199,31 @@ def archive_batches(inbox: Path, topic: str, result: IntakeResult, run_id: str) 
             path = inbox / topic / name
             if path.exists():
                 shutil.move(path, archive / name)
+
+
+def finish_intake(
+    context: AssetExecutionContext,
+    result: IntakeResult,
+    inbox: Path,
+    topic: str,
+    store: ArtifactStore,
+    ledger: IntegrityLedger,
+) -> None:
+    """Store the quarantine, archive the consumed batches and record the run's intake report as metadata.
+
+    The report (`intake_report`) is the evidence the collection checks read.
+    """
+    quarantine = store_quarantine(context, result, store, ledger)
+    archive_batches(inbox, topic, result, context.run_id)
+    report = {**result.report(), "profile": result.profile, "quarantine_path": quarantine}
+    context.add_output_metadata(
+        {
+            "received": result.received,
+            "accepted": result.accepted,
+            "quarantined": result.quarantined,
+            "batches_refused": report["batches_refused"],
+            "quarantine_path": quarantine,
+            "quarantine_reasons": MetadataValue.json(result.reasons()),
+            "intake_report": MetadataValue.json(report),
+        }
+    )

@@ -17,7 +17,6 @@ from dagster import (
     AssetIn,
     AssetKey,
     Failure,
-    MetadataValue,
     asset,
 )
 
@@ -28,7 +27,7 @@ from assets.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
 from assets.ecommerce.intake import collect_topic
 from assets.ecommerce.profiles import activity_profile, review_profile, source_rates
 from assets.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
-from assets.intake import accepted_batch_ids, archive_batches, batch_recorder, store_quarantine
+from assets.intake import accepted_batch_ids, batch_recorder, finish_intake
 from resources.integrity import IntegrityLedger
 from resources.scratch import ScratchSpace
 from resources.sources import SourceRegistry
@@ -126,20 +125,8 @@ def collect_window(
         seen_batches=accepted_batch_ids(ledger),
         on_batch=batch_recorder(context, ledger, sources, f"ecommerce/batches/{schema.topic}"),
     )
-    quarantine = store_quarantine(context, result, store, ledger)
-    archive_batches(inbox, schema.topic, result, context.run_id)
-    report = {**result.report(), "profile": profile(dest), "quarantine_path": quarantine}
-    context.add_output_metadata(
-        {
-            "received": result.received,
-            "accepted": result.accepted,
-            "quarantined": result.quarantined,
-            "batches_refused": report["batches_refused"],
-            "quarantine_path": quarantine,
-            "quarantine_reasons": MetadataValue.json(result.reasons()),
-            "intake_report": MetadataValue.json(report),
-        }
-    )
+    result.profile = profile(dest)
+    finish_intake(context, result, inbox, schema.topic, store, ledger)
     return TableFile(path=dest, rows=result.accepted)
 
 

@@ -31,7 +31,7 @@ from assets.checks.schema import expectation_check
 from assets.healthcare.deidentify import stored_study_problems
 from assets.healthcare.expectations import NOTES_SUITE, STUDIES_SUITE
 from assets.healthcare.intake import DICOM_TOPIC, NOTES_TOPIC, collect_notes, collect_studies
-from assets.intake import IntakeResult, accepted_batch_ids, archive_batches, batch_recorder, store_quarantine
+from assets.intake import IntakeResult, accepted_batch_ids, batch_recorder, finish_intake
 from resources.integrity import IntegrityLedger
 from resources.keys import KeyProvider
 from resources.scratch import ScratchSpace
@@ -78,20 +78,7 @@ def collect_window(
         seen_batches=accepted_batch_ids(ledger),
         on_batch=batch_recorder(context, ledger, sources, f"healthcare/batches/{topic}"),
     )
-    quarantine = store_quarantine(context, result, store, ledger)
-    archive_batches(inbox, topic, result, context.run_id)
-    report = {**result.report(), "profile": result.profile, "quarantine_path": quarantine}
-    context.add_output_metadata(
-        {
-            "received": result.received,
-            "accepted": result.accepted,
-            "quarantined": result.quarantined,
-            "batches_refused": report["batches_refused"],
-            "quarantine_path": quarantine,
-            "quarantine_reasons": MetadataValue.json(result.reasons()),
-            "intake_report": MetadataValue.json(report),
-        }
-    )
+    finish_intake(context, result, inbox, topic, store, ledger)
     return TableFile(path=dest, rows=result.accepted), result
 
 
