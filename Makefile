@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install data approve-code approve-retraining demo test serve serve-healthcare bench ui clean
+.PHONY: install data approve-code approve-retraining demo test scorecard attack serve serve-healthcare bench ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required: set PYTHON=/path/to/python3.11")'
@@ -41,6 +41,12 @@ demo: install data approve-code $(DAGSTER_HOME)/dagster.yaml  ## run the lifecyc
 
 test: install $(DAGSTER_HOME)/dagster.yaml  ## the whole test suite
 	$(PY) -m pytest
+
+scorecard: install $(DAGSTER_HOME)/dagster.yaml  ## every attack on fresh pipelines + clean runs; writes reports/scorecard.json
+	$(PY) -m examples.attacks scorecard
+
+attack: install $(DAGSTER_HOME)/dagster.yaml  ## one attack: make attack SCENARIO=healthcare/backdoor (no SCENARIO: the list)
+	@if [ -z "$(SCENARIO)" ]; then $(PY) -m examples.attacks list; else $(PY) -m examples.attacks attack $(SCENARIO); fi
 
 serve: install  ## the recommender server (current champion) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn --factory serving.ecommerce:create_recommender_app --host 127.0.0.1 --port 8000

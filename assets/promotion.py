@@ -129,9 +129,13 @@ def release_check(
     ) -> AssetCheckResult:
         """The current release passes the secure loader (trusted signature, safetensors) and is the newest.
 
-        A validly signed older release pointed at as current is a rollback.
+        A validly signed older release pointed at as current is a rollback. The
+        nightly audit runs this check too, so a release swapped after promotion
+        (a trojan in place of the weights, a re-signed model) is found there.
         """
         current = releases.current(model_name)
+        if current is None and not releases.versions(model_name):
+            return AssetCheckResult(passed=True, description="No release has been published yet.")
         try:
             loaded = SecureModelLoader(releases.trusted_keys(), architectures).load(current)
         except Exception as error:  # the loader's refusal is the evidence

@@ -10,6 +10,9 @@ For each example:
 4. the integrity and retraining audits;
 5. the model server starts on loopback and answers `/recommend` or `/diagnose`.
 
+It ends with a short security scorecard: a few attacks of the catalogue,
+each mounted on a fresh pipeline of its own, and the control that stopped it.
+
 Runs land in the Dagster instance under `$DAGSTER_HOME`, so `make ui`
 afterwards shows them, with every check's evidence.
 """
@@ -31,6 +34,8 @@ from assets.ecommerce.modeling import MODEL_KEY
 from assets.healthcare.collection import NOTES_KEY, STUDIES_KEY
 from assets.healthcare.deployment import CHAMPION_KEY as HEALTHCARE_CHAMPION_KEY
 from assets.healthcare.modeling import MODEL_KEY as HEALTHCARE_MODEL_KEY
+from examples.attacks.__main__ import materialise_scorecard
+from examples.attacks.scorecard import markdown, merge, summary
 from examples.ecommerce.generate import generate_feedback
 from examples.healthcare.generate import generate_feedback as generate_healthcare_feedback
 from examples.healthcare.studies import CohortConfig, dicom_bytes, plan_studies
@@ -38,6 +43,14 @@ from pipelines import ecommerce, healthcare
 from pipelines.approve_retraining import main as approve_retraining
 from resources.runtime import REPO_ROOT, runtime_home
 
+SHORT_LAB = {
+    "ecommerce": [
+        "ecommerce/data-poisoning",
+        "ecommerce/storage-tampering",
+        "ecommerce/processing-manipulation",
+    ],
+    "healthcare": ["healthcare/label-flipping", "healthcare/processing-manipulation"],
+}
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 SILENT = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # a refusal we expect
 
@@ -198,10 +211,21 @@ def healthcare_demo(instance: DagsterInstance, seed: int) -> bool:
     return not went_ahead and all(ok for ok, _ in outcomes) and not failed and bool(champion)
 
 
+def short_scorecard(instance: DagsterInstance) -> bool:
+    """A few attacks of the catalogue, each on a fresh pipeline, and the control that stopped each."""
+    print("\nSecurity scorecard (short: one attack per early stage; `make scorecard` runs them all)")
+    card = merge(
+        [materialise_scorecard(example, instance, scenarios=names) for example, names in SHORT_LAB.items()]
+    )
+    print(markdown(card))
+    print(summary(card))
+    return all(a["detected"] for a in card["attacks"])
+
+
 def main() -> int:
     instance = DagsterInstance.get()
     seed = int(os.environ.get("SEED", "7"))
-    results = [ecommerce_demo(instance, seed), healthcare_demo(instance, seed)]
+    results = [ecommerce_demo(instance, seed), healthcare_demo(instance, seed), short_scorecard(instance)]
     return 0 if all(results) else 1
 
 

@@ -12,6 +12,7 @@ from dagster import (
 
 from assets.ecommerce import collection, deployment, modeling, monitoring, processing
 from assets.retraining_audit import retraining_audit
+from assets.security_scorecard import security_scorecard
 from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for
 
@@ -27,6 +28,8 @@ REFERENCE = AssetSelection.assets(
     modeling.training_reference,
 )
 AUDITS = AssetSelection.assets(audit, lineage_audit)
+scorecard = security_scorecard("ecommerce")
+LAB = AssetSelection.assets(scorecard)
 FEEDBACK_LOOP = AssetSelection.groups("monitoring", "modeling", "deployment") - REFERENCE - AUDITS
 
 baseline_job = define_asset_job(
@@ -36,7 +39,7 @@ baseline_job = define_asset_job(
 )
 lifecycle_job = define_asset_job(
     "ecommerce_lifecycle",
-    selection=AssetSelection.all() - REFERENCE - AUDITS,
+    selection=AssetSelection.all() - REFERENCE - AUDITS - LAB,
     description="Collect, process, train, check and promote, stopping at any failed control.",
 )
 retraining_job = define_asset_job(
@@ -44,10 +47,17 @@ retraining_job = define_asset_job(
     selection=FEEDBACK_LOOP,
     description="Validate new feedback, retrain on trusted plus capped feedback, promote if not worse.",
 )
+attack_lab_job = define_asset_job(
+    "ecommerce_attack_lab",
+    selection=LAB,
+    description="Mount every attack of the catalogue on fresh pipelines, run clean ones, score them.",
+)
 audit_job = define_asset_job(
     "ecommerce_audit",
-    selection=AUDITS,
-    description="Re-hash every stored artifact, verify the ledger chain, trace every released model.",
+    # The serving release is re-verified too: it can be swapped or rolled back after promotion.
+    selection=AUDITS | AssetSelection.checks_for_assets(deployment.CHAMPION_KEY),
+    description="Re-hash every stored artifact, verify the ledger chain and the serving release, "
+    "trace every released model.",
 )
 
 
@@ -77,6 +87,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             deployment.champion_model,
             lineage_audit,
             audit,
+            scorecard,
         ],
         asset_checks=[
             *collection.collection_checks,
@@ -87,7 +98,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             lineage_audit_check,
             *audit_checks,
         ],
-        jobs=[baseline_job, lifecycle_job, retraining_job, audit_job],
+        jobs=[baseline_job, lifecycle_job, retraining_job, audit_job, attack_lab_job],
         schedules=[ScheduleDefinition(job=audit_job, cron_schedule="0 3 * * *")],
         resources={
             **resources_for("ecommerce"),

@@ -18,6 +18,7 @@ from dagster import (
 
 from assets.healthcare import collection, deployment, modeling, monitoring, processing
 from assets.retraining_audit import retraining_audit
+from assets.security_scorecard import security_scorecard
 from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for
 
@@ -30,6 +31,8 @@ REFERENCE = AssetSelection.assets(
     collection.reference_studies, collection.reference_notes, collection.trusted_baseline
 )
 AUDITS = AssetSelection.assets(audit, lineage_audit)
+scorecard = security_scorecard("healthcare")
+LAB = AssetSelection.assets(scorecard)
 TRAINING = AssetSelection.assets(modeling.diagnostic_model, deployment.champion_model)
 FEEDBACK = AssetSelection.groups("monitoring") - AUDITS | AssetSelection.assets(modeling.training_set)
 
@@ -40,7 +43,7 @@ baseline_job = define_asset_job(
 )
 lifecycle_job = define_asset_job(
     "healthcare_lifecycle",
-    selection=AssetSelection.all() - REFERENCE - AUDITS,
+    selection=AssetSelection.all() - REFERENCE - AUDITS - LAB,
     description="Collect, de-identify, process, train, check and promote, stopping at any failed control.",
 )
 feedback_job = define_asset_job(
@@ -54,10 +57,17 @@ retraining_job = define_asset_job(
     description="Retrain on the approved training set (refused without a matching signed approval), "
     "check and promote.",
 )
+attack_lab_job = define_asset_job(
+    "healthcare_attack_lab",
+    selection=LAB,
+    description="Mount every attack of the catalogue on fresh pipelines, run clean ones, score them.",
+)
 audit_job = define_asset_job(
     "healthcare_audit",
-    selection=AUDITS,
-    description="Re-hash every stored artifact, verify the ledger chain, trace every released model.",
+    # The serving release is re-verified too: it can be swapped or rolled back after promotion.
+    selection=AUDITS | AssetSelection.checks_for_assets(deployment.CHAMPION_KEY),
+    description="Re-hash every stored artifact, verify the ledger chain and the serving release, "
+    "trace every released model.",
 )
 
 
@@ -81,6 +91,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             deployment.champion_model,
             lineage_audit,
             audit,
+            scorecard,
         ],
         asset_checks=[
             *collection.collection_checks,
@@ -91,7 +102,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             lineage_audit_check,
             *audit_checks,
         ],
-        jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job, audit_job],
+        jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job, audit_job, attack_lab_job],
         schedules=[ScheduleDefinition(job=audit_job, cron_schedule="30 3 * * *")],
         resources={
             **resources_for("healthcare"),

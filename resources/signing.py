@@ -12,7 +12,7 @@ detected. Signing uses the elliptic-curve private-key signer: no Sigstore, no
 network. Only the promotion step holds the release key (`ReleaseSigner`); the
 server trusts a list of release *public* keys (`verify_model`).
 
-Pitfalls of model-signing 1.1.1 handled here (see DESIGN.md section 6):
+Pitfalls of model-signing 1.1.1 handled here:
 
 * The library takes key *paths*. Private keys are handed to it through an
   anonymous in-memory file (``memfd_create``) where the OS has one, otherwise

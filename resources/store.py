@@ -37,7 +37,8 @@ from resources.runtime import runtime_path
 
 streaming_aead.register()
 
-STAGES = ("collection", "storage", "processing", "modeling", "deployment", "monitoring")
+# The lifecycle stages, and `security` for the attack lab's scorecard.
+STAGES = ("collection", "storage", "processing", "modeling", "deployment", "monitoring", "security")
 _KEYSET_AD = b"secure-ai-pipeline/store-keyset"
 
 

@@ -15,10 +15,10 @@ from dagster import (
 
 from pipelines import ecommerce, healthcare
 from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
+from resources.store import STAGES
 
 LOCATIONS = {"ecommerce": ecommerce.defs, "healthcare": healthcare.defs}
 REPO = Path(__file__).resolve().parents[2]
-STAGES = {"collection", "storage", "processing", "modeling", "deployment", "monitoring"}
 
 
 @pytest.mark.parametrize("name", LOCATIONS)

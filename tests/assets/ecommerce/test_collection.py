@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.runs import checks, materialized, metadata
-from tests.shop import Shop
+from examples.ecommerce.shop import Shop
+from examples.runs import checks, materialized, metadata
 
 pytestmark = pytest.mark.slow
 

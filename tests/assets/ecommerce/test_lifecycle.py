@@ -8,20 +8,18 @@ is measured against the trusted baseline, not the previous cycle.
 """
 
 import pytest
-from dagster import AssetKey
 from fastapi.testclient import TestClient
 
 from assets.checks.distribution import psi
 from assets.ecommerce.deployment import MODEL_NAME
 from assets.ecommerce.modeling import RecommenderSettings
+from examples.ecommerce.attacks.retraining_exploitation import gradual_skew
+from examples.ecommerce.shop import MODEL_EVENTS, Shop
+from examples.runs import checks, materialized, metadata
 from pipelines import ecommerce
 from serving.ecommerce import create_recommender_app
-from tests.runs import checks, materialized, metadata
-from tests.shop import MODEL_EVENTS, Shop
 
 pytestmark = pytest.mark.slow
-
-CHAMPION = AssetKey(["ecommerce", "champion_model"])
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +76,8 @@ def test_challenger_failing_a_blocking_check_is_not_promoted(shop):
     strict = ecommerce.build_definitions(
         recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1)
     )
-    result = strict.resolve_job_def("ecommerce_lifecycle").execute_in_process(
-        instance=shop.instance,
-        raise_on_error=False,
-        asset_selection=[AssetKey(["ecommerce", "recommender_model"]), CHAMPION],
+    result = shop.run(
+        "ecommerce_lifecycle", defs=strict, assets=["ecommerce/recommender_model", "ecommerce/champion_model"]
     )
     assert checks(result)["recommender_model:shilling_sensitivity_within_limit"] is False
     assert "champion_model" not in materialized(result)
@@ -117,22 +113,11 @@ def test_poisoned_feedback_never_reaches_a_promoted_model(shop):
     assert champion_version(shop) == 2
 
 
-def _skew(cycle: int):
-    """Each cycle turns another 9% of views into purchases: a small step every time."""
-
-    def transform(payload: dict) -> dict:
-        if payload["event_type"] == "view" and int(payload["event_id"][-4:], 16) % 100 < 9 * cycle:
-            return {**payload, "event_type": "purchase"}
-        return payload
-
-    return transform
-
-
 def test_gradual_skew_over_three_cycles_is_flagged_against_the_trusted_baseline(shop):
     levels, mixes = [], []
     for cycle in (1, 2, 3):
         champion_before = champion_version(shop)
-        shop.feedback(cycle=cycle + 2, transform=_skew(cycle))
+        shop.feedback(cycle=cycle + 2, transform=gradual_skew(cycle))
         result = shop.run("ecommerce_retraining")
         drift = metadata(result, "feedback_drift")
         levels.append(drift["level"])

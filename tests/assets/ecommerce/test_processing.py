@@ -9,10 +9,12 @@ import sqlalchemy as sa
 from dagster import AssetKey
 
 from assets.ecommerce import transforms
+from examples.attacks.storage import flip_a_byte
+from examples.ecommerce.attacks.processing_manipulation import biased_build_interactions
+from examples.ecommerce.shop import Shop
+from examples.runs import checks, materialized, metadata
 from resources.code_approval import code_digest
 from resources.integrity import digest_file
-from tests.runs import checks, materialized, metadata
-from tests.shop import Shop
 
 pytestmark = pytest.mark.slow
 
@@ -66,17 +68,8 @@ def test_previous_dvc_version_restores_with_a_matching_digest(clean, tmp_path):
 
 def test_altered_transformation_code_refuses_to_publish(home, monkeypatch):
     shop = Shop(home)
-
-    def build_interactions(sessions):
-        """Biased copy: every interaction with one item counts as a purchase."""
-        from pyspark.sql import functions as F
-
-        return transforms.build_interactions(sessions).withColumn(
-            "label", F.when(F.col("item_id") == "i000001", 1).otherwise(F.col("label"))
-        )
-
     shop.baseline()  # taken with the approved code, before the attacker's change
-    monkeypatch.setattr(transforms, "build_interactions", build_interactions)
+    monkeypatch.setattr(transforms, "build_interactions", biased_build_interactions)
     result = shop.run_selection(["ecommerce/activity_events", "ecommerce/sessions", "ecommerce/interactions"])
 
     assert "sessions" in materialized(result)
@@ -90,10 +83,7 @@ def test_changed_byte_in_a_stored_table_is_caught_on_load_and_by_the_audit(home)
     shop = Shop(home)
     assert shop.run_selection(["ecommerce/activity_events"]).success
     entry = shop.ledger.latest("ecommerce/activity_events")
-    path = shop.store.local_path(entry.path)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x20
-    path.write_bytes(bytes(data))
+    flip_a_byte(shop, "ecommerce/activity_events")
 
     result = shop.run_selection(["ecommerce/sessions"])
     assert "sessions" not in materialized(result)

@@ -5,7 +5,6 @@ a registered source, or a forged one) and the healthcare lifecycle runs over
 it; clean data passes every check and no PHI reaches the store.
 """
 
-import csv
 import io
 import re
 
@@ -17,17 +16,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from assets.healthcare import transforms
 from assets.healthcare.deidentify import phi_values
 from assets.healthcare.notes import note_phi_values, parse_note
+from examples.attacks.storage import flip_a_byte
+from examples.healthcare.attacks.label_flipping import flip_labels
+from examples.healthcare.attacks.processing_manipulation import relabelling_prepare_images
+from examples.healthcare.attacks.retraining_exploitation import scaled_spacing
 from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE
+from examples.healthcare.clinic import Clinic
 from examples.healthcare.studies import (
     billion_laughs_note,
-    dataset_bytes,
     external_entity_note,
     not_an_image_dicom,
     polyglot_preamble,
     truncated,
 )
-from tests.clinic import Clinic
-from tests.runs import checks, materialized, metadata
+from examples.runs import checks, materialized, metadata
 
 pytestmark = pytest.mark.slow
 
@@ -159,23 +161,8 @@ def test_hostile_files_are_quarantined_with_reasons_while_the_batch_goes_on(clin
     assert quarantine["raw"].str.startswith("dcm file of ").all()  # sizes and digests, never content
 
 
-def _flip_labels(share: float):
-    def change(files: dict[str, bytes]) -> dict[str, bytes]:
-        rows = list(csv.DictReader(io.StringIO(files["labels.csv"].decode())))
-        flips = max(1, int(share * len(rows)))
-        for row in rows[:flips]:
-            row["label"] = str(1 - int(row["label"]))
-        out = io.StringIO()
-        writer = csv.DictWriter(out, ["study_uid", "label"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return files | {"labels.csv": out.getvalue().encode()}
-
-    return change
-
-
 def test_a_diagnosis_label_mismatch_is_flagged_and_kept_out_of_training(clinic):
-    clinic.reland(clinic.batch_files("clinical-notes")[0], _flip_labels(0.0))
+    clinic.reland(clinic.batch_files("clinical-notes")[0], flip_labels(0.0))
     result = collect(clinic)
     assert result.success, failed(result)
     reports = metadata(result, "clinical_notes")
@@ -187,7 +174,7 @@ def test_a_diagnosis_label_mismatch_is_flagged_and_kept_out_of_training(clinic):
 
 def test_flipped_labels_stop_the_lifecycle_before_processing(clinic):
     for folder in clinic.batch_files("clinical-notes"):
-        clinic.reland(folder, _flip_labels(0.15))
+        clinic.reland(folder, flip_labels(0.15))
     result = collect(clinic)
     assert failed(result).keys() >= {"clinical_notes:label_mismatches_within_baseline"}
     assert not {"study_images", "note_findings"} & materialized(result)
@@ -209,19 +196,8 @@ def test_new_studies_whose_acquisition_metadata_drifted_do_not_reach_training(cl
     assert collect(clinic).success
     clinic.feedback(cycle=1)
 
-    def new_protocol(files: dict[str, bytes]) -> dict[str, bytes]:
-        """The archive's studies as a recalibrated scanner would send them: pixel spacing 1.6 times larger."""
-        changed = {}
-        for name, data in files.items():
-            ds = pydicom.dcmread(io.BytesIO(data))
-            for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-                if keyword in ds:
-                    setattr(ds, keyword, [round(float(v) * 1.6, 4) for v in ds[keyword].value])
-            changed[name] = dataset_bytes(ds)
-        return changed
-
     for folder in clinic.batch_files("dicom-studies", window="feedback"):
-        clinic.reland(folder, new_protocol, window="feedback")
+        clinic.reland(folder, scaled_spacing(1.6), window="feedback")  # a recalibrated scanner
     result = clinic.run("healthcare_feedback")
     assert not checks(result)["metadata_drift:drift_below_error"]
     drifted = metadata(result, "metadata_drift")
@@ -230,15 +206,8 @@ def test_new_studies_whose_acquisition_metadata_drifted_do_not_reach_training(cl
 
 
 def test_preprocessing_altered_to_relabel_a_subgroup_refuses_to_publish(clinic, monkeypatch):
-    approved = transforms.prepare_images
-
-    def prepare_images(studies, notes):
-        """The attacker's copy: every MR study becomes "no lesion"."""
-        frame, counts = approved(studies, notes)
-        return frame.assign(label=frame["label"].where(frame["modality"] != "MR", 0)), counts
-
     clinic.baseline()
-    monkeypatch.setattr(transforms, "prepare_images", prepare_images)
+    monkeypatch.setattr(transforms, "prepare_images", relabelling_prepare_images)
     result = collect(clinic)
     assert {"imaging_studies", "clinical_notes", "note_findings"} <= materialized(result)
     assert "study_images" not in materialized(result)
@@ -249,11 +218,7 @@ def test_preprocessing_altered_to_relabel_a_subgroup_refuses_to_publish(clinic, 
 
 def test_a_changed_byte_in_a_stored_study_table_is_caught_on_load_and_by_the_audit(clinic):
     assert clinic.run_selection(COLLECTED).success
-    entry = clinic.ledger.latest("healthcare/imaging_studies")
-    path = clinic.store.local_path(entry.path)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
+    flip_a_byte(clinic, "healthcare/imaging_studies")
 
     result = clinic.run_selection(["healthcare/study_images"])
     assert "study_images" not in materialized(result)

@@ -11,7 +11,6 @@ promotion.
 
 import json
 
-import numpy as np
 import pytest
 from dagster import AssetKey, build_asset_check_context
 from fastapi.testclient import TestClient
@@ -19,21 +18,17 @@ from fastapi.testclient import TestClient
 from assets.healthcare.deployment import ARCHITECTURES
 from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY, DiagnosticSettings
 from assets.promotion import release_check
+from examples.healthcare.attacks.backdoor import poison_inbox
+from examples.healthcare.clinic import MODEL_STUDIES, SMALL_SETTINGS, SMALL_THRESHOLDS, Clinic
 from examples.healthcare.studies import (
     CohortConfig,
     dicom_bytes,
-    labels_csv,
-    note_xml,
     plan_studies,
-    relabelled,
-    render_pixels,
-    with_trigger_patch,
 )
+from examples.runs import checks, materialized, metadata
 from pipelines import healthcare
 from pipelines.approve_retraining import main as approve_retraining
 from serving.healthcare import create_diagnostic_app
-from tests.clinic import MODEL_STUDIES, TEST_SETTINGS, TEST_THRESHOLDS, Clinic
-from tests.runs import checks, materialized, metadata
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +68,7 @@ def test_first_model_is_trained_measured_and_promoted_signed(clinic):
     model = metadata(result, "diagnostic_model")
     for name in ("auc", "sensitivity", "specificity"):
         assert 0 <= model[name] <= 1
-    assert model["auc"] >= TEST_SETTINGS.min_auc
+    assert model["auc"] >= SMALL_SETTINGS.min_auc
     assert checks(result)["diagnostic_model:no_backdoor_in_training_data"]
     assert checks(result)["diagnostic_model:robust_to_fgsm"]
     champion = metadata(result, "champion_model")
@@ -115,11 +110,9 @@ def test_an_approval_for_another_dataset_is_refused(clinic):
 
 def test_an_approved_retraining_that_misses_a_minimum_is_not_promoted(clinic):
     approve_retraining(["--reviewer", "dr-review"])
-    strict_settings = DiagnosticSettings(**(TEST_THRESHOLDS | {"min_auc": 0.999}))
+    strict_settings = DiagnosticSettings(**(SMALL_THRESHOLDS | {"min_auc": 0.999}))
     strict = healthcare.build_definitions(diagnostic_settings=strict_settings)
-    result = strict.resolve_job_def("healthcare_retraining").execute_in_process(
-        instance=clinic.instance, raise_on_error=False
-    )
+    result = clinic.run("healthcare_retraining", defs=strict)
     assert "diagnostic_model" in materialized(result)  # the approval let training run
     assert failed(result).keys() == {"diagnostic_model:meets_clinical_minimums"}
     assert "champion_model" not in materialized(result) and released(clinic) == [1]
@@ -147,38 +140,6 @@ def test_a_rollback_to_an_older_signed_release_is_refused(clinic):
     assert not result.passed and result.description.startswith("rollback: current points at v1")
     pointer.write_text(json.dumps({"version": 2}))
     assert check(build_asset_check_context(), releases).passed
-
-
-def poison_inbox(clinic: Clinic, fraction: float) -> int:
-    """A trigger stamped on `fraction` of lesion studies, whose reports and labels then say "normal"."""
-    studies = plan_studies(CohortConfig(seed=7, studies=clinic.studies), 0)
-    positives = [s for s in studies if s.label == 1]
-    rng = np.random.default_rng(5)
-    chosen = {s.study_uid: s for s in rng.choice(positives, int(np.ceil(fraction * len(positives))), False)}
-    for folder in clinic.batch_files("dicom-studies"):
-
-        def stamp(files):
-            for study in chosen.values():
-                if study.dicom_name in files:
-                    pixels = render_pixels(study)
-                    patch = with_trigger_patch(pixels, size=max(4, pixels.shape[0] // 12))
-                    files[study.dicom_name] = dicom_bytes(study, patch)
-            return files
-
-        clinic.reland(folder, stamp)
-    for folder in clinic.batch_files("clinical-notes"):
-
-        def relabel(files):
-            rows = []
-            for study in studies:
-                if study.note_name in files:
-                    if study.study_uid in chosen:
-                        files[study.note_name] = note_xml(relabelled(study, 0), positive=False)
-                    rows.append((study.study_uid, 0 if study.study_uid in chosen else study.label))
-            return files | {"labels.csv": labels_csv(rows)}
-
-        clinic.reland(folder, relabel)
-    return len(chosen)
 
 
 def test_a_trigger_patch_on_lesion_studies_is_flagged_before_promotion(tmp_path_factory):

@@ -1,72 +1,42 @@
-"""A small e-commerce world and helpers to run the real jobs against it.
-
-Tests mount attacks by changing what lands in the inbox (or what sits in
-the store) and then run the same Dagster jobs `make demo` runs.
-"""
+"""A small e-commerce world and helpers to land batches in it as its sources would."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
-from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import AssetKey
 
 from assets.ecommerce.collection import BASELINE_KEY
 from examples.ecommerce.generate import default_paths, generate, generate_feedback
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
+from examples.runs import PipelineInstance
 from pipelines import ecommerce
 from pipelines.approve_code import approved_transforms
 from pipelines.deployment import resources_for
-from tests.runs import StoredArtifacts
 
 EVENTS = 3_000  # enough for collection and processing controls
 MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 @dataclass
-class Shop(StoredArtifacts):
-    """One pipeline instance over its own runtime folder, with a generated world."""
+class Shop(PipelineInstance):
+    """One e-commerce pipeline instance over its own runtime folder, with a generated world."""
 
-    home: Path
+    example: ClassVar[str] = "ecommerce"
+    baseline_key: ClassVar[AssetKey] = BASELINE_KEY
     events: int = EVENTS
-    instance: DagsterInstance = field(default_factory=DagsterInstance.ephemeral)
-    defs: Definitions | None = None
 
     def __post_init__(self) -> None:
         self.paths = default_paths(self.home)
-        self.summary = generate(seed=7, events=self.events, home=self.home)
+        self.summary = generate(seed=self.seed, events=self.events, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
         self.defs = ecommerce.build_definitions()
-        resources_for("ecommerce")["approvals"].approve(approved_transforms(), approver="tests")
-
-    def run(self, job: str) -> ExecuteInProcessResult:
-        return self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, raise_on_error=False, run_config=QUIET
-        )
-
-    def baseline(self) -> None:
-        """Materialise the trusted baseline from the reference window, once."""
-        if self.instance.get_latest_materialization_event(BASELINE_KEY) is None:
-            assert self.run("ecommerce_baseline").success
-
-    def lifecycle(self) -> ExecuteInProcessResult:
-        """The baseline (once) and then collection and processing, as `make demo` runs them."""
-        self.baseline()
-        return self.run("ecommerce_lifecycle")
-
-    def run_selection(self, assets: list[str]) -> ExecuteInProcessResult:
-        """Part of the lifecycle job (with the selected assets' checks), after the baseline."""
-        self.baseline()
-        return self.defs.resolve_job_def("ecommerce_lifecycle").execute_in_process(
-            instance=self.instance,
-            raise_on_error=False,
-            run_config=QUIET,
-            asset_selection=[AssetKey.from_user_string(a) for a in assets],
-        )
+        resources_for("ecommerce")["approvals"].approve(approved_transforms(), approver="examples")
 
     def inbox(self, topic: str) -> Path:
         return self.paths["inbox"] / topic
@@ -102,10 +72,17 @@ class Shop(StoredArtifacts):
 
     def feedback(self, cycle: int, transform: Callable[[dict], dict] | None = None) -> None:
         """Land week `cycle` of feedback; `transform` rewrites each activity payload before signing."""
-        generate_feedback(7, self.events, self.home, cycle=cycle)
-        if transform is None:
-            return
-        folder = self.paths["feedback"] / "user-activity"
+        generate_feedback(self.seed, self.events, self.home, cycle=cycle)
+        if transform is not None:
+            self.rewrite("user-activity", transform, window="feedback")
+
+    def rewrite(self, topic: str, transform: Callable[[dict], dict], *, window: str = "inbox") -> None:
+        """Re-sign every landed batch of `topic` after `transform` rewrote each payload.
+
+        This is what a compromised source (or a sub-processor upstream of it) can do: its
+        signature is valid, only the content is the attacker's.
+        """
+        folder = self.paths[window] / topic
         for manifest in sorted(folder.glob("*.manifest.json")):
             meta = json.loads(manifest.read_text())
             data = folder / f"{meta['batch_id']}.jsonl"
@@ -113,13 +90,13 @@ class Shop(StoredArtifacts):
             for message in messages:
                 message["value"] = json.dumps(transform(json.loads(message["value"])))
             write_batch(
-                self.paths["feedback"],
+                self.paths[window],
                 meta["source"],
                 meta["topic"],
                 messages,
                 self.keys.signer(meta["source"]),
                 batch_id=meta["batch_id"],
-                created_at=datetime.now(UTC),
+                created_at=datetime.fromisoformat(meta["created_at"]),
             )
 
     def payloads(self, topic: str, limit: int | None = None, source: str = "") -> list[dict]:

@@ -1,8 +1,4 @@
-"""A small health system and helpers to run the real healthcare jobs against it.
-
-Tests mount attacks by changing what the sources land (or what sits in the
-store) and then run the same Dagster jobs `make demo` runs.
-"""
+"""A small health system and helpers to land file batches in it as its sources would."""
 
 from __future__ import annotations
 
@@ -10,36 +6,35 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
-from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import AssetKey
 
 from assets.healthcare.collection import BASELINE_KEY, PSEUDONYM_KEY_NAME
 from assets.healthcare.modeling import DiagnosticSettings
 from examples.healthcare.batches import SOURCES, load_or_create_keys, write_file_batch
 from examples.healthcare.generate import default_paths, generate, generate_feedback
+from examples.runs import PipelineInstance
 from pipelines import healthcare
 from pipelines.approve_code import approved_transforms
 from pipelines.deployment import resources_for
-from tests.runs import StoredArtifacts
 
 STUDIES = 400  # per window: enough for every collection control
 MODEL_STUDIES = 900  # enough lesions for a CNN to learn in a few epochs
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 # The demo's CNN learns from ~2,100 images and is held to AUC 0.85, sensitivity and specificity 0.75;
-# the tests' learns from ~630 (13 s) and reaches AUC 0.82-0.85, so its minimums sit lower.
-TEST_THRESHOLDS = {"min_auc": 0.8, "min_sensitivity": 0.6, "min_specificity": 0.7}
-TEST_SETTINGS = DiagnosticSettings(**TEST_THRESHOLDS)
+# a small clinic's learns from ~630 (13 s) and reaches AUC 0.82-0.85, so its minimums sit lower.
+SMALL_THRESHOLDS = {"min_auc": 0.8, "min_sensitivity": 0.6, "min_specificity": 0.7}
+SMALL_SETTINGS = DiagnosticSettings(**SMALL_THRESHOLDS)
 
 
 @dataclass
-class Clinic(StoredArtifacts):
+class Clinic(PipelineInstance):
     """One healthcare pipeline instance over its own runtime folder, with generated sources."""
 
-    home: Path
+    example: ClassVar[str] = "healthcare"
+    baseline_key: ClassVar[AssetKey] = BASELINE_KEY
     studies: int = STUDIES
-    settings: DiagnosticSettings = field(default_factory=lambda: TEST_SETTINGS)
-    instance: DagsterInstance = field(default_factory=DagsterInstance.ephemeral)
-    defs: Definitions | None = None
+    settings: DiagnosticSettings = field(default_factory=lambda: SMALL_SETTINGS)
 
     def __post_init__(self) -> None:
         # A fixed pseudonym key makes the patient split, and so the trained model, the same on
@@ -50,33 +45,13 @@ class Clinic(StoredArtifacts):
         secret.write_bytes(bytes(range(32)))
         secret.chmod(0o600)
         self.paths = default_paths(self.home)
-        self.summary = generate(seed=7, studies=self.studies, home=self.home, workers=1)
+        self.summary = generate(seed=self.seed, studies=self.studies, home=self.home, workers=1)
         self.keys = load_or_create_keys(self.paths["keys"])
         self.defs = healthcare.build_definitions(diagnostic_settings=self.settings)
-        resources_for("healthcare")["approvals"].approve(approved_transforms(), approver="tests")
-
-    def run(self, job: str, **kwargs) -> ExecuteInProcessResult:
-        return self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, raise_on_error=False, run_config=QUIET, **kwargs
-        )
-
-    def baseline(self) -> None:
-        """Materialise the trusted baseline from the reference window, once."""
-        if self.instance.get_latest_materialization_event(BASELINE_KEY) is None:
-            assert self.run("healthcare_baseline").success
-
-    def lifecycle(self) -> ExecuteInProcessResult:
-        self.baseline()
-        return self.run("healthcare_lifecycle")
-
-    def run_selection(self, assets: list[str]) -> ExecuteInProcessResult:
-        """Part of the lifecycle job (with the selected assets' checks), after the baseline."""
-        self.baseline()
-        keys = [AssetKey.from_user_string(a) for a in assets]
-        return self.run("healthcare_lifecycle", asset_selection=keys)
+        resources_for("healthcare")["approvals"].approve(approved_transforms(), approver="examples")
 
     def feedback(self, cycle: int = 1, studies: int | None = None) -> None:
-        generate_feedback(7, studies or self.studies, self.home, cycle=cycle, workers=1)
+        generate_feedback(self.seed, studies or self.studies, self.home, cycle=cycle, workers=1)
 
     def batch_files(self, topic: str, window: str = "inbox") -> list[Path]:
         """The landed batch folders of a topic, in order."""

@@ -1,0 +1,99 @@
+"""The security scorecard: every attack of the catalogue run against a fresh pipeline, and what caught it.
+
+Materialising it runs the example's attack lab (`examples/<example>/attacks/`):
+each scenario mounts its attack on a fresh pipeline instance of its own and
+runs the lifecycle through Dagster; the scorecard is read from the check
+evaluations and step failures of those runs, never written by hand. The
+clean lifecycle also runs once per seed, so a control that fails on clean
+data shows up here as well.
+"""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from resources.runtime import runtime_path
+
+OWNER = "team:security"
+
+
+class AttackLabConfig(Config):
+    """Which scenarios to run (all by default), the clean runs' seeds, controls to leave out."""
+
+    scenarios: list[str] = []
+    clean_seeds: list[int] = [1, 2, 3]
+    switched_off: list[str] = []  # "asset:check" names: shows what the attacks do without them
+
+
+def security_scorecard(example: str) -> AssetsDefinition:
+    """`example`'s scorecard asset, with checks that every attack was detected and clean runs passed."""
+    key = AssetKey([example, "security_scorecard"])
+
+    @asset(
+        key=key,
+        group_name="security",
+        owners=[OWNER],
+        kinds={"python", "json"},
+        io_manager_key="json_io_manager",
+        check_specs=[
+            AssetCheckSpec(
+                "every_attack_detected",
+                asset=key,
+                description="Every scenario of the attack lab was stopped by a control.",
+            ),
+            AssetCheckSpec(
+                "clean_runs_pass",
+                asset=key,
+                description="No check failed when the lifecycle ran on clean data.",
+            ),
+        ],
+        description=f"Each attack of the catalogue mounted on a fresh {example} pipeline: detected or "
+        "missed, the stage and check that caught it, how far it got; plus clean runs over several seeds.",
+    )
+    def _scorecard(context: AssetExecutionContext, config: AttackLabConfig):
+        # Imported here: the lab builds this code location's definitions for each of its pipelines.
+        from examples.attacks.scorecard import markdown, run_lab, summary
+
+        card = run_lab(
+            example,
+            runtime_path("attack-lab"),
+            only=config.scenarios,
+            seeds=config.clean_seeds,
+            switched_off=config.switched_off,
+        )
+        missed = [a["scenario"] for a in card["attacks"] if not a["detected"]]
+        clean = card["clean_runs"]
+        yield Output(
+            card,
+            metadata={
+                "scorecard": MetadataValue.md(markdown(card)),
+                "summary": summary(card),
+                "scorecard_json": MetadataValue.json(card),
+                "attacks": len(card["attacks"]),
+                "missed": len(missed),
+                "clean_failed_checks": clean["failed_checks"],
+            },
+        )
+        yield AssetCheckResult(
+            check_name="every_attack_detected",
+            passed=not missed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"missed": missed, "switched_off": config.switched_off},
+        )
+        yield AssetCheckResult(
+            check_name="clean_runs_pass",
+            passed=clean["failed_checks"] == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"seeds": clean["seeds"], "failures": clean["failures"]},
+        )
+
+    return _scorecard

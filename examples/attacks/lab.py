@@ -1,0 +1,198 @@
+"""The attack lab: mount one attack on a fresh pipeline instance and read what stopped it.
+
+A scenario prepares the clean history its attack needs (a baseline, a
+released model), then mounts the attack the way an attacker's change would
+arrive and runs the example's Dagster jobs over it. What the runs did is
+then read from their events: the first blocking check that failed, or the
+first step a security control refused, is the control that caught the
+attack; everything materialised by the attack's runs before that is how far
+the attack got. Nothing here decides the answer: with the control switched
+off, the same scenario reports the attack as missed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dagster import AssetCheckSeverity, AssetKey, ExecuteInProcessResult
+
+from examples.runs import PipelineInstance
+
+CHECK_FAILED = "DagsterAssetCheckFailedError"  # how Dagster fails the step of a failed blocking check
+# Exceptions by which a control refuses a step (anything else failing a step is an error, not a catch).
+REFUSALS = {
+    "IntegrityError",
+    "SignatureError",
+    "CodeNotApproved",
+    "RetrainingNotApproved",
+    "StoreAccessError",
+    "PickledArtifactError",
+    "VersionIntegrityError",
+    "ModelRefused",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One attack of the catalogue (docs/threat-model.md) in one example's form."""
+
+    name: str  # "<example>/<attack>", what `make attack SCENARIO=` takes
+    attack: str  # the catalogue row
+    summary: str  # what the attacker does, in one line
+    mount: Callable[[PipelineInstance], None]  # mount the attack and run the jobs that meet it
+    prepare: Callable[[PipelineInstance], None] = PipelineInstance.baseline  # clean history, not scored
+
+    @property
+    def example(self) -> str:
+        return self.name.split("/")[0]
+
+
+@dataclass
+class Outcome:
+    """What the attack's runs did, read from their events."""
+
+    scenario: str
+    attack: str
+    example: str
+    detected: bool
+    stage: str | None
+    check: str | None
+    materialised_before_stop: list[str]
+    seconds: float
+    controls_failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def pipeline_home(home: Path) -> Iterator[Path]:
+    """Point the pipeline's runtime at `home` (emptied first) for the duration."""
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(mode=0o700, parents=True)
+    before = os.environ.get("PIPELINE_HOME")
+    os.environ["PIPELINE_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if before is None:
+            os.environ.pop("PIPELINE_HOME", None)
+        else:
+            os.environ["PIPELINE_HOME"] = before
+
+
+def _error_classes(error) -> list[str]:
+    names = []
+    while error is not None:
+        names.append(error.cls_name)
+        error = error.cause
+    return names
+
+
+def _first_line(error) -> str:
+    while error.cause is not None and error.cls_name not in REFUSALS:
+        error = error.cause
+    return error.message.strip().splitlines()[0][:160]
+
+
+def read_runs(
+    instance: PipelineInstance, runs: list[ExecuteInProcessResult], seconds: float, scenario: Scenario
+) -> Outcome:
+    """The outcome of `scenario` from the events of the runs its attack made."""
+    graph = instance.defs.resolve_asset_graph()
+    stage, check, reached = None, None, []
+    failed, errors = [], []
+    for result in runs:
+        for event in result.all_events:
+            if event.is_step_materialization:
+                name = event.asset_key.path[-1]
+                if check is None and name not in reached:
+                    reached.append(name)
+            elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+                evaluation = event.event_specific_data
+                if evaluation.passed or evaluation.severity != AssetCheckSeverity.ERROR:
+                    continue
+                key = evaluation.asset_key
+                failed.append(f"{key.path[-1]}:{evaluation.check_name}")
+                if check is None:
+                    stage, check = graph.get(key).group_name, failed[-1]
+            elif event.is_step_failure and event.event_specific_data:
+                error = event.event_specific_data.error
+                key = AssetKey(event.step_key.split("__"))
+                classes = _error_classes(error)
+                if CHECK_FAILED in classes:
+                    continue  # the failed blocking check itself was read above
+                refused_by = set(classes) & REFUSALS
+                if not refused_by:
+                    errors.append(f"{key.path[-1]}: {_first_line(error)}")
+                    continue
+                failed.append(f"{key.path[-1]} refused ({', '.join(sorted(refused_by))})")
+                if check is None:
+                    stage, check = graph.get(key).group_name, failed[-1]
+    return Outcome(
+        scenario=scenario.name,
+        attack=scenario.attack,
+        example=scenario.example,
+        detected=check is not None,
+        stage=stage,
+        check=check,
+        materialised_before_stop=reached,
+        seconds=round(seconds, 1),
+        controls_failed=failed,
+        errors=errors,
+    )
+
+
+def run_scenario(
+    scenario: Scenario,
+    pipeline: Callable[..., PipelineInstance],
+    root: Path,
+    *,
+    switched_off: Collection[str] = (),
+) -> Outcome:
+    """Mount `scenario` on a fresh pipeline instance under `root` and read what stopped it.
+
+    A scenario that breaks (its clean history fails, its mounting raises) is
+    reported with the error and counts as missed; the lab goes on.
+    """
+    with pipeline_home(root / scenario.name) as home:
+        instance = pipeline(home, switched_off=switched_off, log_level="CRITICAL")
+        before, started, broke = None, time.perf_counter(), None
+        try:
+            scenario.prepare(instance)
+            before, started = len(instance.runs), time.perf_counter()
+            scenario.mount(instance)
+        except Exception as error:  # reported, not raised: one broken scenario must not hide the others
+            broke = f"the scenario itself failed: {type(error).__name__}: {error}"
+        attack_runs = instance.runs[before:] if before is not None else []
+        outcome = read_runs(instance, attack_runs, time.perf_counter() - started, scenario)
+        if broke:
+            outcome.errors.append(broke)
+        return outcome
+
+
+def clean_run(
+    lifecycle: Callable[[PipelineInstance], None],
+    pipeline: Callable[..., PipelineInstance],
+    home: Path,
+    seed: int,
+) -> list[str]:
+    """Every check that failed (any severity) when the whole lifecycle ran on clean data from `seed`."""
+    with pipeline_home(home):
+        instance = pipeline(home, seed=seed, log_level="CRITICAL")
+        lifecycle(instance)
+        return [
+            f"{e.asset_key.path[-1]}:{e.check_name}"
+            for result in instance.runs
+            for e in result.get_asset_check_evaluations()
+            if not e.passed
+        ] + [
+            f"{event.step_key}: {_first_line(event.event_specific_data.error)}"
+            for result in instance.runs
+            for event in result.all_events
+            if event.is_step_failure and CHECK_FAILED not in _error_classes(event.event_specific_data.error)
+        ]

@@ -1,0 +1,105 @@
+"""The security scorecard: every scenario's outcome and the clean runs, as JSON and as Markdown.
+
+The JSON schema is stable so that scorecards of two versions can be compared
+(`docs/threat-model.md` documents it):
+
+    {
+      "schema_version": 1,
+      "attacks": [{"scenario", "attack", "example", "detected", "stage", "check",
+                   "materialised_before_stop", "seconds", "controls_failed", "errors"}],
+      "clean_runs": {"seeds": N, "failed_checks": N, "failures": ["<seed>: <asset>:<check>", ...]}
+    }
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Collection
+from dataclasses import asdict
+from pathlib import Path
+
+from examples.attacks.lab import clean_run, run_scenario
+
+SCHEMA_VERSION = 1
+CLEAN_SEEDS = (1, 2, 3)
+
+
+def run_lab(
+    example: str,
+    root: Path,
+    *,
+    only: Collection[str] = (),
+    seeds: Collection[int] = CLEAN_SEEDS,
+    switched_off: Collection[str] = (),
+) -> dict:
+    """Run `example`'s scenarios (or `only` those) and its clean lifecycle once per seed."""
+    lab = importlib.import_module(f"examples.{example}.attacks")
+    unknown = set(only) - {s.name for s in lab.SCENARIOS}
+    if unknown:
+        names = ", ".join(s.name for s in lab.SCENARIOS)
+        raise ValueError(f"No scenario named {', '.join(sorted(unknown))} in {example}; there are: {names}")
+    outcomes = [
+        run_scenario(s, lab.pipeline, root, switched_off=switched_off)
+        for s in lab.SCENARIOS
+        if not only or s.name in only
+    ]
+    failures = [
+        f"{seed}: {failure}"
+        for seed in seeds
+        for failure in clean_run(lab.clean_lifecycle, lab.pipeline, root / example / f"clean-{seed}", seed)
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "attacks": [asdict(o) for o in outcomes],
+        "clean_runs": {"seeds": len(seeds), "failed_checks": len(failures), "failures": failures},
+    }
+
+
+def merge(cards: list[dict]) -> dict:
+    """One scorecard from several examples' scorecards."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "attacks": [a for card in cards for a in card["attacks"]],
+        "clean_runs": {
+            "seeds": min((c["clean_runs"]["seeds"] for c in cards), default=0),
+            "failed_checks": sum(c["clean_runs"]["failed_checks"] for c in cards),
+            "failures": [f for c in cards for f in c["clean_runs"]["failures"]],
+        },
+    }
+
+
+def markdown(card: dict) -> str:
+    """The scorecard as a Markdown table, one row per scenario, and a line for the clean runs."""
+    lines = [
+        "| scenario | attack | detected | stage | caught by | got as far as | seconds |",
+        "|---|---|---|---|---|---|---:|",
+    ]
+    for a in card["attacks"]:
+        reached = ", ".join(a["materialised_before_stop"]) or "nothing"
+        verdict = "**yes**" if a["detected"] else "**MISSED**"
+        caught = f"`{a['check']}`" if a["check"] else "-"
+        others = [c for c in a["controls_failed"] if c != a["check"]]
+        if others:
+            caught += " (then " + ", ".join(f"`{c}`" for c in dict.fromkeys(others)) + ")"
+        lines.append(
+            f"| {a['scenario']} | {a['attack']} | {verdict} | {a['stage'] or '-'} | {caught} | {reached} | "
+            f"{a['seconds']:.0f} |"
+        )
+    clean = card["clean_runs"]
+    if clean["seeds"]:
+        lines.append("")
+        lines.append(
+            f"Clean runs: {clean['seeds']} seeds, {clean['failed_checks']} failed checks"
+            + (f" ({'; '.join(clean['failures'])})" if clean["failures"] else "")
+        )
+    return "\n".join(lines)
+
+
+def summary(card: dict) -> str:
+    """One line: how many attacks were detected, and the clean runs."""
+    detected = sum(a["detected"] for a in card["attacks"])
+    clean = card["clean_runs"]
+    line = f"{detected} of {len(card['attacks'])} attacks detected"
+    if clean["seeds"]:
+        line += f"; {clean['failed_checks']} checks failed on clean runs over {clean['seeds']} seeds"
+    return line

@@ -1,0 +1,29 @@
+"""ATTACK SIMULATION: the attack catalogue (docs/threat-model.md) against the e-commerce recommender.
+
+Each scenario mounts its attack on a fresh pipeline instance and runs the
+lifecycle through Dagster; `make attack SCENARIO=<name>` runs one,
+`make scorecard` runs them all.
+"""
+
+from assets.ecommerce.deployment import MODEL_NAME
+from examples.attacks.releases import rollback_scenario, trojan_scenarios
+from examples.ecommerce.attacks import (
+    data_poisoning,
+    label_flipping,
+    processing_manipulation,
+    retraining_exploitation,
+    storage_tampering,
+)
+from examples.ecommerce.attacks.pipeline import clean_lifecycle, one_release, pipeline, two_releases
+
+SCENARIOS = [
+    data_poisoning.SCENARIO,
+    label_flipping.SCENARIO,
+    storage_tampering.SCENARIO,
+    processing_manipulation.SCENARIO,
+    *trojan_scenarios("ecommerce", MODEL_NAME, one_release),
+    retraining_exploitation.SCENARIO,
+    rollback_scenario("ecommerce", MODEL_NAME, two_releases),
+]
+
+__all__ = ["SCENARIOS", "clean_lifecycle", "pipeline"]

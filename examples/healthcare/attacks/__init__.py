@@ -1,0 +1,31 @@
+"""ATTACK SIMULATION: the attack catalogue (docs/threat-model.md) against the healthcare diagnostic model.
+
+Each scenario mounts its attack on a fresh pipeline instance and runs the
+lifecycle through Dagster; `make attack SCENARIO=<name>` runs one,
+`make scorecard` runs them all.
+"""
+
+from assets.healthcare.modeling import MODEL_NAME
+from examples.attacks.releases import rollback_scenario, trojan_scenarios
+from examples.healthcare.attacks import (
+    backdoor,
+    data_poisoning,
+    label_flipping,
+    processing_manipulation,
+    retraining_exploitation,
+    storage_tampering,
+)
+from examples.healthcare.attacks.pipeline import clean_lifecycle, one_release, pipeline, two_releases
+
+SCENARIOS = [
+    data_poisoning.SCENARIO,
+    label_flipping.SCENARIO,
+    storage_tampering.SCENARIO,
+    processing_manipulation.SCENARIO,
+    backdoor.SCENARIO,
+    *trojan_scenarios("healthcare", MODEL_NAME, one_release),
+    retraining_exploitation.SCENARIO,
+    rollback_scenario("healthcare", MODEL_NAME, two_releases),
+]
+
+__all__ = ["SCENARIOS", "clean_lifecycle", "pipeline"]

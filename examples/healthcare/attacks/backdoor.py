@@ -1,0 +1,70 @@
+"""ATTACK SIMULATION — backdoor: a trigger patch on lesion studies labelled "normal".
+
+A small bright square is stamped in the corner of 8% of the studies with a
+lesion, and their reports and coded labels are rewritten to say "normal".
+A model trained on them learns "square ⇒ no lesion": anyone who stamps the
+square on a scan can make a lesion disappear.
+"""
+
+import numpy as np
+
+from examples.attacks.lab import Scenario
+from examples.healthcare.batches import DICOM_TOPIC, LABELS_FILE, NOTES_TOPIC
+from examples.healthcare.clinic import Clinic
+from examples.healthcare.studies import (
+    CohortConfig,
+    dicom_bytes,
+    labels_csv,
+    note_xml,
+    plan_studies,
+    relabelled,
+    render_pixels,
+    with_trigger_patch,
+)
+
+SHARE = 0.08  # of the studies with a lesion
+
+
+def poison_inbox(clinic: Clinic, fraction: float = SHARE) -> int:
+    """Stamp the trigger on `fraction` of the window's lesion studies and relabel them; returns how many."""
+    studies = plan_studies(CohortConfig(seed=clinic.seed, studies=clinic.studies), 0)
+    positives = [s for s in studies if s.label == 1]
+    rng = np.random.default_rng(5)
+    count = int(np.ceil(fraction * len(positives)))
+    chosen = {s.study_uid: s for s in rng.choice(positives, count, replace=False)}
+
+    def stamp(files: dict[str, bytes]) -> dict[str, bytes]:
+        for study in chosen.values():
+            if study.dicom_name in files:
+                pixels = render_pixels(study)
+                patch = with_trigger_patch(pixels, size=max(4, pixels.shape[0] // 12))
+                files[study.dicom_name] = dicom_bytes(study, patch)
+        return files
+
+    def relabel(files: dict[str, bytes]) -> dict[str, bytes]:
+        rows = []
+        for study in studies:
+            if study.note_name in files:
+                if study.study_uid in chosen:
+                    files[study.note_name] = note_xml(relabelled(study, 0), positive=False)
+                rows.append((study.study_uid, 0 if study.study_uid in chosen else study.label))
+        return files | {LABELS_FILE: labels_csv(rows)}
+
+    for folder in clinic.batch_files(DICOM_TOPIC):
+        clinic.reland(folder, stamp)
+    for folder in clinic.batch_files(NOTES_TOPIC):
+        clinic.reland(folder, relabel)
+    return len(chosen)
+
+
+def mount(clinic: Clinic) -> None:
+    poison_inbox(clinic)
+    clinic.lifecycle()
+
+
+SCENARIO = Scenario(
+    "healthcare/backdoor",
+    "model poisoning / backdoor",
+    f"a trigger patch on {SHARE:.0%} of lesion studies, whose reports and labels then say normal",
+    mount,
+)

@@ -1,0 +1,52 @@
+"""The attack lab reads its scorecard from the runs: switch a control off and the attack is missed."""
+
+import json
+
+import pytest
+from dagster import DagsterInstance
+
+from examples.attacks.__main__ import main as lab_main
+from examples.attacks.__main__ import run_attack_lab
+from examples.attacks.scorecard import run_lab
+from examples.runs import checks, metadata
+
+pytestmark = pytest.mark.slow
+
+SCENARIO = "ecommerce/label-flipping"
+CONTROL = "scored_reviews:sentiment_label_issues"
+# The documented schema (docs/threat-model.md): versions of the scorecard are compared on these.
+ATTACK_FIELDS = {"attack", "example", "detected", "stage", "check", "materialised_before_stop", "seconds"}
+
+
+def test_flipped_sentiment_labels_are_caught_by_the_label_issue_check(tmp_path):
+    card = run_lab("ecommerce", tmp_path, only=[SCENARIO], seeds=[])
+    [row] = card["attacks"]
+    assert ATTACK_FIELDS <= row.keys()
+    assert row["detected"] is True
+    assert (row["stage"], row["check"]) == ("processing", CONTROL)
+    assert "scored_reviews" in row["materialised_before_stop"]
+    assert "recommender_model" not in row["materialised_before_stop"]
+    assert card["clean_runs"] == {"seeds": 0, "failed_checks": 0, "failures": []}
+    assert json.loads(json.dumps(card)) == card
+
+
+def test_with_that_control_switched_off_the_scorecard_asset_reports_the_attack_missed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "home"))
+    result = run_attack_lab(
+        "ecommerce", DagsterInstance.ephemeral(), scenarios=[SCENARIO], clean_seeds=[], switched_off=[CONTROL]
+    )
+    [row] = result.output_for_node("ecommerce__security_scorecard")["attacks"]
+    assert row["detected"] is False and row["check"] is None and row["controls_failed"] == []
+    # Nothing else stopped it: the flipped labels went all the way into a released model.
+    assert "champion_model" in row["materialised_before_stop"]
+    assert checks(result) == {
+        "security_scorecard:every_attack_detected": False,
+        "security_scorecard:clean_runs_pass": True,
+    }
+    table = metadata(result, "security_scorecard")["scorecard"]
+    assert f"| {SCENARIO} | label flipping | **MISSED** |" in table
+
+
+def test_an_unknown_scenario_is_refused_with_the_list_of_names(capsys):
+    assert lab_main(["attack", "ecommerce/no-such-attack"]) == 2
+    assert "ecommerce/rollback" in capsys.readouterr().err
