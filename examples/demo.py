@@ -213,7 +213,8 @@ def healthcare_demo(instance: DagsterInstance, seed: int) -> bool:
 
 def short_scorecard(instance: DagsterInstance) -> bool:
     """A few attacks of the catalogue, each on a fresh pipeline, and the control that stopped each."""
-    print("\nSecurity scorecard (short: one attack per early stage; `make scorecard` runs them all)")
+    count = sum(len(names) for names in SHORT_LAB.values())
+    print(f"\nSecurity scorecard (short: {count} attacks stopped before training; `make scorecard` runs all)")
     card = merge(
         [materialise_scorecard(example, instance, scenarios=names) for example, names in SHORT_LAB.items()]
     )
