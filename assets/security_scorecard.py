@@ -12,7 +12,6 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
-    AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     Config,
@@ -21,6 +20,7 @@ from dagster import (
     asset,
 )
 
+from examples.attacks.scorecard import CLEAN_SEEDS, markdown, run_lab, summary
 from resources.runtime import runtime_path
 
 OWNER = "team:security"
@@ -30,7 +30,7 @@ class AttackLabConfig(Config):
     """Which scenarios to run (all by default), the clean runs' seeds, controls to leave out."""
 
     scenarios: list[str] = []
-    clean_seeds: list[int] = [1, 2, 3]
+    clean_seeds: list[int] = list(CLEAN_SEEDS)
     switched_off: list[str] = []  # "asset:check" names: shows what the attacks do without them
 
 
@@ -59,10 +59,7 @@ def security_scorecard(example: str) -> AssetsDefinition:
         description=f"Each attack of the catalogue mounted on a fresh {example} pipeline: detected or "
         "missed, the stage and check that caught it, how far it got; plus clean runs over several seeds.",
     )
-    def _scorecard(context: AssetExecutionContext, config: AttackLabConfig):
-        # Imported here: the lab builds this code location's definitions for each of its pipelines.
-        from examples.attacks.scorecard import markdown, run_lab, summary
-
+    def _scorecard(config: AttackLabConfig):
         card = run_lab(
             example,
             runtime_path("attack-lab"),

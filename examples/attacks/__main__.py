@@ -6,7 +6,7 @@
 
 Each example's `security_scorecard` asset is materialised in the Dagster
 instance under `$DAGSTER_HOME` (so `make ui` shows its table and checks);
-the merged scorecard is printed and written to `reports/scorecard.json`.
+the merged scorecard is printed, and the full one written to `reports/scorecard.json`.
 The exit status is 1 when an attack was missed or a check failed on clean data.
 """
 
@@ -61,12 +61,14 @@ def materialise_scorecard(
     return result.output_for_node(f"{example}__security_scorecard")
 
 
-def report(cards: list[dict]) -> int:
+def report(cards: list[dict], *, write: bool) -> int:
+    """Print the merged scorecard (and write it to `reports/scorecard.json`); 1 if anything was missed."""
     card = merge(cards)
     print(markdown(card))
     print(f"\n{summary(card)}")
-    atomic_write_bytes(REPORT, json.dumps(card, indent=2).encode(), mode=0o644)
-    print(f"Written to {REPORT.relative_to(REPO_ROOT)}")
+    if write:
+        atomic_write_bytes(REPORT, json.dumps(card, indent=2).encode(), mode=0o644)
+        print(f"Written to {REPORT.relative_to(REPO_ROOT)}")
     missed = [a for a in card["attacks"] if not a["detected"]]
     return 1 if missed or card["clean_runs"]["failed_checks"] else 0
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scorecard":
         instance = DagsterInstance.get()
         seeds = list(range(1, args.seeds + 1))
-        return report([materialise_scorecard(example, instance, seeds=seeds) for example in EXAMPLES])
+        return report([materialise_scorecard(ex, instance, seeds=seeds) for ex in EXAMPLES], write=True)
     unknown = [n for n in args.names if not any(n in names for names in known.values())]
     if unknown:
         every = "\n  ".join(name for names in known.values() for name in names)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for example, names in known.items()
         if set(args.names) & set(names)
     ]
-    return report(cards)
+    return report(cards, write=False)
 
 
 if __name__ == "__main__":
