@@ -5,20 +5,16 @@ from typing import Any
 from dagster import (
     AssetSelection,
     Definitions,
-    ScheduleDefinition,
     define_asset_job,
     in_process_executor,
 )
 
 from assets.ecommerce import collection, deployment, modeling, monitoring, processing
-from assets.retraining_audit import retraining_audit
-from assets.security_scorecard import security_scorecard
-from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for
+from pipelines.oversight import oversight
 
-audit, audit_checks = integrity_audit("ecommerce")
-lineage_audit, lineage_audit_check = retraining_audit(
-    "ecommerce", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY
+OVERSIGHT = oversight(
+    "ecommerce", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY, "0 3 * * *"
 )
 
 REFERENCE = AssetSelection.assets(
@@ -27,10 +23,8 @@ REFERENCE = AssetSelection.assets(
     collection.trusted_baseline,
     modeling.training_reference,
 )
-AUDITS = AssetSelection.assets(audit, lineage_audit)
-scorecard = security_scorecard("ecommerce")
-LAB = AssetSelection.assets(scorecard)
-FEEDBACK_LOOP = AssetSelection.groups("monitoring", "modeling", "deployment") - REFERENCE - AUDITS
+LOOP_GROUPS = AssetSelection.groups("monitoring", "modeling", "deployment")
+FEEDBACK_LOOP = LOOP_GROUPS - REFERENCE - OVERSIGHT.selection
 
 baseline_job = define_asset_job(
     "ecommerce_baseline",
@@ -39,25 +33,13 @@ baseline_job = define_asset_job(
 )
 lifecycle_job = define_asset_job(
     "ecommerce_lifecycle",
-    selection=AssetSelection.all() - REFERENCE - AUDITS - LAB,
+    selection=AssetSelection.all() - REFERENCE - OVERSIGHT.selection,
     description="Collect, process, train, check and promote, stopping at any failed control.",
 )
 retraining_job = define_asset_job(
     "ecommerce_retraining",
     selection=FEEDBACK_LOOP,
     description="Validate new feedback, retrain on trusted plus capped feedback, promote if not worse.",
-)
-attack_lab_job = define_asset_job(
-    "ecommerce_attack_lab",
-    selection=LAB,
-    description="Mount every attack of the catalogue on fresh pipelines, run clean ones, score them.",
-)
-audit_job = define_asset_job(
-    "ecommerce_audit",
-    # The serving release is re-verified too: it can be swapped or rolled back after promotion.
-    selection=AUDITS | AssetSelection.checks_for_assets(deployment.CHAMPION_KEY),
-    description="Re-hash every stored artifact, verify the ledger chain and the serving release, "
-    "trace every released model.",
 )
 
 
@@ -85,9 +67,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             modeling.training_interactions,
             modeling.recommender_model,
             deployment.champion_model,
-            lineage_audit,
-            audit,
-            scorecard,
+            *OVERSIGHT.assets,
         ],
         asset_checks=[
             *collection.collection_checks,
@@ -95,11 +75,10 @@ def build_definitions(**overrides: Any) -> Definitions:
             *monitoring.monitoring_checks,
             *modeling.modeling_checks,
             *deployment.deployment_checks,
-            lineage_audit_check,
-            *audit_checks,
+            *OVERSIGHT.checks,
         ],
-        jobs=[baseline_job, lifecycle_job, retraining_job, audit_job, attack_lab_job],
-        schedules=[ScheduleDefinition(job=audit_job, cron_schedule="0 3 * * *")],
+        jobs=[baseline_job, lifecycle_job, retraining_job, *OVERSIGHT.jobs],
+        schedules=[OVERSIGHT.schedule],
         resources={
             **resources_for("ecommerce"),
             "recommender_settings": modeling.RecommenderSettings(),

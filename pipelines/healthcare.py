@@ -11,30 +11,25 @@ from typing import Any
 from dagster import (
     AssetSelection,
     Definitions,
-    ScheduleDefinition,
     define_asset_job,
     in_process_executor,
 )
 
 from assets.healthcare import collection, deployment, modeling, monitoring, processing
-from assets.retraining_audit import retraining_audit
-from assets.security_scorecard import security_scorecard
-from assets.storage_audit import integrity_audit
 from pipelines.deployment import resources_for
+from pipelines.oversight import oversight
 
-audit, audit_checks = integrity_audit("healthcare")
-lineage_audit, lineage_audit_check = retraining_audit(
-    "healthcare", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY
+OVERSIGHT = oversight(
+    "healthcare", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY, "30 3 * * *"
 )
 
 REFERENCE = AssetSelection.assets(
     collection.reference_studies, collection.reference_notes, collection.trusted_baseline
 )
-AUDITS = AssetSelection.assets(audit, lineage_audit)
-scorecard = security_scorecard("healthcare")
-LAB = AssetSelection.assets(scorecard)
 TRAINING = AssetSelection.assets(modeling.diagnostic_model, deployment.champion_model)
-FEEDBACK = AssetSelection.groups("monitoring") - AUDITS | AssetSelection.assets(modeling.training_set)
+FEEDBACK = (AssetSelection.groups("monitoring") - OVERSIGHT.selection) | AssetSelection.assets(
+    modeling.training_set
+)
 
 baseline_job = define_asset_job(
     "healthcare_baseline",
@@ -43,7 +38,7 @@ baseline_job = define_asset_job(
 )
 lifecycle_job = define_asset_job(
     "healthcare_lifecycle",
-    selection=AssetSelection.all() - REFERENCE - AUDITS - LAB,
+    selection=AssetSelection.all() - REFERENCE - OVERSIGHT.selection,
     description="Collect, de-identify, process, train, check and promote, stopping at any failed control.",
 )
 feedback_job = define_asset_job(
@@ -56,18 +51,6 @@ retraining_job = define_asset_job(
     selection=TRAINING,
     description="Retrain on the approved training set (refused without a matching signed approval), "
     "check and promote.",
-)
-attack_lab_job = define_asset_job(
-    "healthcare_attack_lab",
-    selection=LAB,
-    description="Mount every attack of the catalogue on fresh pipelines, run clean ones, score them.",
-)
-audit_job = define_asset_job(
-    "healthcare_audit",
-    # The serving release is re-verified too: it can be swapped or rolled back after promotion.
-    selection=AUDITS | AssetSelection.checks_for_assets(deployment.CHAMPION_KEY),
-    description="Re-hash every stored artifact, verify the ledger chain and the serving release, "
-    "trace every released model.",
 )
 
 
@@ -89,9 +72,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             modeling.training_set,
             modeling.diagnostic_model,
             deployment.champion_model,
-            lineage_audit,
-            audit,
-            scorecard,
+            *OVERSIGHT.assets,
         ],
         asset_checks=[
             *collection.collection_checks,
@@ -99,11 +80,10 @@ def build_definitions(**overrides: Any) -> Definitions:
             *monitoring.monitoring_checks,
             *modeling.modeling_checks,
             *deployment.deployment_checks,
-            lineage_audit_check,
-            *audit_checks,
+            *OVERSIGHT.checks,
         ],
-        jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job, audit_job, attack_lab_job],
-        schedules=[ScheduleDefinition(job=audit_job, cron_schedule="30 3 * * *")],
+        jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job, *OVERSIGHT.jobs],
+        schedules=[OVERSIGHT.schedule],
         resources={
             **resources_for("healthcare"),
             "diagnostic_settings": modeling.DiagnosticSettings(),
