@@ -121,6 +121,27 @@ def report_checks(evaluations: list) -> list:
     return failed
 
 
+def print_collection(instance: DagsterInstance, keys: tuple[AssetKey, ...]) -> None:
+    print("\nCollection")
+    for key in keys:
+        meta = _metadata(instance, key)
+        print(
+            f"  {key.path[-1]:<16} received {meta.get('received', 0):>9,}  "
+            f"accepted {meta.get('accepted', 0):>9,}  quarantined {meta.get('quarantined', 0):>6,}  "
+            f"{meta.get('quarantine_reasons') or ''}"
+        )
+
+
+def print_champion(instance: DagsterInstance, key: AssetKey) -> dict:
+    """Print the champion's release and signer; returns its metadata (empty when none was promoted)."""
+    champion = _metadata(instance, key)
+    print(
+        f"\nChampion: v{champion.get('release_version')} signed by {champion.get('signer')}, "
+        f"MLflow model version {champion.get('mlflow_model_version')}"
+    )
+    return champion
+
+
 def ecommerce_demo(instance: DagsterInstance, seed: int) -> bool:
     defs = ecommerce.build_definitions()
     events = int(os.environ.get("EVENTS", "1000000"))
@@ -129,22 +150,12 @@ def ecommerce_demo(instance: DagsterInstance, seed: int) -> bool:
     generate_feedback(seed, events, runtime_home(), cycle=1)
     outcomes += [run_job(defs, "ecommerce_retraining", instance), run_job(defs, "ecommerce_audit", instance)]
 
-    print("\nCollection")
-    for key in (ACTIVITY_KEY, REVIEWS_KEY):
-        meta = _metadata(instance, key)
-        print(
-            f"  {key.path[-1]:<16} received {meta.get('received', 0):>9,}  "
-            f"accepted {meta.get('accepted', 0):>9,}  quarantined {meta.get('quarantined', 0):>6,}"
-        )
+    print_collection(instance, (ACTIVITY_KEY, REVIEWS_KEY))
     model = _metadata(instance, MODEL_KEY)
     print("\nRecommender on held-out interactions   recall@10   NDCG@10")
     for who in ("model", "popularity"):
         print(f"  {who:<36} {model.get(f'{who}_recall@10', 0):9.3f} {model.get(f'{who}_ndcg@10', 0):9.3f}")
-    champion = _metadata(instance, CHAMPION_KEY)
-    print(
-        f"\nChampion: v{champion.get('release_version')} signed by {champion.get('signer')}, "
-        f"MLflow model version {champion.get('mlflow_model_version')}"
-    )
+    champion = print_champion(instance, CHAMPION_KEY)
     failed = report_checks([e for _, job_evaluations in outcomes for e in job_evaluations])
     if champion:
         served = serve_and_ask(
@@ -180,22 +191,11 @@ def healthcare_demo(instance: DagsterInstance, seed: int) -> bool:
     approve_retraining(["--reviewer", "demo-reviewer"])
     outcomes += [run_job(defs, job, instance) for job in ("healthcare_retraining", "healthcare_audit")]
 
-    print("\nCollection")
-    for key in (STUDIES_KEY, NOTES_KEY):
-        meta = _metadata(instance, key)
-        print(
-            f"  {key.path[-1]:<16} received {meta.get('received', 0):>9,}  "
-            f"accepted {meta.get('accepted', 0):>9,}  quarantined {meta.get('quarantined', 0):>6,}  "
-            f"{meta.get('quarantine_reasons') or ''}"
-        )
+    print_collection(instance, (STUDIES_KEY, NOTES_KEY))
     print("\nDiagnostic CNN on held-out patients")
     _print_diagnostic("first model", first)
     _print_diagnostic("after approved retraining", _metadata(instance, HEALTHCARE_MODEL_KEY))
-    champion = _metadata(instance, HEALTHCARE_CHAMPION_KEY)
-    print(
-        f"\nChampion: v{champion.get('release_version')} signed by {champion.get('signer')}, "
-        f"MLflow model version {champion.get('mlflow_model_version')}"
-    )
+    champion = print_champion(instance, HEALTHCARE_CHAMPION_KEY)
     failed = report_checks([e for _, job_evaluations in outcomes for e in job_evaluations])
     if champion:
         study = plan_studies(CohortConfig(seed=seed + 1, studies=4), 3)[0]
