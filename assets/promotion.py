@@ -27,12 +27,12 @@ from dagster import (
     asset_check,
 )
 
+from resources.loader import SecureModelLoader
 from resources.releases import ModelReleases
 from resources.scratch import ScratchSpace
 from resources.signing import CONFIG_FILE, ReleaseSigner
 from resources.tables import ModelDir
 from resources.tracking import ExperimentTracking
-from serving.loader import SecureModelLoader
 
 
 def promote(

@@ -9,9 +9,9 @@ a change to `assets/*/transforms.py`.
 import getpass
 from collections.abc import Callable
 
-from assets.ecommerce import transforms as ecommerce
-from assets.healthcare import transforms as healthcare
-from pipelines.deployment import resources_for
+from domain.ecommerce import transforms as ecommerce
+from domain.healthcare import transforms as healthcare
+from pipelines.environment import resources_for
 
 
 def approved_transforms() -> dict[str, Callable[..., object]]:

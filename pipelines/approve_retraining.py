@@ -11,7 +11,7 @@ import argparse
 import getpass
 
 from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY
-from pipelines.deployment import resources_for
+from pipelines.environment import resources_for
 
 
 def main(argv: list[str] | None = None) -> dict:

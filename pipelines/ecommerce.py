@@ -10,7 +10,7 @@ from dagster import (
 )
 
 from assets.ecommerce import collection, deployment, modeling, monitoring, processing
-from pipelines.deployment import resources_for
+from pipelines.environment import resources_for
 from pipelines.oversight import oversight
 
 OVERSIGHT = oversight(

@@ -1,6 +1,6 @@
 """Model serving: the secure loader, the isolated inference worker and the FastAPI server.
 
-- `serving.loader.SecureModelLoader` verifies a signed model directory and loads
+- `resources.loader.SecureModelLoader` verifies a signed model directory and loads
   safetensors weights into an architecture built from code (never unpickles).
 - `serving.worker` runs inference in a separate, resource-limited process that
   speaks JSON lines over stdin/stdout; `WorkerClient` drives it.

@@ -10,11 +10,11 @@ an isolated worker (signature verified once, at load) and answers
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from assets.ecommerce import recommender
 from assets.ecommerce.deployment import ARCHITECTURES, MODEL_NAME
+from domain.ecommerce import recommender
+from resources.loader import LoadedModel
 from resources.releases import ModelReleases
 from serving.app import add_worker_route, create_release_app
-from serving.loader import LoadedModel
 from serving.worker import ModelHandler
 
 

@@ -19,12 +19,12 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from assets.healthcare import diagnostic_model, images
 from assets.healthcare.deployment import ARCHITECTURES, MODEL_NAME
-from assets.healthcare.dicom import DEFAULT_MAX_BYTES, Refusal, neutralise_preamble, validate_dicom
+from domain.healthcare import diagnostic_model, images
+from domain.healthcare.dicom import DEFAULT_MAX_BYTES, Refusal, neutralise_preamble, validate_dicom
+from resources.loader import LoadedModel
 from resources.releases import ModelReleases
 from serving.app import add_worker_route, create_release_app
-from serving.loader import LoadedModel
 from serving.worker import ModelHandler
 
 MAX_DICOM_BYTES = DEFAULT_MAX_BYTES

@@ -55,8 +55,8 @@ from typing import IO, Any
 
 import torch
 
+from resources.loader import LoadedModel, ModelRefused, SecureModelLoader
 from resources.runtime import REPO_ROOT, runtime_path
-from serving.loader import LoadedModel, ModelRefused, SecureModelLoader
 
 log = logging.getLogger(__name__)
 

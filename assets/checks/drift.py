@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from assets.checks.distribution import psi
+from domain.distribution import psi
 
 __all__ = [
     "DriftReport",

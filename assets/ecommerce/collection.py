@@ -20,14 +20,15 @@ from dagster import (
     asset,
 )
 
-from assets.checks.intake import baseline_checks, mix_check, near_duplicate_check, source_checks
+from assets.batches import accepted_batch_ids, batch_recorder, finish_intake
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
-from assets.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
-from assets.ecommerce.intake import collect_topic
-from assets.ecommerce.profiles import activity_profile, review_profile, source_rates
-from assets.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
-from assets.intake import accepted_batch_ids, batch_recorder, finish_intake
+from assets.checks.sources import mix_check, source_checks
+from assets.ecommerce.shilling_checks import baseline_checks, near_duplicate_check
+from domain.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
+from domain.ecommerce.profiles import activity_profile, review_profile, source_rates
+from domain.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
+from domain.ecommerce.topics import collect_topic
 from resources.integrity import IntegrityLedger
 from resources.scratch import ScratchSpace
 from resources.sources import SourceRegistry

@@ -21,13 +21,13 @@ from dagster import (
     asset_check,
 )
 
-from assets.ecommerce import recommender
 from assets.ecommerce.modeling import MODEL_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY
 from assets.promotion import champion_asset, release_check
+from domain.ecommerce import recommender
+from resources.loader import SecureModelLoader
 from resources.releases import ModelReleases
 from resources.tables import ModelDir, TableFile
-from serving.loader import SecureModelLoader
 
 CHAMPION_KEY = AssetKey(["ecommerce", "champion_model"])
 MODEL_NAME = "ecommerce-recommender"

@@ -27,11 +27,11 @@ from dagster import (
 
 from assets.checks.evidence import materialization_metadata
 from assets.checks.tracking import tracking_check
-from assets.ecommerce import recommender, transforms
 from assets.ecommerce.collection import REFERENCE_EVENTS_KEY, REFERENCE_REVIEWS_KEY
 from assets.ecommerce.monitoring import FEEDBACK_INTERACTIONS_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY, SCORED_REVIEWS_KEY
-from assets.ecommerce.training_data import label_issue_share, profile_drift, training_profile
+from domain.ecommerce import recommender, transforms
+from domain.ecommerce.training_data import label_issue_share, profile_drift, training_profile
 from resources.code_approval import CodeApprovals, code_digest
 from resources.integrity import IntegrityLedger, git_revision
 from resources.scratch import ScratchSpace

@@ -20,13 +20,14 @@ from dagster import (
     asset_check,
 )
 
-from assets.checks.evidence import materialization_metadata
-from assets.checks.intake import baseline_checks, near_duplicate_check, source_checks
+from assets.checks.evidence import intake_report
+from assets.checks.sources import source_checks
 from assets.checks.window_drift import drift_error_check, window_drift
-from assets.ecommerce import transforms
 from assets.ecommerce.collection import BASELINE_KEY, REFERENCE_EVENTS_KEY, collect_window
-from assets.ecommerce.profiles import activity_profile, review_profile
-from assets.ecommerce.records import ACTIVITY, REVIEWS
+from assets.ecommerce.shilling_checks import baseline_checks, near_duplicate_check
+from domain.ecommerce import transforms
+from domain.ecommerce.profiles import activity_profile, review_profile
+from domain.ecommerce.records import ACTIVITY, REVIEWS
 from resources.code_approval import CodeApprovals, code_digest
 from resources.integrity import IntegrityLedger
 from resources.scratch import ScratchSpace
@@ -85,9 +86,7 @@ def no_coordinated_item_push(context: AssetCheckExecutionContext, baseline: dict
     Coordinated fake accounts buying one item is how a feedback loop is
     hijacked to promote it (shilling through feedback).
     """
-    profile = (
-        materialization_metadata(context, FEEDBACK_EVENTS_KEY).get("intake_report", {}).get("profile", {})
-    )
+    profile = intake_report(context, FEEDBACK_EVENTS_KEY).profile
     share = profile.get("top_item_intent_share", 0.0)
     trusted = baseline["activity"]["profile"]["top_item_intent_share"]
     return AssetCheckResult(

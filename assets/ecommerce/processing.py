@@ -12,9 +12,9 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, ass
 
 from assets.checks.integrity import provenance_check, stored_digest_check
 from assets.checks.schema import expectation_check
-from assets.ecommerce import transforms
 from assets.ecommerce.collection import ACTIVITY_KEY, REVIEWS_KEY
-from assets.ecommerce.expectations import (
+from domain.ecommerce import transforms
+from domain.ecommerce.expectations import (
     INTERACTIONS_SUITE,
     ITEM_FEATURES_SUITE,
     SCORED_REVIEWS_SUITE,

@@ -24,14 +24,15 @@ from dagster import (
     asset_check,
 )
 
-from assets.checks.evidence import materialization_metadata
-from assets.checks.intake import mix_check, source_checks, volume_check
+from assets.batches import accepted_batch_ids, batch_recorder, finish_intake
+from assets.checks.evidence import intake_report
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
-from assets.healthcare.deidentify import stored_study_problems
-from assets.healthcare.expectations import NOTES_SUITE, STUDIES_SUITE
-from assets.healthcare.intake import DICOM_TOPIC, NOTES_TOPIC, collect_notes, collect_studies
-from assets.intake import IntakeResult, accepted_batch_ids, batch_recorder, finish_intake
+from assets.checks.sources import mix_check, source_checks, volume_check
+from domain.accounting import IntakeReport, IntakeResult
+from domain.healthcare.deidentify import stored_study_problems
+from domain.healthcare.expectations import NOTES_SUITE, STUDIES_SUITE
+from domain.healthcare.file_batches import DICOM_TOPIC, NOTES_TOPIC, collect_notes, collect_studies
 from resources.integrity import IntegrityLedger
 from resources.keys import KeyProvider
 from resources.scratch import ScratchSpace
@@ -153,8 +154,8 @@ def trusted_baseline(context: AssetExecutionContext, studies: TableFile, notes: 
     baseline = {}
     for section, key in (("studies", REFERENCE_STUDIES_KEY), ("notes", REFERENCE_NOTES_KEY)):
         event = context.instance.get_latest_materialization_event(key)
-        report = event.asset_materialization.metadata["intake_report"].value
-        baseline[section] = {"per_source": report["per_source"], "profile": report["profile"]}
+        report = IntakeReport.from_json(event.asset_materialization.metadata["intake_report"].value)
+        baseline[section] = {"per_source": report.per_source, "profile": report.profile}
     context.add_output_metadata({"studies": studies.rows, "notes": notes.rows})
     return baseline
 
@@ -180,10 +181,6 @@ clinical_notes = window_asset(
 )
 
 
-def _report(context: AssetCheckExecutionContext, key: AssetKey) -> dict:
-    return materialization_metadata(context, key).get("intake_report") or {}
-
-
 QUIET = AssetCheckResult(passed=True, description="Nothing arrived in this window.")
 
 
@@ -202,10 +199,10 @@ def label_checks(key: AssetKey) -> list:
         Each mismatch is quarantined with its reason; many of them mean labels
         were flipped or mislabelled studies injected (OWASP LLM04, MITRE ATLAS AML.T0020).
         """
-        report = _report(context, key)
-        if report.get("received") == 0:
+        report = intake_report(context, key)
+        if report.received == 0:
             return QUIET
-        share = report["profile"].get("label_mismatch_share", 1.0)
+        share = report.profile.get("label_mismatch_share", 1.0)
         trusted = baseline["notes"]["profile"]["label_mismatch_share"]
         limit = trusted + max(MAX_MISMATCH_EXCESS, trusted)
         return AssetCheckResult(
@@ -220,10 +217,10 @@ def label_checks(key: AssetKey) -> list:
     )  # fmt: skip
     def label_share_within_baseline(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
         """The share of lesion labels stays near the reference's (injected or relabelled studies move it)."""
-        report = _report(context, key)
-        if report.get("received") == 0:
+        report = intake_report(context, key)
+        if report.received == 0:
             return QUIET
-        share = report["profile"].get("positive_share", -1.0)
+        share = report.profile.get("positive_share", -1.0)
         trusted = baseline["notes"]["profile"]["positive_share"]
         return AssetCheckResult(
             passed=abs(share - trusted) <= MAX_LABEL_SHARE_SHIFT,

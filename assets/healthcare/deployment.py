@@ -19,13 +19,13 @@ from dagster import (
     asset_check,
 )
 
-from assets.healthcare import diagnostic_model as cnn
 from assets.healthcare.modeling import MODEL_KEY, MODEL_NAME, TRAINING_SET_KEY
-from assets.healthcare.transforms import image_array
 from assets.promotion import champion_asset, release_check
+from domain.healthcare import diagnostic_model as cnn
+from domain.healthcare.transforms import image_array
+from resources.loader import SecureModelLoader
 from resources.releases import ModelReleases
 from resources.tables import ModelDir
-from serving.loader import SecureModelLoader
 
 ARCHITECTURES = {cnn.MODEL_NAME: cnn.build_from_architecture}
 CHAMPION_KEY = AssetKey(["healthcare", "champion_model"])

@@ -35,12 +35,12 @@ from assets.checks.evidence import materialization_metadata
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.checks.tracking import tracking_check
-from assets.healthcare import diagnostic_model as cnn
-from assets.healthcare.expectations import TRAINING_SET_SUITE
 from assets.healthcare.monitoring import FEEDBACK_IMAGES_KEY
 from assets.healthcare.processing import STUDY_IMAGES_KEY
-from assets.healthcare.robustness import backdoor_report, fgsm_robustness, robustness_check
-from assets.healthcare.transforms import image_array
+from domain.healthcare import diagnostic_model as cnn
+from domain.healthcare.expectations import TRAINING_SET_SUITE
+from domain.healthcare.robustness import backdoor_report, fgsm_robustness, robustness_check
+from domain.healthcare.transforms import image_array
 from resources.code_approval import code_digest
 from resources.integrity import IntegrityLedger, git_revision
 from resources.releases import ModelReleases

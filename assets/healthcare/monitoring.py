@@ -16,9 +16,8 @@ from dagster import (
     asset,
 )
 
-from assets.checks.intake import source_checks, volume_check
+from assets.checks.sources import source_checks, volume_check
 from assets.checks.window_drift import drift_error_check, window_drift
-from assets.healthcare import transforms
 from assets.healthcare.collection import (
     BASELINE_KEY,
     REFERENCE_STUDIES_KEY,
@@ -27,6 +26,7 @@ from assets.healthcare.collection import (
     window_asset,
 )
 from assets.healthcare.processing import labelled_images
+from domain.healthcare import transforms
 from resources.code_approval import CodeApprovals, code_digest
 from resources.tables import TableFile
 

@@ -23,9 +23,9 @@ from dagster import (
 
 from assets.checks.integrity import provenance_check, stored_digest_check
 from assets.checks.schema import expectation_check
-from assets.healthcare import transforms
 from assets.healthcare.collection import NOTES_KEY, STUDIES_KEY
-from assets.healthcare.expectations import NOTE_FINDINGS_SUITE, STUDY_IMAGES_SUITE
+from domain.healthcare import transforms
+from domain.healthcare.expectations import NOTE_FINDINGS_SUITE, STUDY_IMAGES_SUITE
 from resources.code_approval import CodeApprovals, code_digest
 from resources.tables import TableFile
 
@@ -76,7 +76,7 @@ def study_images(
 
     The split is by patient (no patient in two splits), so a held-out metric
     never scores a patient the model has seen. Images are float32 blobs
-    (`assets.healthcare.images`), never pickled arrays.
+    (`domain.healthcare.images`), never pickled arrays.
     """
     frame = labelled_images(context, approvals, studies, notes)
     approvals.require("assign_splits", transforms.assign_splits)

@@ -17,7 +17,7 @@ from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write
 from examples.runs import PipelineInstance
 from pipelines import ecommerce
 from pipelines.approve_code import approved_transforms
-from pipelines.deployment import resources_for
+from pipelines.environment import resources_for
 
 EVENTS = 3_000  # enough for collection and processing controls
 MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity

@@ -17,7 +17,7 @@ from examples.healthcare.generate import default_paths, generate, generate_feedb
 from examples.runs import PipelineInstance
 from pipelines import healthcare
 from pipelines.approve_code import approved_transforms
-from pipelines.deployment import resources_for
+from pipelines.environment import resources_for
 
 STUDIES = 400  # per window: enough for every collection control
 MODEL_STUDIES = 900  # enough lesions for a CNN to learn in a few epochs

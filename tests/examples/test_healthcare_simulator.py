@@ -486,8 +486,8 @@ def test_trigger_patch_is_a_bright_corner_square() -> None:
 
 def test_landed_notes_and_images_pass_the_pipelines_parsers(tmp_path):
     """The contract between the simulated sources and collection: what they send is what it reads."""
-    from assets.healthcare.dicom import ValidatedStudy, validate_dicom
-    from assets.healthcare.notes import Note, note_label, parse_note
+    from domain.healthcare.dicom import ValidatedStudy, validate_dicom
+    from domain.healthcare.notes import Note, note_label, parse_note
 
     studies = plan_studies(CohortConfig(seed=7, studies=40), period=0)
     notes = [parse_note(note_xml(s)) for s in studies]

@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from assets.healthcare import diagnostic_model, images
 from assets.healthcare.deployment import MODEL_NAME
-from assets.healthcare.dicom import ValidatedStudy, validate_dicom
+from domain.healthcare import diagnostic_model, images
+from domain.healthcare.dicom import ValidatedStudy, validate_dicom
 from examples.healthcare.studies import (
     CohortConfig,
     Study,

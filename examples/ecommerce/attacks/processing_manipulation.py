@@ -6,7 +6,7 @@ item counts as a purchase, then lets the scheduled lifecycle run it.
 
 from unittest import mock
 
-from assets.ecommerce import transforms
+from domain.ecommerce import transforms
 from examples.attacks.lab import Scenario
 from examples.ecommerce.shop import Shop
 

@@ -7,7 +7,7 @@ scheduled lifecycle run it.
 
 from unittest import mock
 
-from assets.healthcare import transforms
+from domain.healthcare import transforms
 from examples.attacks.lab import Scenario
 from examples.healthcare.clinic import Clinic
 

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from assets.checks.distribution import psi
 from assets.checks.drift import (
     DriftThresholds,
     drift_check_result,
@@ -22,6 +21,7 @@ from assets.checks.drift import (
     psi_categorical,
     psi_numeric,
 )
+from domain.distribution import psi
 
 N = 5000
 NUMERIC = ["basket_value", "dwell_seconds", "rating"]

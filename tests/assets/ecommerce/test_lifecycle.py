@@ -10,9 +10,9 @@ is measured against the trusted baseline, not the previous cycle.
 import pytest
 from fastapi.testclient import TestClient
 
-from assets.checks.distribution import psi
 from assets.ecommerce.deployment import MODEL_NAME
 from assets.ecommerce.modeling import RecommenderSettings
+from domain.distribution import psi
 from examples.ecommerce.attacks.retraining_exploitation import gradual_skew
 from examples.ecommerce.shop import MODEL_EVENTS, Shop
 from examples.runs import checks, materialized, metadata

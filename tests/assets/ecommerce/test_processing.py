@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetKey
 
-from assets.ecommerce import transforms
+from domain.ecommerce import transforms
 from examples.attacks.storage import flip_a_byte
 from examples.ecommerce.attacks.processing_manipulation import biased_build_interactions
 from examples.ecommerce.shop import Shop

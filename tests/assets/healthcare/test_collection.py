@@ -13,9 +13,9 @@ import pydicom
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from assets.healthcare import transforms
-from assets.healthcare.deidentify import phi_values
-from assets.healthcare.notes import note_phi_values, parse_note
+from domain.healthcare import transforms
+from domain.healthcare.deidentify import phi_values
+from domain.healthcare.notes import note_phi_values, parse_note
 from examples.attacks.storage import flip_a_byte
 from examples.healthcare.attacks.label_flipping import flip_labels
 from examples.healthcare.attacks.processing_manipulation import relabelling_prepare_images

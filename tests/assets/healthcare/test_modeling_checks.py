@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from dagster import build_asset_check_context
 
-from assets.healthcare.diagnostic_model import CNNConfig, save_model, train_cnn
-from assets.healthcare.images import IMAGE_SIZE, to_blob
 from assets.healthcare.modeling import DiagnosticSettings, robust_to_fgsm, training_label_issues
+from domain.healthcare.diagnostic_model import CNNConfig, save_model, train_cnn
+from domain.healthcare.images import IMAGE_SIZE, to_blob
 from resources.tables import ModelDir
-from tests.assets.healthcare.test_diagnostic_model import synthetic_scans
+from tests.domain.healthcare.test_diagnostic_model import synthetic_scans
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ImplicitVRLittleEndian, generate_uid
 
-from assets.healthcare.deidentify import (
+from domain.healthcare.deidentify import (
     KEPT_KEYWORDS,
     deidentification_problems,
     deidentified_uid,
@@ -20,9 +20,9 @@ from assets.healthcare.deidentify import (
     pseudonym,
     to_bytes,
 )
-from assets.healthcare.dicom import ValidatedStudy, validate_dicom
-from tests.assets.healthcare.test_dicom import make_dataset
-from tests.assets.healthcare.test_dicom import to_bytes as write_original
+from domain.healthcare.dicom import ValidatedStudy, validate_dicom
+from tests.domain.healthcare.test_dicom import make_dataset
+from tests.domain.healthcare.test_dicom import to_bytes as write_original
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
 

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from assets.healthcare.deidentify import deidentified_uid, pseudonym
-from assets.healthcare.dicom import Refusal
-from assets.healthcare.notes import (
+from domain.healthcare.deidentify import deidentified_uid, pseudonym
+from domain.healthcare.dicom import Refusal
+from domain.healthcare.notes import (
     MAX_NOTE_BYTES,
     Diagnosis,
     Finding,

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from assets.ecommerce.records import ACTIVITY, REVIEWS, sanitise_text
+from domain.ecommerce.records import ACTIVITY, REVIEWS, sanitise_text
 
 KAFKA_TIME = pd.Timestamp("2026-11-02T10:00:00Z")
 EVENT = {

@@ -23,7 +23,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from assets.healthcare.dicom import (
+from domain.healthcare.dicom import (
     Neutralised,
     Refusal,
     ValidatedStudy,

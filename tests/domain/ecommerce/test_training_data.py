@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets.ecommerce.training_data import (
+from domain.ecommerce.training_data import (
     label_issue_share,
     profile_drift,
     training_profile,

@@ -30,17 +30,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.healthcare.deidentify import deidentify, phi_values, to_bytes
-from assets.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
-from assets.healthcare.images import first_number
-from assets.healthcare.notes import (
+from domain.accounting import IntakeResult, refused
+from domain.healthcare.deidentify import deidentify, phi_values, to_bytes
+from domain.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
+from domain.healthcare.images import first_number
+from domain.healthcare.notes import (
     consistency,
     deidentify_note,
     note_label,
     note_phi_values,
     parse_note,
 )
-from assets.intake import IntakeResult, refused
 from resources.sources import BatchVerdict, RateLimiter, SourceRegistry, landed_batches
 
 DICOM_TOPIC = "dicom-studies"

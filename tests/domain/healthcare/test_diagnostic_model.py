@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from scipy.ndimage import gaussian_filter
 
-from assets.healthcare.diagnostic_model import (
+from domain.healthcare.diagnostic_model import (
     CNNConfig,
     LesionCNN,
     build_from_architecture,
@@ -26,7 +26,7 @@ from assets.healthcare.diagnostic_model import (
     save_model,
     train_cnn,
 )
-from assets.model_files import CONFIG_FILE, WEIGHTS_FILE
+from resources.model_files import CONFIG_FILE, WEIGHTS_FILE
 
 SIZE = 32  # the tests train at 32 px, a quarter of the default 64 px's compute; QUICK runs at 64 px
 QUICK = CNNConfig(epochs=1, batch_size=16, seed=3)

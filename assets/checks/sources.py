@@ -1,4 +1,4 @@
-"""Check factories for a collection asset fed by signed source batches.
+"""Check factories for any collection asset fed by signed source batches (both examples).
 
 Each factory returns blocking ERROR checks: when one fails, nothing
 downstream of the collected table runs. Evidence (which batches, which
@@ -16,17 +16,12 @@ from dagster import (
     asset_check,
 )
 
-from assets.checks.distribution import psi
-from assets.checks.evidence import materialization_metadata
+from assets.checks.evidence import intake_report
+from domain.distribution import psi
 
 MAX_QUARANTINE_SHARE = 0.05
 MAX_VOLUME_RATIO = 5.0
-MAX_NEW_ACCOUNT_EXCESS = 0.05
 WARN_PSI = 0.1
-
-
-def _report(context: AssetCheckExecutionContext, key: AssetKey) -> dict:
-    return materialization_metadata(context, key).get("intake_report") or {}
 
 
 def source_checks(key: AssetKey, *, allow_empty: bool = False) -> list[AssetChecksDefinition]:
@@ -42,27 +37,25 @@ def source_checks(key: AssetKey, *, allow_empty: bool = False) -> list[AssetChec
         Protects against forged, unsigned and tampered batches and unknown
         sources (OWASP LLM04, MITRE ATLAS AML.T0020).
         """
-        report = _report(context, key)
-        refused = [
-            b for b in report.get("refused_batches", []) if not b["reason"].startswith(("rate limit",))
-        ]
+        report = intake_report(context, key)
+        refused = [b for b in report.refused_batches if not b["reason"].startswith("rate limit")]
         return AssetCheckResult(
-            passed=report.get("unauthenticated_batches", 1) == 0,
+            passed=report.unauthenticated_batches == 0,
             severity=AssetCheckSeverity.ERROR,
             metadata={
                 "refused_batches": len(refused),
                 "refusals": MetadataValue.json(refused[:20]),
-                "batches_accepted": report.get("batches_accepted", 0),
+                "batches_accepted": report.batches_accepted,
             },
         )
 
     @asset_check(asset=key, name="sources_within_rate_limits", blocking=True)
     def sources_within_rate_limits(context: AssetCheckExecutionContext) -> AssetCheckResult:
         """No source sent more records per hour than the registry allows it (flooding)."""
-        report = _report(context, key)
-        limited = [b for b in report.get("refused_batches", []) if b["reason"].startswith("rate limit")]
+        report = intake_report(context, key)
+        limited = [b for b in report.refused_batches if b["reason"].startswith("rate limit")]
         return AssetCheckResult(
-            passed=report.get("rate_limited_batches", 1) == 0,
+            passed=report.rate_limited_batches == 0,
             severity=AssetCheckSeverity.ERROR,
             metadata={
                 "rate_limited_batches": len(limited),
@@ -77,9 +70,8 @@ def source_checks(key: AssetKey, *, allow_empty: bool = False) -> list[AssetChec
         Protects against silent loss of records and against a source that
         floods the pipeline with junk to hide or displace real data.
         """
-        report = _report(context, key)
-        received = report.get("received", 0)
-        accepted, quarantined = report.get("accepted", 0), report.get("quarantined", 0)
+        report = intake_report(context, key)
+        received, accepted, quarantined = report.received, report.accepted, report.quarantined
         share = quarantined / received if received else 0.0
         balanced = received == accepted + quarantined
         return AssetCheckResult(
@@ -95,7 +87,7 @@ def source_checks(key: AssetKey, *, allow_empty: bool = False) -> list[AssetChec
                 "balanced": balanced,
                 "quarantine_share": share,
                 "max_quarantine_share": MAX_QUARANTINE_SHARE,
-                "reasons": MetadataValue.json(report.get("quarantine_reasons", {})),
+                "reasons": MetadataValue.json(report.quarantine_reasons),
             },
         )
 
@@ -117,7 +109,7 @@ def volume_check(key: AssetKey, baseline: AssetKey, section: str) -> AssetChecks
         Catches a compromised or spoofed source injecting volume (a bot farm,
         a poisoning campaign) that still fits the hard rate limit.
         """
-        rates = _report(context, key).get("per_source", {})
+        rates = intake_report(context, key).per_source
         trusted = baseline[section]["per_source"]
         ratios = {
             source: stats["records_per_hour"] / max(trusted.get(source, {}).get("records_per_hour", 0), 1)
@@ -137,35 +129,6 @@ def volume_check(key: AssetKey, baseline: AssetKey, section: str) -> AssetChecks
     return volume_within_baseline
 
 
-def baseline_checks(key: AssetKey, baseline: AssetKey, section: str) -> list[AssetChecksDefinition]:
-    """Volume and new-account share against the trusted baseline.
-
-    `section` names the profile's part of the baseline ("activity" or "reviews").
-    """
-
-    @asset_check(
-        asset=key,
-        name="new_accounts_within_baseline",
-        blocking=True,
-        additional_ins={"baseline": AssetIn(key=baseline)},
-    )
-    def new_accounts_within_baseline(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
-        """The share of activity from accounts younger than a week stays near its baseline.
-
-        Shilling campaigns run on freshly created accounts.
-        """
-        share = _report(context, key).get("profile", {}).get("new_account_share", 0.0)
-        trusted = baseline[section]["profile"]["new_account_share"]
-        limit = trusted + max(MAX_NEW_ACCOUNT_EXCESS, trusted)
-        return AssetCheckResult(
-            passed=share <= limit,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"new_account_share": share, "baseline_share": trusted, "limit": limit},
-        )
-
-    return [volume_check(key, baseline, section), new_accounts_within_baseline]
-
-
 def mix_check(key: AssetKey, baseline: AssetKey, section: str, field: str) -> AssetChecksDefinition:
     """Advisory (WARN) check that a categorical mix keeps its baseline shape (PSI)."""
 
@@ -177,7 +140,7 @@ def mix_check(key: AssetKey, baseline: AssetKey, section: str, field: str) -> As
     )
     def mix_stable(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
         """The category mix has not shifted away from the trusted baseline (PSI < 0.1)."""
-        actual = _report(context, key).get("profile", {}).get(field, {})
+        actual = intake_report(context, key).profile.get(field, {})
         expected = baseline[section]["profile"][field]
         value = psi(expected, actual)
         return AssetCheckResult(
@@ -192,36 +155,3 @@ def mix_check(key: AssetKey, baseline: AssetKey, section: str, field: str) -> As
         )
 
     return mix_stable
-
-
-def near_duplicate_check(key: AssetKey, baseline: AssetKey) -> AssetChecksDefinition:
-    """Blocking check for bursts of near-identical reviews on one item (copy-paste campaigns)."""
-
-    @asset_check(
-        asset=key,
-        name="no_near_duplicate_burst",
-        blocking=True,
-        additional_ins={"baseline": AssetIn(key=baseline)},
-    )
-    def no_near_duplicate_burst(context: AssetCheckExecutionContext, baseline: dict) -> AssetCheckResult:
-        """No item received a burst of near-identical reviews beyond what the baseline shows.
-
-        Copy-paste review campaigns (shilling) vary a word or two per review;
-        MinHash over word shingles groups them per item.
-        """
-        profile = _report(context, key).get("profile", {})
-        largest = profile.get("largest_near_duplicate_cluster", 0)
-        trusted = baseline["reviews"]["profile"]["largest_near_duplicate_cluster"]
-        limit = max(2 * trusted, trusted + 5)
-        return AssetCheckResult(
-            passed=largest <= limit,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "largest_cluster": largest,
-                "item": profile.get("largest_cluster_item", ""),
-                "baseline_largest": trusted,
-                "limit": limit,
-            },
-        )
-
-    return no_near_duplicate_burst

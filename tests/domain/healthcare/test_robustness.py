@@ -27,8 +27,8 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from assets.healthcare.diagnostic_model import CNNConfig, LesionCNN, evaluate, predict_proba, train_cnn
-from assets.healthcare.robustness import (
+from domain.healthcare.diagnostic_model import CNNConfig, LesionCNN, evaluate, predict_proba, train_cnn
+from domain.healthcare.robustness import (
     BackdoorThresholds,
     activation_clusters,
     backdoor_report,
@@ -38,7 +38,7 @@ from assets.healthcare.robustness import (
     robustness_check,
     spectral_signature_scores,
 )
-from tests.assets.healthcare.test_diagnostic_model import SIZE, clean_model, lesion_data, synthetic_scans
+from tests.domain.healthcare.test_diagnostic_model import SIZE, clean_model, lesion_data, synthetic_scans
 
 TRIGGER = 4  # side of the square trigger, in pixels
 EPSILON = 2 / 255  # the modeling check's FGSM budget

@@ -9,10 +9,10 @@ import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric import ec
 
-import serving.loader as loader_module
+import resources.loader as loader_module
 from examples.attacks.trojan_payloads import malicious_pickle, plain_pickle
+from resources.loader import ModelRefused, SecureModelLoader, check_safetensors_format, scan_for_pickle
 from resources.signing import key_fingerprint, public_key_pem, sign_model
-from serving.loader import ModelRefused, SecureModelLoader, check_safetensors_format, scan_for_pickle
 from tests.serving import ARCHITECTURES, expected_outputs, write_model
 
 

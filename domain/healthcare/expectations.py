@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import great_expectations.expectations as gxe
 
-from assets.healthcare.diagnostic_model import SPLITS
+from domain.healthcare.diagnostic_model import SPLITS
 from resources.validation import Suite
 
 MODALITIES = ["CT", "CR", "MR"]

@@ -22,7 +22,7 @@ Security properties this module owns:
 - **Inputs are checked.** `predict_proba` refuses arrays of the wrong shape,
   non-finite values or values outside [0, 1] instead of scoring them.
 
-`embed` exposes the penultimate activations that `assets.healthcare.robustness`
+`embed` exposes the penultimate activations that `domain.healthcare.robustness`
 inspects for backdoors (spectral signatures, activation clustering).
 """
 
@@ -41,7 +41,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
-from assets.model_files import CONFIG_FILE, load_model_dir, save_model_dir
+from resources.model_files import CONFIG_FILE, load_model_dir, save_model_dir
 
 MODEL_NAME = "lesion_cnn"
 SPLITS = ("train", "validation", "test")
@@ -440,7 +440,7 @@ def load_model(directory: Path) -> tuple[LesionCNN, dict[str, Any]]:
     """The model and config stored in `directory` by `save_model`.
 
     The network is built from code and the weights read from safetensors only
-    (`assets.model_files`); a training config whose image size or channels
+    (`resources.model_files`); a training config whose image size or channels
     differ from the architecture is refused with ValueError.
     """
 

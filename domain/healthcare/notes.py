@@ -46,8 +46,8 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeET
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 
-from assets.healthcare.deidentify import deidentified_uid, pseudonym
-from assets.healthcare.dicom import Refusal
+from domain.healthcare.deidentify import deidentified_uid, pseudonym
+from domain.healthcare.dicom import Refusal
 
 MAX_NOTE_BYTES = 64 * 1024
 ROOT_TAG = "clinicalNote"
@@ -315,7 +315,7 @@ def deidentify_note(note: Note, pseudonym_key: bytes) -> Note:
     """Drop the patient element and author; scrub PHI from the free text.
 
     The study UID and patient ID are replaced by the same keyed values
-    :mod:`assets.healthcare.deidentify` gives the images, so a de-identified
+    :mod:`domain.healthcare.deidentify` gives the images, so a de-identified
     note still links to its de-identified study.
     """
     if note.patient is None:

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from assets.healthcare.diagnostic_model import patient_split
-from assets.healthcare.images import IMAGE_SIZE, from_blobs, normalise, to_blob
-from assets.healthcare.notes import Diagnosis, Note, extract_findings
+from domain.healthcare.diagnostic_model import patient_split
+from domain.healthcare.images import IMAGE_SIZE, from_blobs, normalise, to_blob
+from domain.healthcare.notes import Diagnosis, Note, extract_findings
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 IMAGE_COLUMNS = [

@@ -1,8 +1,7 @@
-"""What every collection asset shares, whatever its records look like.
+"""What every collection asset does with its batches once their records are read.
 
-`IntakeResult` accounts for one collection run (received = accepted +
-quarantined, per batch and per source); `batch_recorder` writes each
-batch's verdict to the provenance ledger; `finish_intake` keeps refused
+`batch_recorder` writes each batch's verdict to the provenance ledger;
+`finish_intake` keeps refused
 records, with reasons, encrypted in the collecting stage's area
 (`store_quarantine`), moves consumed batches out of the inbox
 (`archive_batches`) and records the evidence the checks read.
@@ -12,112 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-import pyarrow as pa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dagster import AssetExecutionContext, MetadataValue
 
+from domain.accounting import IntakeResult
 from resources.integrity import IntegrityLedger, LedgerEntry
 from resources.sources import MANIFEST_SUFFIX, BatchVerdict, SourcePolicy, SourceRegistry
 from resources.store import ArtifactStore
-
-RAW_KEPT_CHARS = 1024
-QUARANTINE_SCHEMA = pa.schema(
-    {
-        "source": pa.string(),
-        "batch_id": pa.string(),
-        "line": pa.int64(),
-        "reason": pa.string(),
-        "raw": pa.string(),
-    }
-)
-
-
-@dataclass
-class IntakeResult:
-    """What one collection run saw, kept, refused and why."""
-
-    received: int = 0
-    accepted: int = 0
-    quarantine: list[dict] = field(default_factory=list)
-    batches: list[dict] = field(default_factory=list)
-    source_hours: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    profile: dict = field(default_factory=dict)  # what the window looked like, for baseline checks
-
-    @property
-    def quarantined(self) -> int:
-        return len(self.quarantine)
-
-    def refuse(self, verdict: BatchVerdict, line: int, reason: str, raw: str) -> None:
-        """Quarantine record `line` of a batch (a line, or a file's position) with its reason."""
-        self.quarantine.append(
-            {
-                "source": verdict.source,
-                "batch_id": verdict.batch.batch_id,
-                "line": line,
-                "reason": reason,
-                "raw": raw[:RAW_KEPT_CHARS],
-            }
-        )
-
-    def add_batch(self, verdict: BatchVerdict, records: int) -> None:
-        self.batches.append(
-            {
-                "batch_id": verdict.batch.batch_id,
-                "source": verdict.source,
-                "accepted": verdict.accepted,
-                "reason": verdict.reason,
-                "records": records,
-            }
-        )
-
-    def reasons(self) -> dict[str, int]:
-        """Quarantine counts by reason category (the text before the first colon)."""
-        return dict(Counter(q["reason"].split(":", 1)[0] for q in self.quarantine))
-
-    def quarantine_frame(self) -> pd.DataFrame:
-        return pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA).to_pandas()
-
-    def per_source(self) -> dict[str, dict[str, float]]:
-        """Accepted records per source and per hour of source time they span."""
-        report = {}
-        for source, hours in self.source_hours.items():
-            records = sum(hours.values())
-            span = max(hours) - min(hours) + 1 if hours else 1
-            report[source] = {"records": records, "hours": span, "records_per_hour": records / span}
-        return report
-
-    def report(self) -> dict:
-        refused = [b for b in self.batches if not b["accepted"]]
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "quarantined": self.quarantined,
-            "quarantine_reasons": self.reasons(),
-            "batches_accepted": len(self.batches) - len(refused),
-            "batches_refused": len(refused),
-            "refused_batches": refused[:50],
-            "rate_limited_batches": sum(b["reason"].startswith("rate limit") for b in refused),
-            "unauthenticated_batches": sum(not b["reason"].startswith("rate limit") for b in refused),
-            "per_source": self.per_source(),
-        }
-
-
-def refused(verdict: BatchVerdict, reason: str) -> BatchVerdict:
-    """`verdict`, turned into a refusal for `reason` (replay, rate limit)."""
-    return BatchVerdict(
-        verdict.batch,
-        verdict.source,
-        accepted=False,
-        reason=reason,
-        records=verdict.records,
-        sha256=verdict.sha256,
-    )
 
 
 def _signer(policy: SourcePolicy) -> str:
@@ -215,15 +118,15 @@ def finish_intake(
     """
     quarantine = store_quarantine(context, result, store, ledger)
     archive_batches(inbox, topic, result, context.run_id)
-    report = {**result.report(), "profile": result.profile, "quarantine_path": quarantine}
+    report = result.report(quarantine_path=quarantine)
     context.add_output_metadata(
         {
             "received": result.received,
             "accepted": result.accepted,
             "quarantined": result.quarantined,
-            "batches_refused": report["batches_refused"],
+            "batches_refused": report.batches_refused,
             "quarantine_path": quarantine,
             "quarantine_reasons": MetadataValue.json(result.reasons()),
-            "intake_report": MetadataValue.json(report),
+            "intake_report": MetadataValue.json(report.to_json()),
         }
     )

@@ -13,7 +13,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
-from assets.checks.distribution import psi
+from domain.distribution import psi
 
 DECILES = np.linspace(0, 1, 11)[1:-1]
 LABEL_ISSUE_FOLDS = 5

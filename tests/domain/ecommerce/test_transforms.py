@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from assets.ecommerce.transforms import (
+from domain.ecommerce.transforms import (
     approved_transforms,
     build_interactions,
     item_review_features,

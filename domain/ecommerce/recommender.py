@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from assets.model_files import load_model_dir, save_model_dir
+from resources.model_files import load_model_dir, save_model_dir
 
 MODEL_NAME = "matrix_factorization"
 EVAL_BATCH_USERS = 1024  # users ranked per step: bounds memory at users x items
@@ -419,7 +419,7 @@ def load_model(directory: Path) -> tuple[MatrixFactorization, IdIndex, dict[str,
     """The model, id index and config stored in `directory` by `save_model`.
 
     The network is built from code and the weights read from safetensors only
-    (`assets.model_files`); an id index whose sizes differ from the declared
+    (`resources.model_files`); an id index whose sizes differ from the declared
     architecture is refused with ValueError.
     """
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.ecommerce.records import KAFKA_FIELDS, RecordSchema
-from assets.intake import IntakeResult, refused
+from domain.accounting import IntakeResult, refused
+from domain.ecommerce.records import KAFKA_FIELDS, RecordSchema
 from resources.sources import (
     RateLimiter,
     SourcePolicy,

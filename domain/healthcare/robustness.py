@@ -65,7 +65,7 @@ from sklearn.metrics import silhouette_score
 from torch import nn
 from torch.nn import functional as F
 
-from assets.healthcare.diagnostic_model import (
+from domain.healthcare.diagnostic_model import (
     EVAL_BATCH_SIZE,
     binary_metrics,
     check_images,

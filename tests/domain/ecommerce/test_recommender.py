@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from assets.ecommerce.recommender import (
+from domain.ecommerce.recommender import (
     IdIndex,
     MatrixFactorization,
     TrainConfig,
@@ -31,8 +31,8 @@ from assets.ecommerce.recommender import (
     target_exposure,
     train_bpr,
 )
-from assets.model_files import CONFIG_FILE, WEIGHTS_FILE
 from examples.ecommerce.world import WorldConfig, build_world
+from resources.model_files import CONFIG_FILE, WEIGHTS_FILE
 
 WORLD_EVENTS = 40_000  # 800 users, 80 items: MF has taste to learn, training takes under a second
 QUICK = TrainConfig(epochs=3)

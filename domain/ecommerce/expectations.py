@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import great_expectations.expectations as gxe
 
-from assets.ecommerce.records import EVENT_TYPES
+from domain.ecommerce.records import EVENT_TYPES
 from resources.validation import Suite
 
 
