@@ -10,7 +10,11 @@ export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install data approve-code approve-retraining demo test scorecard attack serve serve-healthcare bench ui clean
+.DEFAULT_GOAL := help
+.PHONY: help install data approve-code approve-retraining demo test scorecard attack serve serve-healthcare bench ui clean
+
+help:  ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required: set PYTHON=/path/to/python3.11")'
@@ -20,7 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed  ## create .venv and install the project with its dev tools
 
 data: install  ## generate the example sources' signed batches and enrol the sources
 	$(PY) -m examples.ecommerce.generate --seed $(SEED) --events $(EVENTS)

@@ -23,14 +23,16 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AutomationCondition,
+    ResourceParam,
     asset,
     asset_check,
 )
 
 from resources.loader import SecureModelLoader
-from resources.releases import ModelReleases
+from resources.release_folder import ReleaseFolder
+from resources.releases import ReleaseSigner
 from resources.scratch import ScratchSpace
-from resources.signing import CONFIG_FILE, ReleaseSigner
+from resources.signing import CONFIG_FILE
 from resources.tables import ModelDir
 from resources.tracking import ExperimentTracking
 
@@ -41,7 +43,7 @@ def promote(
     model_name: str,
     *,
     signer: ReleaseSigner,
-    releases: ModelReleases,
+    releases: ResourceParam[ReleaseFolder],
     tracking: ExperimentTracking,
     scratch: ScratchSpace,
 ) -> ModelDir:
@@ -104,7 +106,7 @@ def champion_asset(
     def _champion(
         context: AssetExecutionContext,
         signer: ReleaseSigner,
-        releases: ModelReleases,
+        releases: ResourceParam[ReleaseFolder],
         tracking: ExperimentTracking,
         scratch: ScratchSpace,
         model: ModelDir,
@@ -125,7 +127,7 @@ def release_check(
 
     @asset_check(asset=key, name="release_loads_securely", blocking=True)
     def release_loads_securely(
-        context: AssetCheckExecutionContext, releases: ModelReleases
+        context: AssetCheckExecutionContext, releases: ResourceParam[ReleaseFolder]
     ) -> AssetCheckResult:
         """The current release passes the secure loader (trusted signature, safetensors) and is the newest.
 

@@ -13,12 +13,13 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     MetadataValue,
+    ResourceParam,
     asset,
     asset_check,
 )
 
 from resources.integrity import IntegrityLedger, LedgerEntry
-from resources.releases import ModelReleases
+from resources.release_folder import ReleaseFolder
 from resources.signing import key_fingerprint
 
 
@@ -63,7 +64,7 @@ def retraining_audit(
         owners=["team:security"],
     )
     def retraining_audit(
-        context: AssetExecutionContext, ledger: IntegrityLedger, releases: ModelReleases
+        context: AssetExecutionContext, ledger: IntegrityLedger, releases: ResourceParam[ReleaseFolder]
     ) -> dict:
         """For every released model version: the data digests and code that made it and who signed it.
 

@@ -6,6 +6,8 @@ artifacts nobody has read since, and detects a rewritten or truncated
 ledger history. It needs no data key: it hashes ciphertext.
 """
 
+from dataclasses import asdict, dataclass
+
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -24,6 +26,25 @@ from resources.integrity import IntegrityLedger
 from resources.store import ArtifactStore
 
 OWNER = "team:security"
+
+
+@dataclass(frozen=True)
+class AuditFindings:
+    """What the audit found (metadata `findings`), read back by its two checks."""
+
+    artifacts_checked: int
+    mismatched: list[str]
+    missing: list[str]
+    chain_ok: bool
+    chain_entries: int
+    chain_problems: list[str]
+
+    @classmethod
+    def recorded(cls, context: AssetCheckExecutionContext, key: AssetKey) -> "AuditFindings":
+        findings = materialization_metadata(context, key).get("findings")
+        if findings is None:
+            raise LookupError(f"{key.to_user_string()} recorded no findings: run the audit first")
+        return cls(**findings)
 
 
 def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDefinition]]:
@@ -55,14 +76,7 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
                 missing.append(entry.path)
             elif store.stored_digest(entry.path, entry.stored_digest.split(":", 1)[0]) != entry.stored_digest:
                 mismatched.append(entry.path)
-        report = {
-            "artifacts_checked": checked,
-            "mismatched": mismatched,
-            "missing": missing,
-            "chain_ok": chain.ok,
-            "chain_entries": chain.entries,
-            "chain_problems": chain.problems,
-        }
+        findings = AuditFindings(checked, mismatched, missing, chain.ok, chain.entries, list(chain.problems))
         context.add_output_metadata(
             {
                 "artifacts_checked": checked,
@@ -71,21 +85,21 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
                 "chain_ok": chain.ok,
                 "head_seq": chain.head_seq,
                 "head_mac": chain.head_mac,
-                "findings": MetadataValue.json(report),
+                "findings": MetadataValue.json(asdict(findings)),
             }
         )
-        return report
+        return asdict(findings)
 
     @asset_check(asset=key, name="store_matches_ledger", blocking=True)
     def store_matches_ledger(context: AssetCheckExecutionContext) -> AssetCheckResult:
         """Every stored artifact's bytes still hash to what the ledger recorded."""
-        findings = materialization_metadata(context, key).get("findings", {})
-        bad = findings.get("mismatched", []) + findings.get("missing", [])
+        findings = AuditFindings.recorded(context, key)
+        bad = findings.mismatched + findings.missing
         return AssetCheckResult(
-            passed=bool(findings) and not bad,
+            passed=not bad,
             severity=AssetCheckSeverity.ERROR,
             metadata={
-                "checked": findings.get("artifacts_checked", 0),
+                "checked": findings.artifacts_checked,
                 "changed_or_missing": MetadataValue.json(bad),
             },
         )
@@ -93,13 +107,13 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
     @asset_check(asset=key, name="ledger_chain_intact", blocking=True)
     def ledger_chain_intact(context: AssetCheckExecutionContext) -> AssetCheckResult:
         """No ledger entry was edited, reordered or deleted since it was written."""
-        findings = materialization_metadata(context, key).get("findings", {})
+        findings = AuditFindings.recorded(context, key)
         return AssetCheckResult(
-            passed=bool(findings.get("chain_ok")),
+            passed=findings.chain_ok,
             severity=AssetCheckSeverity.ERROR,
             metadata={
-                "entries": findings.get("chain_entries", 0),
-                "problems": MetadataValue.json(findings.get("chain_problems", [])),
+                "entries": findings.chain_entries,
+                "problems": MetadataValue.json(findings.chain_problems),
             },
         )
 

@@ -38,9 +38,8 @@ def main() -> None:
     size = int(os.environ.get("SIZE_MB", "256")) * 1024 * 1024
     payload = os.urandom(size)
     with tempfile.TemporaryDirectory() as home:
-        os.environ["PIPELINE_HOME"] = home
-        keys = LocalKeyProvider()
-        store = ArtifactStore(key_provider=keys)
+        keys = LocalKeyProvider(folder=f"{home}/keys")
+        store = ArtifactStore(key_provider=keys, root=f"{home}/store")
         artifact = store.stage("modeling").write_bytes("modeling/bench/payload.bin", payload)
         model_dir = Path(home) / "model"
         model_dir.mkdir()

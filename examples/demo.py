@@ -40,8 +40,8 @@ from examples.ecommerce.generate import generate_feedback
 from examples.healthcare.generate import generate_feedback as generate_healthcare_feedback
 from examples.healthcare.studies import CohortConfig, dicom_bytes, plan_studies
 from pipelines import ecommerce, healthcare
-from pipelines.approve_retraining import main as approve_retraining
-from resources.runtime import REPO_ROOT, runtime_home
+from pipelines.approve_retraining import approve
+from resources.runtime import REPO_ROOT, RuntimeHome
 
 SHORT_LAB = {
     "ecommerce": [
@@ -142,12 +142,12 @@ def print_champion(instance: DagsterInstance, key: AssetKey) -> dict:
     return champion
 
 
-def ecommerce_demo(instance: DagsterInstance, seed: int) -> bool:
-    defs = ecommerce.build_definitions()
+def ecommerce_demo(instance: DagsterInstance, home: RuntimeHome, seed: int) -> bool:
+    defs = ecommerce.build_definitions(home)
     events = int(os.environ.get("EVENTS", "1000000"))
     print("E-commerce lifecycle")
     outcomes = [run_job(defs, "ecommerce_baseline", instance), run_job(defs, "ecommerce_lifecycle", instance)]
-    generate_feedback(seed, events, runtime_home(), cycle=1)
+    generate_feedback(seed, events, home.root, cycle=1)
     outcomes += [run_job(defs, "ecommerce_retraining", instance), run_job(defs, "ecommerce_audit", instance)]
 
     print_collection(instance, (ACTIVITY_KEY, REVIEWS_KEY))
@@ -177,18 +177,18 @@ def _print_diagnostic(title: str, meta: dict) -> None:
     )
 
 
-def healthcare_demo(instance: DagsterInstance, seed: int) -> bool:
-    defs = healthcare.build_definitions()
+def healthcare_demo(instance: DagsterInstance, home: RuntimeHome, seed: int) -> bool:
+    defs = healthcare.build_definitions(home)
     studies = int(os.environ.get("STUDIES", "3000"))
     print("\nHealthcare lifecycle")
     outcomes = [run_job(defs, job, instance) for job in ("healthcare_baseline", "healthcare_lifecycle")]
     first = _metadata(instance, HEALTHCARE_MODEL_KEY)
-    generate_healthcare_feedback(seed, studies // 3, runtime_home(), cycle=1)
+    generate_healthcare_feedback(seed, studies // 3, home.root, cycle=1)
     outcomes.append(run_job(defs, "healthcare_feedback", instance))
     went_ahead, _ = run_job(defs, "healthcare_retraining", instance, expect_refusal=True)
     if not went_ahead:
         print("  (as it must be: no reviewer has approved this training set yet)")
-    approve_retraining(["--reviewer", "demo-reviewer"])
+    approve(home, reviewer="demo-reviewer")
     outcomes += [run_job(defs, job, instance) for job in ("healthcare_retraining", "healthcare_audit")]
 
     print_collection(instance, (STUDIES_KEY, NOTES_KEY))
@@ -211,12 +211,15 @@ def healthcare_demo(instance: DagsterInstance, seed: int) -> bool:
     return not went_ahead and all(ok for ok, _ in outcomes) and not failed and bool(champion)
 
 
-def short_scorecard(instance: DagsterInstance) -> bool:
+def short_scorecard(instance: DagsterInstance, home: RuntimeHome) -> bool:
     """A few attacks of the catalogue, each on a fresh pipeline, and the control that stopped each."""
     count = sum(len(names) for names in SHORT_LAB.values())
     print(f"\nSecurity scorecard (short: {count} attacks stopped before training; `make scorecard` runs all)")
     card = merge(
-        [materialise_scorecard(example, instance, scenarios=names) for example, names in SHORT_LAB.items()]
+        [
+            materialise_scorecard(example, instance, home, scenarios=names)
+            for example, names in SHORT_LAB.items()
+        ]
     )
     print(markdown(card))
     print(summary(card))
@@ -224,9 +227,13 @@ def short_scorecard(instance: DagsterInstance) -> bool:
 
 
 def main() -> int:
-    instance = DagsterInstance.get()
+    instance, home = DagsterInstance.get(), RuntimeHome.from_environment()
     seed = int(os.environ.get("SEED", "7"))
-    results = [ecommerce_demo(instance, seed), healthcare_demo(instance, seed), short_scorecard(instance)]
+    results = [
+        ecommerce_demo(instance, home, seed),
+        healthcare_demo(instance, home, seed),
+        short_scorecard(instance, home),
+    ]
     return 0 if all(results) else 1
 
 

@@ -3,7 +3,7 @@
 This is the reviewer's act. It signs the digests of both examples'
 transformation functions with the approval key, so that processing
 publishes only output made by code someone approved. Run it after reviewing
-a change to `assets/*/transforms.py`.
+a change to `domain/*/transforms.py`.
 """
 
 import getpass
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from domain.ecommerce import transforms as ecommerce
 from domain.healthcare import transforms as healthcare
 from pipelines.environment import resources_for
+from resources.runtime import RuntimeHome
 
 
 def approved_transforms() -> dict[str, Callable[..., object]]:
@@ -24,7 +25,7 @@ def approved_transforms() -> dict[str, Callable[..., object]]:
 
 
 def main() -> None:
-    approvals = resources_for("ecommerce")["approvals"]
+    approvals = resources_for("ecommerce", RuntimeHome.from_environment())["approvals"]
     manifest = approvals.approve(approved_transforms(), approver=getpass.getuser())
     for name, digest in manifest["approved"].items():
         print(f"approved {name}: {digest}")

@@ -2,16 +2,12 @@
 
 from typing import Any
 
-from dagster import (
-    AssetSelection,
-    Definitions,
-    define_asset_job,
-    in_process_executor,
-)
+from dagster import AssetSelection, Definitions, define_asset_job, definitions
 
 from assets.ecommerce import collection, deployment, modeling, monitoring, processing
-from pipelines.environment import resources_for
+from pipelines.location import build_location
 from pipelines.oversight import oversight
+from resources.runtime import RuntimeHome
 
 OVERSIGHT = oversight(
     "ecommerce", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY, "0 3 * * *"
@@ -43,50 +39,22 @@ retraining_job = define_asset_job(
 )
 
 
-def build_definitions(**overrides: Any) -> Definitions:
-    """The location's definitions, with resources resolved from the environment now.
+STAGES = (collection, processing, modeling, monitoring, deployment)
 
-    `overrides` replaces resources by key (tests train for fewer epochs).
-    """
-    return Definitions(
-        assets=[
-            collection.reference_events,
-            collection.reference_reviews,
-            collection.trusted_baseline,
-            collection.activity_events,
-            collection.product_reviews,
-            processing.sessions,
-            processing.interactions,
-            processing.scored_reviews,
-            processing.item_features,
-            monitoring.feedback_events,
-            monitoring.feedback_reviews,
-            monitoring.feedback_drift,
-            monitoring.feedback_interactions,
-            modeling.training_reference,
-            modeling.training_interactions,
-            modeling.recommender_model,
-            deployment.champion_model,
-            *OVERSIGHT.assets,
-        ],
-        asset_checks=[
-            *collection.collection_checks,
-            *processing.processing_checks,
-            *monitoring.monitoring_checks,
-            *modeling.modeling_checks,
-            *deployment.deployment_checks,
-            *OVERSIGHT.checks,
-        ],
-        jobs=[baseline_job, lifecycle_job, retraining_job, *OVERSIGHT.jobs],
-        schedules=[OVERSIGHT.schedule],
-        resources={
-            **resources_for("ecommerce"),
-            "recommender_settings": modeling.RecommenderSettings(),
-            **overrides,
-        },
-        # One process per run: Spark starts once and every step shares its session.
-        executor=in_process_executor,
+
+def build_definitions(home: RuntimeHome, **overrides: Any) -> Definitions:
+    """The location over `home`; `overrides` replaces resources by key (tests train smaller)."""
+    return build_location(
+        "ecommerce",
+        stages=STAGES,
+        oversight=OVERSIGHT,
+        jobs=[baseline_job, lifecycle_job, retraining_job],
+        home=home,
+        resources={"recommender_settings": modeling.RecommenderSettings(), **overrides},
     )
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    """What `dagster dev` / the code server loads: the location over `$PIPELINE_HOME`."""
+    return build_definitions(RuntimeHome.from_environment())

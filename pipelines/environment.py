@@ -1,8 +1,9 @@
 """Resources for a deployment, chosen by configuration rather than code edits.
 
-Embedded defaults run on a laptop: local keyset, local encrypted store, a
-SQLite ledger, Spark `local[*]`, a DVC remote in a folder. Production sets
-environment variables instead of editing code:
+Every resource gets its place from the runtime home it is given: keyset,
+encrypted store, SQLite ledger, MLflow store, Spark scratch, DVC repository
+and remote, landing zone. Production sets environment variables instead of
+editing code (the code location reads them once, when it loads):
 
 | variable | what it selects | example |
 |---|---|---|
@@ -23,10 +24,11 @@ from resources.code_approval import CodeApprovals
 from resources.integrity import IntegrityLedger
 from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
 from resources.keys import LocalKeyProvider
-from resources.releases import ModelReleases
+from resources.release_folder import ReleaseFolder
+from resources.releases import ReleaseSigner
 from resources.retraining_approval import RetrainingApprovals
+from resources.runtime import RuntimeHome
 from resources.scratch import ScratchSpace
-from resources.signing import ReleaseSigner
 from resources.sources import SourceRegistry
 from resources.spark import SparkResource
 from resources.store import ArtifactStore
@@ -35,22 +37,24 @@ from resources.validation import DataValidator
 from resources.versioning import DataVersioning
 
 
-def _env(name: str) -> str:
-    return os.environ.get(name, "")
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
 
 
-def resources_for(example: str) -> dict[str, Any]:
-    """Every resource an example's assets use, keyed as the assets ask for them."""
-    keys = LocalKeyProvider()
-    store = ArtifactStore(key_provider=keys, root=_env("PIPELINE_STORE_URL"))
-    ledger = IntegrityLedger(key_provider=keys, url=_env("PIPELINE_LEDGER_URL"))
-    scratch = ScratchSpace()
+def resources_for(example: str, home: RuntimeHome) -> dict[str, Any]:
+    """Every resource an example's assets use, keyed as the assets ask for them, placed under `home`."""
+    keys = LocalKeyProvider(folder=str(home.path("keys")))
+    store = ArtifactStore(key_provider=keys, root=_env("PIPELINE_STORE_URL", str(home.path("store"))))
+    ledger_file = home.path("ledger") / "ledger.sqlite"
+    ledger = IntegrityLedger(key_provider=keys, url=_env("PIPELINE_LEDGER_URL", f"sqlite:///{ledger_file}"))
+    scratch = ScratchSpace(root=str(home.path("scratch")))
     versioning = DataVersioning(
-        **({"remote_url": _env("PIPELINE_DVC_REMOTE")} if _env("PIPELINE_DVC_REMOTE") else {})
+        repo_dir=str(home.path("dvc")), remote_url=_env("PIPELINE_DVC_REMOTE", str(home.path("dvc-remote")))
     )
     spark = SparkResource(
-        **({"master": _env("PIPELINE_SPARK_MASTER")} if _env("PIPELINE_SPARK_MASTER") else {})
+        master=_env("PIPELINE_SPARK_MASTER", "local[*]"), local_dir=str(home.path("spark"))
     )
+    mlflow_db = home.path("mlflow") / "mlflow.db"
     return {
         "key_provider": keys,
         "store": store,
@@ -59,14 +63,20 @@ def resources_for(example: str) -> dict[str, Any]:
         "versioning": versioning,
         "spark": spark,
         "validator": DataValidator(),
-        "sources": SourceRegistry(name=example),
-        "approvals": CodeApprovals(key_provider=keys),
-        "retraining_approvals": RetrainingApprovals(key_provider=keys),
+        "sources": SourceRegistry(
+            name=example,
+            path=str(home.path("config") / f"{example}_sources.json"),
+            landing=str(home.path("landing", example)),
+        ),
+        "approvals": CodeApprovals(
+            key_provider=keys, manifest_path=str(home.path("config") / "approved_code.json")
+        ),
+        "retraining_approvals": RetrainingApprovals(key_provider=keys, folder=str(home.path("approvals"))),
         "io_manager": ParquetIOManager(store=store, ledger=ledger, scratch=scratch, versioning=versioning),
         "json_io_manager": JsonIOManager(store=store, ledger=ledger),
         "model_io_manager": ModelDirIOManager(store=store, ledger=ledger, scratch=scratch),
-        "tracking": ExperimentTracking(tracking_uri=_env("PIPELINE_MLFLOW_URI")),
+        "tracking": ExperimentTracking(tracking_uri=_env("PIPELINE_MLFLOW_URI", f"sqlite:///{mlflow_db}")),
         # Only the promotion step asks for the signer: it alone holds the release key.
         "signer": ReleaseSigner(key_provider=keys),
-        "releases": ModelReleases(),
+        "releases": ReleaseFolder(home.path("releases")),  # read by servers too: a plain object
     }

@@ -8,16 +8,12 @@ an approval for its exact digest (`make approve-retraining`); only then does
 
 from typing import Any
 
-from dagster import (
-    AssetSelection,
-    Definitions,
-    define_asset_job,
-    in_process_executor,
-)
+from dagster import AssetSelection, Definitions, define_asset_job, definitions
 
 from assets.healthcare import collection, deployment, modeling, monitoring, processing
-from pipelines.environment import resources_for
+from pipelines.location import build_location
 from pipelines.oversight import oversight
+from resources.runtime import RuntimeHome
 
 OVERSIGHT = oversight(
     "healthcare", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY, "30 3 * * *"
@@ -54,43 +50,22 @@ retraining_job = define_asset_job(
 )
 
 
-def build_definitions(**overrides: Any) -> Definitions:
-    """The location's definitions; `overrides` replaces resources by key (tests train smaller)."""
-    return Definitions(
-        assets=[
-            collection.reference_studies,
-            collection.reference_notes,
-            collection.trusted_baseline,
-            collection.imaging_studies,
-            collection.clinical_notes,
-            processing.study_images,
-            processing.note_findings,
-            monitoring.feedback_studies,
-            monitoring.feedback_notes,
-            monitoring.metadata_drift,
-            monitoring.feedback_images,
-            modeling.training_set,
-            modeling.diagnostic_model,
-            deployment.champion_model,
-            *OVERSIGHT.assets,
-        ],
-        asset_checks=[
-            *collection.collection_checks,
-            *processing.processing_checks,
-            *monitoring.monitoring_checks,
-            *modeling.modeling_checks,
-            *deployment.deployment_checks,
-            *OVERSIGHT.checks,
-        ],
-        jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job, *OVERSIGHT.jobs],
-        schedules=[OVERSIGHT.schedule],
-        resources={
-            **resources_for("healthcare"),
-            "diagnostic_settings": modeling.DiagnosticSettings(),
-            **overrides,
-        },
-        executor=in_process_executor,
+STAGES = (collection, processing, modeling, monitoring, deployment)
+
+
+def build_definitions(home: RuntimeHome, **overrides: Any) -> Definitions:
+    """The location over `home`; `overrides` replaces resources by key (tests train smaller)."""
+    return build_location(
+        "healthcare",
+        stages=STAGES,
+        oversight=OVERSIGHT,
+        jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job],
+        home=home,
+        resources={"diagnostic_settings": modeling.DiagnosticSettings(), **overrides},
     )
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    """What `dagster dev` / the code server loads: the location over `$PIPELINE_HOME`."""
+    return build_definitions(RuntimeHome.from_environment())

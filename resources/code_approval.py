@@ -22,9 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dagster import ConfigurableResource, Failure
 
 from resources.atomic import atomic_write_bytes
-from resources.integrity import digest_bytes
+from resources.digests import digest_bytes
 from resources.keys import KeyProvider
-from resources.runtime import runtime_path
 from resources.signed_records import public_key_b64, sign_record, verify_record
 
 APPROVER_KEY = "code-approval"
@@ -54,13 +53,11 @@ class CodeApprovals(ConfigurableResource):
     """
 
     key_provider: KeyProvider
-    manifest_path: str = ""
+    manifest_path: str
     approver_public_key: str = ""
 
     def _manifest_file(self) -> Path:
-        return (
-            Path(self.manifest_path) if self.manifest_path else runtime_path("config") / "approved_code.json"
-        )
+        return Path(self.manifest_path)
 
     def _public_key(self) -> Ed25519PublicKey:
         if self.approver_public_key:

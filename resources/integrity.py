@@ -1,8 +1,4 @@
-"""Digests and the append-only, hash-chained provenance ledger.
-
-Digests are self-describing strings, ``"blake3:<hex>"`` or ``"sha256:<hex>"``.
-BLAKE3 is the default: multi-threaded it hashes memory about eight times
-faster than SHA-256, so verifying on every load costs next to nothing.
+"""The append-only, hash-chained provenance ledger.
 
 The ledger is a table in a real database (a SQLite file by default, any
 SQLAlchemy URL such as Postgres in production). Every entry carries the MAC
@@ -16,97 +12,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import blake3
 import sqlalchemy as sa
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
+from resources.digests import IntegrityError, canonical_json
 from resources.keys import KeyProvider
-from resources.runtime import REPO_ROOT, runtime_path
 
-ALGORITHMS = ("blake3", "sha256")
 GENESIS_MAC = "0" * 64
-CHUNK = 8 * 1024 * 1024
-
-
-class IntegrityError(Exception):
-    """Stored bytes or ledger history do not match what was recorded."""
-
-
-class Hasher:
-    """Incremental digest in the configured algorithm."""
-
-    def __init__(self, algorithm: str = "blake3"):
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"Unknown digest algorithm {algorithm!r}; use one of {ALGORITHMS}.")
-        self.algorithm = algorithm
-        self._hash = blake3.blake3() if algorithm == "blake3" else hashlib.sha256()
-
-    def update(self, data: bytes) -> None:
-        self._hash.update(data)
-
-    def digest(self) -> str:
-        return f"{self.algorithm}:{self._hash.hexdigest()}"
-
-
-def algorithm_of(digest: str) -> str:
-    return digest.split(":", 1)[0]
-
-
-def digest_bytes(data: bytes, algorithm: str = "blake3") -> str:
-    if algorithm == "blake3":
-        return "blake3:" + blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def digest_file(path: Path | str, algorithm: str = "blake3") -> str:
-    """Digest of a local file; BLAKE3 memory-maps it and hashes on every core."""
-    if algorithm == "blake3":
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        if Path(path).stat().st_size:
-            hasher.update_mmap(path)
-        return "blake3:" + hasher.hexdigest()
-    with open(path, "rb") as handle:
-        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def digest_stream(stream: BinaryIO, algorithm: str = "blake3") -> str:
-    hasher = Hasher(algorithm)
-    while chunk := stream.read(CHUNK):
-        hasher.update(chunk)
-    return hasher.digest()
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The one byte encoding of a JSON value that every signer and verifier uses."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@cache
-def git_revision() -> str:
-    """The repository's HEAD commit, with ``+dirty`` when the tree has local changes."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{rev}+dirty" if dirty else rev
 
 
 @dataclass(frozen=True)
@@ -187,15 +105,14 @@ class IntegrityLedger(ConfigurableResource):
     """
 
     key_provider: KeyProvider
-    url: str = ""
+    url: str  # SQLAlchemy URL: sqlite:///<home>/ledger/ledger.sqlite, postgresql+psycopg://...
     algorithm: str = "blake3"
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
 
     def _db(self) -> sa.Engine:
         if self._engine is None:
-            url = self.url or f"sqlite:///{runtime_path('ledger') / 'ledger.sqlite'}"
-            engine = sa.create_engine(url)
+            engine = sa.create_engine(self.url)
             _metadata.create_all(engine)
             self._engine = engine
         return self._engine

@@ -23,14 +23,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from resources.integrity import (
-    IntegrityError,
-    IntegrityLedger,
-    LedgerEntry,
-    canonical_json,
-    digest_bytes,
-    git_revision,
-)
+from resources.digests import IntegrityError, canonical_json, digest_bytes, git_revision
+from resources.integrity import IntegrityLedger, LedgerEntry
 from resources.scratch import ScratchSpace
 from resources.store import ArtifactStore, StoredArtifact
 from resources.tables import ModelDir, TableFile

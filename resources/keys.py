@@ -27,8 +27,6 @@ from cryptography.hazmat.primitives.serialization import (
 from dagster import ConfigurableResource
 from tink import aead, secret_key_access
 
-from resources.runtime import runtime_path
-
 aead.register()
 
 SECRET_BYTES = 32
@@ -61,10 +59,10 @@ class LocalKeyProvider(KeyProvider):
     every key, so production configures a KMS-backed provider instead.
     """
 
-    folder: str = ""
+    folder: str  # owner-only; keysets and secrets live here
 
     def _folder(self) -> Path:
-        folder = Path(self.folder) if self.folder else runtime_path("keys")
+        folder = Path(self.folder)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return folder
 

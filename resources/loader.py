@@ -12,7 +12,8 @@
    picklescan must find no pickle in them, and the header must have the
    safetensors layout (8-byte little-endian length + a JSON object whose
    offsets stay inside the file). A pickle renamed ``model.safetensors`` and
-   signed by a trusted key is refused here.
+   signed by a trusted key is refused here. The scan and the format check
+   are `resources.artifact_formats`, shared with the MLflow upload guard.
 3. **rollback** - ``config.json``'s ``version`` must be >= the highest version
    this loader ever accepted for that model line (kept in ``state_file``,
    written atomically), so an older, validly signed model cannot be pushed
@@ -32,21 +33,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
-import logging
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import blake3
 import torch
-from picklescan.scanner import scan_bytes
 from safetensors.torch import load as load_safetensors_bytes
 
+from resources.artifact_formats import NotSafetensors, safetensors_header, scan_for_pickle, sniff
 from resources.atomic import atomic_write_bytes
 from resources.signing import (
     CONFIG_FILE,
@@ -59,13 +57,6 @@ from resources.signing import (
 
 ALLOWED_FILES = frozenset({WEIGHTS_FILE, CONFIG_FILE, SIGNATURE_FILE})
 MAX_CONFIG_BYTES = 1024 * 1024
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
-SAFETENSORS_DTYPES = frozenset(
-    {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"}
-    | {"F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"}
-)
-_PICKLE_PROTOCOLS = tuple(bytes([0x80, n]) for n in range(6))
-_ZIP_MAGIC = b"PK\x03\x04"
 
 Architectures = Mapping[str, Callable[[dict], torch.nn.Module]]
 
@@ -106,89 +97,19 @@ def model_line(config: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) and name else str(config["architecture"]["name"])
 
 
-# --- scanning and format checks -------------------------------------------------------------------
-
-
-def scan_for_pickle(data: bytes | BinaryIO, file_id: str, file_ext: str | None = None) -> list[str]:
-    """Strict picklescan: every global import, dangerous opcode or scan error is a finding."""
-    stream = io.BytesIO(data) if isinstance(data, bytes) else data
-    scanner_log = logging.getLogger("picklescan")
-    level = scanner_log.level
-    scanner_log.setLevel(logging.ERROR)  # "could not parse as pickle" is the *good* case for weights
-    try:
-        result = scan_bytes(stream, file_id, file_ext, strict=True)
-    except Exception as exc:  # a scanner that cannot parse the file is a failure, not a pass
-        return [f"picklescan could not scan it ({type(exc).__name__}: {exc})"]
-    finally:
-        scanner_log.setLevel(level)
-    findings = [f"{g.safety.value} import {g.module}.{g.name}" for g in result.globals]
-    if result.scan_err:
-        findings.append("picklescan hit a parse error inside a pickle stream")
-    if result.issues_count and not findings:
-        findings.append(f"{result.issues_count} dangerous item(s)")
-    return findings
-
-
-def _sniff(data: bytes) -> str:
-    if data.startswith(_PICKLE_PROTOCOLS):
-        return "looks like a pickle (starts with a pickle PROTO opcode)"
-    if data.startswith(_ZIP_MAGIC):
-        return "looks like a zip archive, e.g. a torch.save checkpoint that holds a pickle"
-    return "the header is not safetensors"
+# --- format checks (the sniffing itself is resources.artifact_formats) ---------------------------
 
 
 def check_safetensors_format(data: bytes) -> dict[str, Any]:
     """Validate the safetensors layout (8-byte LE header length + JSON); return the header or raise."""
-
-    def refuse(why: str) -> ModelRefused:
-        return ModelRefused(
-            "format",
-            f"{WEIGHTS_FILE} is not a safetensors file: {why}. Only safetensors weights are ever "
-            "deserialised; re-export the weights with safetensors.torch.save_file and promote again.",
-        )
-
-    if len(data) < 8:
-        raise refuse("shorter than the 8-byte header length")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length == 0 or length > MAX_HEADER_BYTES or 8 + length > len(data):
-        raise refuse(_sniff(data))
-    raw = data[8 : 8 + length]
-    if not raw.startswith(b"{"):
-        raise refuse(_sniff(data))
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(keys) != len(set(keys)):
-            raise ValueError("duplicate keys in the header")
-        return dict(pairs)
-
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise refuse(f"its header is not valid JSON ({exc})") from exc
-    if not isinstance(header, dict):
-        raise refuse("its header is not a JSON object")
-    body = len(data) - 8 - length
-    for name, entry in header.items():
-        if name == "__metadata__":
-            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
-                raise refuse("__metadata__ must map strings to strings")
-            continue
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise refuse(f"tensor {name!r} has a malformed entry")
-        offsets, shape = entry["data_offsets"], entry["shape"]
-        if entry["dtype"] not in SAFETENSORS_DTYPES:
-            raise refuse(f"tensor {name!r} has unknown dtype {entry['dtype']!r}")
-        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
-            raise refuse(f"tensor {name!r} has a malformed shape")
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1] <= body
-        ):
-            raise refuse(f"tensor {name!r} has data offsets outside the file")
-    return header
+        return safetensors_header(data)
+    except NotSafetensors as exc:
+        raise ModelRefused(
+            "format",
+            f"{WEIGHTS_FILE} is not a safetensors file: {exc}. Only safetensors weights are ever "
+            "deserialised; re-export the weights with safetensors.torch.save_file and promote again.",
+        ) from exc
 
 
 def _parse_config(data: bytes) -> dict[str, Any]:
@@ -298,9 +219,10 @@ class SecureModelLoader:
         weights = self._read_signed(model_dir, WEIGHTS_FILE, verified.files)
         findings = scan_for_pickle(weights, WEIGHTS_FILE, ".safetensors")
         if findings:
+            what = sniff(weights) or "the header is not safetensors"
             raise ModelRefused(
                 "format",
-                f"{WEIGHTS_FILE} is not a safetensors file: {_sniff(weights)}; picklescan found "
+                f"{WEIGHTS_FILE} is not a safetensors file: {what}; picklescan found "
                 f"{findings}. This is a trojan-model attempt (pickle payload in place of weights): do not "
                 "load it anywhere, and find out how a trusted key came to sign it.",
             )

@@ -1,75 +1,33 @@
-"""Published model releases: signed, versioned, read-only, and the keys servers trust.
+"""The release signer: the Dagster resource that holds the release key (only promotion is given it)."""
 
-Promotion publishes a signed model directory as `<root>/<model>/v<version>/`
-(files 0444, folder 0555) and moves `<root>/<model>/current.json` to it with
-an atomic rename. Servers load `current` through the secure loader and trust
-only the public keys listed in `<root>/trusted-release-keys.json`; only the
-promotion step holds the matching private key.
-"""
+from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from dagster import ConfigurableResource
 
-from resources.atomic import atomic_write_bytes
-from resources.runtime import runtime_path
+from resources.keys import KeyProvider
+from resources.signing import key_fingerprint, public_key_pem, sign_model
 
 
-class ModelReleases(ConfigurableResource):
-    """Where releases are published for servers to load (a local folder by default)."""
+class ReleaseSigner(ConfigurableResource):
+    """Holds the release key; only the promotion step is given this resource.
 
-    root: str = ""
+    Serving never sees it: servers get `public_key_pem()` in their trusted-key list.
+    """
 
-    def _root(self) -> Path:
-        return Path(self.root) if self.root else runtime_path("releases")
+    key_provider: KeyProvider
+    key_name: str = "release"
 
-    def trusted_keys_file(self) -> Path:
-        return self._root() / "trusted-release-keys.json"
+    def _key(self) -> ec.EllipticCurvePrivateKey:
+        return self.key_provider.ec_signing_key(self.key_name)
 
-    def trust(self, public_key_pem: bytes) -> Path:
-        """List a release public key as trusted (an operator's act; idempotent)."""
-        path = self.trusted_keys_file()
-        keys = json.loads(path.read_text())["trusted_release_keys"] if path.exists() else []
-        if public_key_pem.decode() not in keys:
-            keys.append(public_key_pem.decode())
-        atomic_write_bytes(path, json.dumps({"trusted_release_keys": keys}, indent=1).encode())
-        return path
+    def sign(self, model_dir: Path) -> Path:
+        return sign_model(Path(model_dir), self._key())
 
-    def trusted_keys(self) -> list[bytes]:
-        path = self.trusted_keys_file()
-        return (
-            [k.encode() for k in json.loads(path.read_text())["trusted_release_keys"]]
-            if path.exists()
-            else []
-        )
+    def public_key_pem(self) -> bytes:
+        return public_key_pem(self._key())
 
-    def versions(self, model: str) -> list[int]:
-        folder = self._root() / model
-        return sorted(int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit())
-
-    def next_version(self, model: str) -> int:
-        return (self.versions(model) or [0])[-1] + 1
-
-    def current(self, model: str) -> Path | None:
-        pointer = self._root() / model / "current.json"
-        if not pointer.exists():
-            return None
-        return self._root() / model / f"v{json.loads(pointer.read_text())['version']}"
-
-    def publish(self, model: str, signed_dir: Path, version: int) -> Path:
-        """Copy a signed directory to `v<version>` read-only, then point `current` at it."""
-        target = self._root() / model / f"v{version}"
-        if target.exists():
-            raise FileExistsError(f"Release {model} v{version} exists already; versions are never reused.")
-        staging = target.with_name(f".{target.name}.staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(signed_dir, staging)
-        for file in staging.iterdir():
-            file.chmod(0o444)
-        staging.chmod(0o555)
-        os.replace(staging, target)
-        atomic_write_bytes(self._root() / model / "current.json", json.dumps({"version": version}).encode())
-        return target
+    def fingerprint(self) -> str:
+        return key_fingerprint(self._key())

@@ -18,7 +18,6 @@ from dagster import ConfigurableResource, Failure
 
 from resources.atomic import atomic_write_bytes
 from resources.keys import KeyProvider
-from resources.runtime import runtime_path
 from resources.signed_records import public_key_b64, sign_record, verify_record
 
 REVIEWER_KEY = "retraining-reviewer"
@@ -36,12 +35,11 @@ class RetrainingApprovals(ConfigurableResource):
     """
 
     key_provider: KeyProvider
-    folder: str = ""
+    folder: str
     reviewer_public_key: str = ""
 
     def _file(self, model: str) -> Path:
-        folder = Path(self.folder) if self.folder else runtime_path("approvals")
-        return folder / f"{model}.json"
+        return Path(self.folder) / f"{model}.json"
 
     def _public_key(self) -> Ed25519PublicKey:
         if self.reviewer_public_key:

@@ -15,13 +15,11 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from resources.runtime import runtime_path
-
 
 class ScratchSpace(ConfigurableResource):
     """Owner-only temporary folder for one run (or one step, under multiprocess)."""
 
-    root: str = ""
+    root: str
 
     _folder: Path | None = PrivateAttr(default=None)
 
@@ -34,7 +32,7 @@ class ScratchSpace(ConfigurableResource):
             self._folder = None
 
     def _make(self, prefix: str) -> Path:
-        root = Path(self.root) if self.root else runtime_path("scratch")
+        root = Path(self.root)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=root))  # mkdtemp makes it 0700
 

@@ -7,7 +7,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from resources.integrity import canonical_json
+from resources.digests import canonical_json
 
 
 def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:

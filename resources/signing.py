@@ -9,7 +9,7 @@ A model directory is the unit that is signed, shipped and loaded::
 The signature covers every other file in the directory (BLAKE3 per file), so a
 changed byte, an added or removed file, or an edited version number is
 detected. Signing uses the elliptic-curve private-key signer: no Sigstore, no
-network. Only the promotion step holds the release key (`ReleaseSigner`); the
+network. Only the promotion step holds the release key (`resources.releases.ReleaseSigner`); the
 server trusts a list of release *public* keys (`verify_model`).
 
 Pitfalls of model-signing 1.1.1 handled here:
@@ -58,14 +58,12 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_pem_public_key,
 )
-from dagster import ConfigurableResource
 from model_signing import hashing as ms_hashing
 from model_signing import signing as ms_signing
 from model_signing import verifying as ms_verifying
 
 from resources.atomic import atomic_write_bytes
-from resources.integrity import IntegrityError, digest_file
-from resources.keys import KeyProvider
+from resources.digests import IntegrityError, digest_file
 
 SIGNATURE_FILE = "model.sig"
 WEIGHTS_FILE = "model.safetensors"
@@ -342,28 +340,3 @@ def verify_model_manifest(model_dir: Path, trusted_public_keys: Sequence[PublicK
 def verify_model(model_dir: Path, trusted_public_keys: Sequence[PublicKeyLike]) -> str:
     """Verify `model_dir`; returns the fingerprint of the trusted key that signed it, or raises."""
     return verify_model_manifest(model_dir, trusted_public_keys).signer
-
-
-# --- the release signer resource ------------------------------------------------------------------
-
-
-class ReleaseSigner(ConfigurableResource):
-    """Holds the release key; only the promotion step is given this resource.
-
-    Serving never sees it: servers get `public_key_pem()` in their trusted-key list.
-    """
-
-    key_provider: KeyProvider
-    key_name: str = "release"
-
-    def _key(self) -> ec.EllipticCurvePrivateKey:
-        return self.key_provider.ec_signing_key(self.key_name)
-
-    def sign(self, model_dir: Path) -> Path:
-        return sign_model(Path(model_dir), self._key())
-
-    def public_key_pem(self) -> bytes:
-        return public_key_pem(self._key())
-
-    def fingerprint(self) -> str:
-        return key_fingerprint(self._key())

@@ -26,8 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dagster import ConfigurableResource
 
-from resources.integrity import canonical_json
-from resources.runtime import runtime_path
+from resources.digests import canonical_json
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -112,15 +111,15 @@ class SourceRegistry(ConfigurableResource):
     """
 
     name: str
-    path: str = ""
-    landing: str = ""
+    path: str  # the registry file: each source's public key, topics and limits
+    landing: str  # where sources deliver
 
     def _file(self) -> Path:
-        return Path(self.path) if self.path else runtime_path("config") / f"{self.name}_sources.json"
+        return Path(self.path)
 
     def landing_dir(self) -> Path:
         """Where sources deliver: `inbox/<topic>/` is pending, `reference/` is the trusted window."""
-        return Path(self.landing) if self.landing else runtime_path("landing", self.name)
+        return Path(self.landing)
 
     def policies(self) -> dict[str, SourcePolicy]:
         file = self._file()

@@ -13,12 +13,11 @@ import logging
 import os
 import re
 import threading
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 from pyspark.sql import SparkSession
-
-from resources.runtime import runtime_path
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +45,9 @@ class SparkResource(dg.ConfigurableResource):
         description="Spark master URL: `local[*]` on a laptop, a cluster URL in production.",
     )
     app_name: str = Field(default="secure-ai-pipeline", description="Spark application name.")
+    local_dir: str = Field(
+        description="Owner-only folder for the driver's scratch files and warehouse (not a shared /tmp)."
+    )
     conf: dict[str, str] = Field(
         default={},
         description="Extra Spark settings; they override the hardened defaults.",
@@ -57,6 +59,11 @@ class SparkResource(dg.ConfigurableResource):
             "(required when `master` is not local)."
         ),
     )
+
+    def _folder(self, name: str) -> Path:
+        folder = Path(self.local_dir) / name
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder
 
     @property
     def is_local(self) -> bool:
@@ -95,9 +102,9 @@ class SparkResource(dg.ConfigurableResource):
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.driver.host": "127.0.0.1",
                 # Scratch files stay in the owner-only runtime folder, not a shared /tmp.
-                "spark.local.dir": str(runtime_path("spark", "scratch")),
+                "spark.local.dir": str(self._folder("scratch")),
                 # Managed tables (if any) land in the runtime folder, not the working directory.
-                "spark.sql.warehouse.dir": str(runtime_path("spark", "warehouse")),
+                "spark.sql.warehouse.dir": str(self._folder("warehouse")),
             }
         else:
             self._auth_secret()  # fail before anything starts when the secret is missing

@@ -31,9 +31,8 @@ from tink import streaming_aead
 from upath import UPath
 
 from resources.atomic import atomic_file
-from resources.integrity import CHUNK, Hasher, IntegrityError, digest_file
+from resources.digests import CHUNK, Hasher, IntegrityError, digest_file
 from resources.keys import KeyProvider
-from resources.runtime import runtime_path
 
 streaming_aead.register()
 
@@ -121,7 +120,7 @@ class ArtifactStore(ConfigurableResource):
     """
 
     key_provider: KeyProvider
-    root: str = ""
+    root: str  # a local folder or any fsspec URL (s3://bucket/prefix)
     encrypt: bool = True
     algorithm: str = "blake3"
     stage_storage_options: dict[str, dict[str, str]] = {}
@@ -130,7 +129,7 @@ class ArtifactStore(ConfigurableResource):
 
     def _root(self, stage: str | None = None) -> UPath:
         options = self.stage_storage_options.get(stage, {}) if stage else {}
-        return UPath(self.root or runtime_path("store"), **options)
+        return UPath(self.root, **options)
 
     def _is_local(self) -> bool:
         return self._root().protocol in ("", "file", "local")

@@ -7,11 +7,11 @@ several pipelines in one process (tests, a multi-location dev server) can
 each use their own store without a global `mlflow.set_tracking_uri` leaking
 from one into the other.
 
-Defaults (resolved when used, so `PIPELINE_HOME` set after import counts):
+Embedded store (what the code location passes for a runtime home):
 
     tracking_uri   sqlite:///<runtime home>/mlflow/mlflow.db
     registry_uri   the tracking URI (model registry + aliases in the same DB)
-    artifacts      <runtime home>/mlflow/artifacts/<run id>/artifacts/...
+    artifacts      beside the SQLite file: <runtime home>/mlflow/artifacts/<run id>/artifacts/...
 
 Production: point `tracking_uri` at an MLflow server (`https://mlflow.internal`)
 or a database (`postgresql://...`); the experiment's artifact location is then
@@ -41,71 +41,59 @@ MLflow facts this module relies on (checked against mlflow 3.17):
   in the SQL store; `get_alias` reads the registered model's alias map
   instead of parsing errors.
 * Telemetry is decided when `mlflow` is imported: `MLFLOW_DISABLE_TELEMETRY`
-  is set before the import below (an operator's explicit setting wins).
+  is set by `resources.mlflow_settings`, imported before `mlflow` (an
+  operator's explicit setting wins).
 
 Nothing is pickled: models are logged as plain artifact directories (the
 safetensors weights, a JSON config, the signature), never with an MLflow model
-flavour, and `log_artifacts` refuses files that look like pickles.
+flavour, and `log_artifacts` refuses files that look like pickles, or zip
+archives such as `torch.save` checkpoints (`resources.artifact_formats`).
+
+The pieces: `resources.mlflow_datasets` (datasets as MLflow records them),
+`resources.mlflow_store` (the embedded SQLite store), this module (runs, the
+registry and the resource).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import pickletools
 import platform
-import sqlite3
-import struct
-import tempfile
-import threading
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-# No telemetry, no network: decided at `import mlflow`, so set before it. No
-# tqdm progress bars on stderr for artifact downloads (they flood Dagster logs).
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+import resources.mlflow_settings  # noqa: F401 - settings read at `import mlflow`, so first
 
-import dagster as dg  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.artifacts import download_artifacts  # noqa: E402
-from mlflow.data.dataset import Dataset  # noqa: E402
-from mlflow.data.dataset_source import DatasetSource  # noqa: E402
-from mlflow.entities import Dataset as DatasetEntity  # noqa: E402
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.protos.databricks_pb2 import (  # noqa: E402
+# isort: split
+
+import dagster as dg
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
     ErrorCode,
 )
 
-from resources.runtime import runtime_path  # noqa: E402
+from resources.artifact_formats import pickle_evidence
+from resources.mlflow_datasets import PipelineDataset
+from resources.mlflow_store import is_sqlite_uri, prepare_sqlite_store, sqlite_path
 
 __all__ = [
     "DIGEST_TAG",
     "ExperimentTracking",
     "PickledArtifactError",
-    "PipelineDataset",
-    "PipelineDatasetSource",
     "TrackedRun",
     "TrackingError",
 ]
 
 logger = logging.getLogger(__name__)
-
-# MLflow's SQL store logs "Creating initial MLflow database tables..." and
-# alembic's migration steps at INFO for every new database, and SQLAlchemy
-# warns about a deprecated loader MLflow still uses. Quiet, but only those.
-for _name in ("mlflow.store.db.utils", "alembic"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")
 
 # Input tags and run tags this module writes.
 DIGEST_TAG = "pipeline.digest"
@@ -116,12 +104,8 @@ CODE_VERSION_TAG = "pipeline.code_version"
 PYTHON_VERSION_TAG = "pipeline.python_version"
 TORCH_VERSION_TAG = "pipeline.torch_version"
 
-MAX_MLFLOW_DIGEST = 36  # mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE
 MAX_INPUT_TAG_VALUE = 500  # mlflow.utils.validation.MAX_INPUT_TAG_VALUE_SIZE
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
 _BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
-
-PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".dill"})
 
 
 class TrackingError(RuntimeError):
@@ -132,129 +116,17 @@ class PickledArtifactError(TrackingError):
     """An artifact directory contains a pickle; it is never uploaded."""
 
 
-# -- datasets ------------------------------------------------------------------------
-
-
-class PipelineDatasetSource(DatasetSource):
-    """Where a dataset lives in the pipeline's store, plus its full digest."""
-
-    def __init__(self, uri: str, digest: str):
-        self.uri = uri
-        self.digest = digest
-
-    @staticmethod
-    def _get_source_type() -> str:
-        return "pipeline"
-
-    def load(self, **kwargs: Any) -> Any:
-        raise NotImplementedError("load pipeline datasets through the artifact store, which verifies them")
-
-    @staticmethod
-    def _can_resolve(raw_source: Any) -> bool:
-        return False
-
-    @classmethod
-    def _resolve(cls, raw_source: Any) -> PipelineDatasetSource:
-        raise NotImplementedError
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"uri": self.uri, "digest": self.digest}
-
-    @classmethod
-    def from_dict(cls, source_dict: dict[Any, Any]) -> PipelineDatasetSource:
-        return cls(uri=source_dict["uri"], digest=source_dict["digest"])
-
-
-class PipelineDataset(Dataset):
-    """An `mlflow.data` dataset that carries only metadata: our digest, source and row count.
-
-    The data itself stays in the (encrypted, ledgered) artifact store; MLflow
-    records which version of it trained the model. `digest` is MLflow's
-    36-character key; `full_digest` is ours.
-    """
-
-    def __init__(self, name: str, digest: str, source: str, rows: int):
-        self.full_digest = digest
-        self.rows = int(rows)
-        super().__init__(
-            source=PipelineDatasetSource(source, digest), name=name, digest=digest[:MAX_MLFLOW_DIGEST]
-        )
-
-    def _compute_digest(self) -> str:  # never called: the digest is always given
-        return self.full_digest[:MAX_MLFLOW_DIGEST]
-
-    @property
-    def profile(self) -> dict[str, Any]:
-        return {"digest": self.full_digest, "num_rows": self.rows}
-
-    @property
-    def schema(self) -> None:
-        return None
-
-    def to_dict(self) -> dict[str, str]:
-        config = super().to_dict()
-        config["profile"] = json.dumps(self.profile)
-        return config
-
-    def to_entity(self) -> DatasetEntity:
-        config = self.to_dict()
-        return DatasetEntity(
-            name=config["name"],
-            digest=config["digest"],
-            source_type=config["source_type"],
-            source=config["source"],
-            schema=None,
-            profile=config["profile"],
-        )
-
-
 # -- pickle guard --------------------------------------------------------------------
 
 
-def _looks_pickled(path: Path) -> bool:
-    """A cheap fail-closed test for pickle files (the full scanner is picklescan).
-
-    Binary pickles (protocol 2+) start with PROTO (0x80, 2..5). Random bytes
-    (ciphertext) and safetensors (8-byte little-endian header length) can
-    start with 0x80 too, so a file counts as a pickle only if the opcodes
-    after PROTO parse: to STOP, or for at least 8 opcodes.
-    """
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        return True
-    with path.open("rb") as fh:
-        head = fh.read(1 << 16)
-    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
-        return False
-    if len(head) >= 9 and head[8:9] == b"{" and _is_safetensors(path, head):
-        return False
-    parsed = 0
-    try:
-        for opcode, _arg, _pos in pickletools.genops(head):
-            parsed += 1
-            if opcode.name == "STOP" or parsed >= 8:
-                return True
-    except Exception:  # not (or no longer) a parsable pickle stream
-        return parsed >= 8
-    return parsed >= 8
-
-
-def _is_safetensors(path: Path, head: bytes) -> bool:
-    """True if the file starts with a well-formed safetensors header (u64 length + JSON object)."""
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if header_len > _MAX_SAFETENSORS_HEADER or 8 + header_len > path.stat().st_size:
-        return False
-    with path.open("rb") as fh:
-        fh.seek(8)
-        raw = fh.read(header_len)
-    try:
-        return isinstance(json.loads(raw), dict)
-    except ValueError:
-        return False
-
-
 def _refuse_pickles(local_dir: Path) -> None:
+    """Refuse the upload if any file is (or holds) a pickle, by `resources.artifact_formats.pickle_evidence`.
+
+    That covers pickle suffixes, pickle protocol headers, picklescan's global
+    imports and zip archives, i.e. `torch.save` checkpoints whatever their name.
+    """
     paths = [local_dir] if local_dir.is_file() else sorted(p for p in local_dir.rglob("*") if p.is_file())
-    bad = [str(p) for p in paths if _looks_pickled(p)]
+    bad = [f"{p} ({why})" for p in paths if (why := pickle_evidence(p))]
     if bad:
         raise PickledArtifactError(f"refusing to log pickled artifact(s): {', '.join(bad[:5])}")
 
@@ -317,97 +189,6 @@ class TrackedRun:
 
 # -- the resource --------------------------------------------------------------------
 
-_init_lock = threading.Lock()
-_initialised: set[str] = set()
-_template_lock = threading.Lock()
-_template: bytes | None = None
-
-
-def _is_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:")
-
-
-def _sqlite_path(uri: str) -> Path:
-    # sqlite:////abs/path.db -> /abs/path.db (SQLAlchemy's form: three slashes + the path)
-    return Path(uri[len("sqlite:///") :])
-
-
-def _template_db() -> bytes:
-    """An empty MLflow database at the current schema head, built once per process.
-
-    MLflow creates a new SQLite store by running its whole alembic migration
-    history (~1.5 s on an idle machine, several seconds under load). Every
-    fresh runtime home (each test, each demo reset) would pay that; instead
-    the first one in a process is built by MLflow itself in a private
-    temporary folder and later fresh stores start as copies of it. MLflow
-    still verifies the schema version when it opens the copy.
-    """
-    global _template
-    with _template_lock:
-        if _template is None:
-            with tempfile.TemporaryDirectory(prefix="mlflow-template-") as tmp:
-                uri = f"sqlite:///{Path(tmp) / 'template.db'}"
-                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-                client.search_experiments(max_results=1)
-                client.search_registered_models(max_results=1)
-                _template = (Path(tmp) / "template.db").read_bytes()
-        return _template
-
-
-def _seed(db: Path, artifact_root: str) -> None:
-    """Write a fresh store from the template, atomically, owner-only.
-
-    The template's `Default` experiment (id 0, which MLflow always creates)
-    would point at the template's folder; it is pointed at this store's
-    artifact root instead, so nothing can ever land in `./mlruns`.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=".mlflow-seed-", dir=db.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(_template_db())
-        with contextlib.closing(sqlite3.connect(tmp)) as conn, conn:
-            conn.execute(
-                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                (f"{artifact_root.rstrip('/')}/0",),
-            )
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, db)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _prepare_sqlite(uri: str, artifact_root: str) -> None:
-    """Create a SQLite store once, under an flock, before MLflow opens it.
-
-    Dagster's multiprocess executor starts several processes at once; two
-    of them creating the same fresh database's tables together fail. The
-    flock beside the database makes them take turns; the first seeds it.
-    """
-    if not _is_sqlite(uri):
-        return
-    with _init_lock:
-        if uri in _initialised:
-            return
-    db = _sqlite_path(uri)
-    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(db.with_name(".mlflow-init.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if not db.exists():
-            try:
-                _seed(db, artifact_root)
-            except Exception:  # MLflow creates it itself below (the slow way)
-                logger.warning("could not seed %s from the template store", db, exc_info=True)
-        # Opening the store verifies (or creates) its schema while we hold the lock.
-        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
-        with _init_lock:
-            _initialised.add(uri)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
 
 def _error_code(exc: MlflowException) -> int:
     return ErrorCode.Value(exc.error_code) if isinstance(exc.error_code, str) else exc.error_code
@@ -416,11 +197,11 @@ def _error_code(exc: MlflowException) -> int:
 class ExperimentTracking(dg.ConfigurableResource):
     """MLflow runs, dataset inputs and the model registry, through a bound `MlflowClient`.
 
-    Leave the URIs empty for the embedded store under the runtime home
-    (SQLite + local artifacts); set them for an MLflow server or database.
+    `tracking_uri` is a SQLite file for the embedded store (artifacts beside
+    it) or an MLflow server or database URL.
     """
 
-    tracking_uri: str = ""
+    tracking_uri: str
     registry_uri: str = ""
     artifact_location: str = ""
     experiment: str = "secure-ai-pipeline"
@@ -428,9 +209,7 @@ class ExperimentTracking(dg.ConfigurableResource):
     # -- binding -------------------------------------------------------------------
 
     def resolved_tracking_uri(self) -> str:
-        if self.tracking_uri:
-            return self.tracking_uri
-        return f"sqlite:///{runtime_path('mlflow') / 'mlflow.db'}"
+        return self.tracking_uri
 
     def resolved_registry_uri(self) -> str:
         return self.registry_uri or self.resolved_tracking_uri()
@@ -439,10 +218,8 @@ class ExperimentTracking(dg.ConfigurableResource):
         """Where a newly created experiment keeps its artifacts (None: the server decides)."""
         if self.artifact_location:
             return self.artifact_location
-        if not self.tracking_uri:
-            return runtime_path("mlflow", "artifacts").as_uri()
-        if _is_sqlite(self.tracking_uri):
-            folder = _sqlite_path(self.tracking_uri).parent / "artifacts"
+        if is_sqlite_uri(self.tracking_uri):
+            folder = sqlite_path(self.tracking_uri).parent / "artifacts"
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             return folder.as_uri()
         return None
@@ -452,9 +229,9 @@ class ExperimentTracking(dg.ConfigurableResource):
         tracking = self.resolved_tracking_uri()
         registry = self.registry_uri or tracking
         for uri in dict.fromkeys((tracking, registry)):
-            if _is_sqlite(uri):
+            if is_sqlite_uri(uri):
                 root = self.resolved_artifact_location() if uri == tracking else None
-                _prepare_sqlite(uri, root or (_sqlite_path(uri).parent / "artifacts").as_uri())
+                prepare_sqlite_store(uri, root or (sqlite_path(uri).parent / "artifacts").as_uri())
         return MlflowClient(tracking_uri=tracking, registry_uri=registry)
 
     def experiment_id(self, client: MlflowClient | None = None) -> str:
@@ -613,7 +390,7 @@ class ExperimentTracking(dg.ConfigurableResource):
     def store_dir(self) -> Path | None:
         """The local folder of an embedded (SQLite) store, for audits and tests; None otherwise."""
         uri = self.resolved_tracking_uri()
-        return _sqlite_path(uri).parent if _is_sqlite(uri) else None
+        return sqlite_path(uri).parent if is_sqlite_uri(uri) else None
 
 
 def _json_or_empty(text: str | None) -> dict[str, Any]:

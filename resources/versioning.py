@@ -53,7 +53,6 @@ import dagster as dg  # noqa: E402
 from pydantic import PrivateAttr  # noqa: E402
 
 from resources.atomic import atomic_file
-from resources.runtime import runtime_path  # noqa: E402
 
 __all__ = [
     "DataVersioning",
@@ -105,13 +104,12 @@ class DatasetVersion:
 class DataVersioning(dg.ConfigurableResource):
     """Publishes dataset versions to DVC and restores them by md5.
 
-    `repo_dir` and `remote_url` default to `<runtime home>/dvc` and
-    `<runtime home>/dvc-remote` (resolved when first used, so `PIPELINE_HOME`
-    set after import is honoured).
+    `repo_dir` is the DVC repository (a local folder); `remote_url` where
+    versions are pushed (a folder, or `s3://…` with the `prod` extra).
     """
 
-    repo_dir: str | None = None
-    remote_url: str | None = None
+    repo_dir: str
+    remote_url: str
     jobs: int | None = None  # parallel transfers for push/fetch; DVC's default when unset
 
     _configured: bool = PrivateAttr(default=False)
@@ -120,13 +118,11 @@ class DataVersioning(dg.ConfigurableResource):
 
     @property
     def root(self) -> Path:
-        return Path(self.repo_dir) if self.repo_dir else runtime_path("dvc")
+        return Path(self.repo_dir)
 
     @property
     def remote(self) -> str:
-        if self.remote_url:
-            return self.remote_url
-        return str(runtime_path("dvc-remote"))
+        return self.remote_url
 
     def _site_cache_dir(self, root: Path) -> str:
         # DVC keeps its state DB (inode/mtime -> md5) and index caches in a

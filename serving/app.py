@@ -49,11 +49,10 @@ from prometheus_client import (
 from pydantic import BaseModel
 from starlette.routing import Match
 
-from resources.releases import ModelReleases
-from resources.runtime import runtime_path
-from serving.worker import (
-    DEFAULT_MAX_CPU_SECONDS,
-    DEFAULT_MAX_MEMORY_MB,
+from resources.release_folder import ReleaseFolder
+from resources.runtime import RuntimeHome
+from serving.worker import DEFAULT_MAX_CPU_SECONDS, DEFAULT_MAX_MEMORY_MB
+from serving.worker_client import (
     RequestFailed,
     WorkerClient,
     WorkerError,
@@ -171,11 +170,9 @@ async def _refuse_without_echo(request: Request, exc: RequestValidationError) ->
     return JSONResponse({"detail": errors}, status_code=422)
 
 
-def create_release_app(
-    model_name: str, handler: str, *, title: str, releases: ModelReleases | None = None
-) -> FastAPI:
+def create_release_app(model_name: str, handler: str, *, title: str, home: RuntimeHome) -> FastAPI:
     """A server for the current champion release of `model_name`, trusting the release keys on record."""
-    releases = releases or ModelReleases()
+    releases = ReleaseFolder(home.path("releases"))
     current = releases.current(model_name)
     if current is None:
         raise FileNotFoundError(
@@ -186,7 +183,7 @@ def create_release_app(
         current,
         releases.trusted_keys_file(),
         handler,
-        state_file=runtime_path("serving") / f"{model_name}-versions.json",
+        state_file=home.path("serving") / f"{model_name}-versions.json",
         title=title,
     )
 
@@ -196,7 +193,7 @@ def create_app(
     trusted_keys: Sequence[bytes | str] | Path,
     handler: str,
     *,
-    state_file: Path | None = None,
+    state_file: Path,
     max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
     max_cpu_seconds: int = DEFAULT_MAX_CPU_SECONDS,
     request_timeout: float = 30.0,
@@ -289,7 +286,11 @@ def app_from_env() -> FastAPI:
             "(JSON file of trusted release public keys), SERVING_HANDLER (module:attr)."
         ) from exc
     state = os.environ.get("SERVING_STATE_FILE")
-    return create_app(model_dir, keys, handler, state_file=Path(state) if state else None)
+    return create_app(model_dir, keys, handler, state_file=Path(state) if state else _default_state_file())
+
+
+def _default_state_file() -> Path:
+    return RuntimeHome.from_environment().path("serving") / "accepted-versions.json"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -299,10 +300,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--trusted-keys", required=True, type=Path)
     parser.add_argument("--handler", required=True)
+    parser.add_argument("--state-file", type=Path, help="accepted versions (default: under $PIPELINE_HOME)")
     parser.add_argument("--host", default=LOOPBACK, help="default 127.0.0.1 (loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    app = create_app(args.model_dir, args.trusted_keys, args.handler)
+    state_file = args.state_file or _default_state_file()
+    app = create_app(args.model_dir, args.trusted_keys, args.handler, state_file=state_file)
     uvicorn.run(app, host=args.host, port=args.port, server_header=False)
 
 

@@ -12,20 +12,25 @@ from pyspark.sql import SparkSession
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
+from resources.keys import LocalKeyProvider  # noqa: E402
 from resources.spark import SparkResource  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """The one hardened Spark session of the test run (starting Spark takes ~10 s)."""
-    session = SparkResource(master="local[2]").session()
+    session = SparkResource(master="local[2]", local_dir=str(tmp_path_factory.mktemp("spark"))).session()
     yield session
     session.stop()
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path) -> Path:
     """A fresh, empty runtime folder for one test."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("PIPELINE_HOME", str(path))
-    return path
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def keys(home: Path) -> LocalKeyProvider:
+    """A key provider whose keyset lives in the test's runtime folder."""
+    return LocalKeyProvider(folder=str(home / "keys"))

@@ -16,6 +16,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    Definitions,
     Failure,
     asset,
 )
@@ -165,16 +166,19 @@ def product_reviews(
     return collect_window(context, "inbox", REVIEWS, review_profile, sources, ledger, store, scratch)
 
 
-collection_checks = [
-    *source_checks(ACTIVITY_KEY),
-    *baseline_checks(ACTIVITY_KEY, BASELINE_KEY, "activity"),
-    mix_check(ACTIVITY_KEY, BASELINE_KEY, "activity", "event_type_shares"),
-    expectation_check(ACTIVITY_KEY, ACTIVITY_SUITE),
-    stored_digest_check(ACTIVITY_KEY),
-    *source_checks(REVIEWS_KEY),
-    *baseline_checks(REVIEWS_KEY, BASELINE_KEY, "reviews"),
-    mix_check(REVIEWS_KEY, BASELINE_KEY, "reviews", "rating_shares"),
-    expectation_check(REVIEWS_KEY, REVIEW_SUITE),
-    stored_digest_check(REVIEWS_KEY),
-    near_duplicate_check(REVIEWS_KEY, BASELINE_KEY),
-]
+defs = Definitions(
+    assets=[reference_events, reference_reviews, trusted_baseline, activity_events, product_reviews],
+    asset_checks=[
+        *source_checks(ACTIVITY_KEY),
+        *baseline_checks(ACTIVITY_KEY, BASELINE_KEY, "activity"),
+        mix_check(ACTIVITY_KEY, BASELINE_KEY, "activity", "event_type_shares"),
+        expectation_check(ACTIVITY_KEY, ACTIVITY_SUITE),
+        stored_digest_check(ACTIVITY_KEY),
+        *source_checks(REVIEWS_KEY),
+        *baseline_checks(REVIEWS_KEY, BASELINE_KEY, "reviews"),
+        mix_check(REVIEWS_KEY, BASELINE_KEY, "reviews", "rating_shares"),
+        expectation_check(REVIEWS_KEY, REVIEW_SUITE),
+        stored_digest_check(REVIEWS_KEY),
+        near_duplicate_check(REVIEWS_KEY, BASELINE_KEY),
+    ],
+)

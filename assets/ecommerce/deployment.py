@@ -17,21 +17,22 @@ from dagster import (
     AssetIn,
     AssetKey,
     AutomationCondition,
+    Definitions,
     MetadataValue,
+    ResourceParam,
     asset_check,
 )
 
 from assets.ecommerce.modeling import MODEL_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY
 from assets.promotion import champion_asset, release_check
-from domain.ecommerce import recommender
+from domain.ecommerce import ranking_metrics, recommender
+from domain.ecommerce.release import ARCHITECTURES, MODEL_NAME
 from resources.loader import SecureModelLoader
-from resources.releases import ModelReleases
+from resources.release_folder import ReleaseFolder
 from resources.tables import ModelDir, TableFile
 
 CHAMPION_KEY = AssetKey(["ecommerce", "champion_model"])
-MODEL_NAME = "ecommerce-recommender"
-ARCHITECTURES = {"matrix_factorization": recommender.build_from_architecture}
 OWNER = "team:ml-platform"
 # How much worse than the champion a challenger may score on the trusted holdout (noise).
 RECALL_TOLERANCE = 0.005
@@ -53,7 +54,7 @@ def _trusted_holdout(interactions: pd.DataFrame, *indices: recommender.IdIndex):
 )
 def not_worse_than_champion(
     context: AssetCheckExecutionContext,
-    releases: ModelReleases,
+    releases: ResourceParam[ReleaseFolder],
     recommender_model: ModelDir,
     trusted: TableFile,
 ) -> AssetCheckResult:
@@ -70,8 +71,8 @@ def not_worse_than_champion(
     challenger, challenger_index, _ = recommender.load_model(recommender_model.path)
     train, heldout = _trusted_holdout(pd.read_parquet(trusted.path), champion_index, challenger_index)
     scores = {
-        "champion": recommender.evaluate(champion.module, train, heldout, champion_index),
-        "challenger": recommender.evaluate(challenger, train, heldout, challenger_index),
+        "champion": ranking_metrics.evaluate(champion.module, train, heldout, champion_index),
+        "challenger": ranking_metrics.evaluate(challenger, train, heldout, challenger_index),
     }
     return AssetCheckResult(
         passed=scores["challenger"]["recall@10"] >= scores["champion"]["recall@10"] - RECALL_TOLERANCE,
@@ -95,4 +96,7 @@ champion_model = champion_asset(
 )
 
 
-deployment_checks = [not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)]
+defs = Definitions(
+    assets=[champion_model],
+    asset_checks=[not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)],
+)

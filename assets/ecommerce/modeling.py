@@ -20,6 +20,7 @@ from dagster import (
     AutomationCondition,
     Config,
     ConfigurableResource,
+    Definitions,
     MetadataValue,
     asset,
     asset_check,
@@ -30,10 +31,11 @@ from assets.checks.tracking import tracking_check
 from assets.ecommerce.collection import REFERENCE_EVENTS_KEY, REFERENCE_REVIEWS_KEY
 from assets.ecommerce.monitoring import FEEDBACK_INTERACTIONS_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY, SCORED_REVIEWS_KEY
-from domain.ecommerce import recommender, transforms
+from domain.ecommerce import ranking_metrics, recommender, shilling, transforms
 from domain.ecommerce.training_data import label_issue_share, profile_drift, training_profile
 from resources.code_approval import CodeApprovals, code_digest
-from resources.integrity import IntegrityLedger, git_revision
+from resources.digests import git_revision
+from resources.integrity import IntegrityLedger
 from resources.scratch import ScratchSpace
 from resources.spark import SparkResource
 from resources.tables import ModelDir, TableFile, spark_to_table_file
@@ -315,8 +317,11 @@ def recommender_model(
     cfg = recommender_settings.train_config()
     model = recommender.train_bpr(train, index, cfg, log=context.log.info)
     metrics = {
-        **{f"model_{k}": v for k, v in recommender.evaluate(model, train, heldout, index).items()},
-        **{f"popularity_{k}": v for k, v in recommender.popularity_baseline(train, heldout, index).items()},
+        **{f"model_{k}": v for k, v in ranking_metrics.evaluate(model, train, heldout, index).items()},
+        **{
+            f"popularity_{k}": v
+            for k, v in ranking_metrics.popularity_baseline(train, heldout, index).items()
+        },
     }
     dataset = ledger.latest(TRAINING_SET_KEY.to_user_string())
     with tracking.run(
@@ -376,7 +381,7 @@ def shilling_sensitivity_within_limit(
     """
     train, _ = recommender.split_holdout(training)
     index = recommender.IdIndex.from_interactions(training)
-    result = recommender.shilling_sensitivity(
+    result = shilling.shilling_sensitivity(
         train,
         index,
         recommender_settings.train_config(),
@@ -390,13 +395,16 @@ def shilling_sensitivity_within_limit(
     )
 
 
-modeling_checks = [
-    untrusted_share_within_cap,
-    label_balance_matches_reference,
-    distribution_matches_reference,
-    feedback_distribution_matches_reference,
-    sentiment_label_issues,
-    beats_popularity_baseline,
-    shilling_sensitivity_within_limit,
-    tracking_check(MODEL_KEY, TRAINING_SET_KEY),
-]
+defs = Definitions(
+    assets=[training_reference, training_interactions, recommender_model],
+    asset_checks=[
+        untrusted_share_within_cap,
+        label_balance_matches_reference,
+        distribution_matches_reference,
+        feedback_distribution_matches_reference,
+        sentiment_label_issues,
+        beats_popularity_baseline,
+        shilling_sensitivity_within_limit,
+        tracking_check(MODEL_KEY, TRAINING_SET_KEY),
+    ],
+)

@@ -16,6 +16,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    Definitions,
     asset,
     asset_check,
 )
@@ -149,11 +150,14 @@ def feedback_interactions(
     return spark_to_table_file(frame, scratch.path("feedback_interactions.parquet"))
 
 
-monitoring_checks = [
-    *source_checks(FEEDBACK_EVENTS_KEY, allow_empty=True),
-    *baseline_checks(FEEDBACK_EVENTS_KEY, BASELINE_KEY, "activity"),
-    no_coordinated_item_push,
-    *source_checks(FEEDBACK_REVIEWS_KEY, allow_empty=True),
-    near_duplicate_check(FEEDBACK_REVIEWS_KEY, BASELINE_KEY),
-    drift_error_check(FEEDBACK_DRIFT_KEY),
-]
+defs = Definitions(
+    assets=[feedback_events, feedback_reviews, feedback_drift, feedback_interactions],
+    asset_checks=[
+        *source_checks(FEEDBACK_EVENTS_KEY, allow_empty=True),
+        *baseline_checks(FEEDBACK_EVENTS_KEY, BASELINE_KEY, "activity"),
+        no_coordinated_item_push,
+        *source_checks(FEEDBACK_REVIEWS_KEY, allow_empty=True),
+        near_duplicate_check(FEEDBACK_REVIEWS_KEY, BASELINE_KEY),
+        drift_error_check(FEEDBACK_DRIFT_KEY),
+    ],
+)

@@ -8,7 +8,7 @@ DVC-versioned. Each asset's `code_version` is the digest of the
 transformation it runs, so Dagster shows outputs made by other code as stale.
 """
 
-from dagster import AssetExecutionContext, AssetIn, AssetKey, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, Definitions, MetadataValue, asset
 
 from assets.checks.integrity import provenance_check, stored_digest_check
 from assets.checks.schema import expectation_check
@@ -93,17 +93,20 @@ item_features = _transform_asset(
 )
 
 
-processing_checks = [
-    check
-    for key, suite, inputs in (
-        (SESSIONS_KEY, SESSIONS_SUITE, [ACTIVITY_KEY]),
-        (INTERACTIONS_KEY, INTERACTIONS_SUITE, [SESSIONS_KEY]),
-        (SCORED_REVIEWS_KEY, SCORED_REVIEWS_SUITE, [REVIEWS_KEY]),
-        (ITEM_FEATURES_KEY, ITEM_FEATURES_SUITE, [SCORED_REVIEWS_KEY]),
-    )
-    for check in (
-        expectation_check(key, suite),
-        stored_digest_check(key),
-        provenance_check(key, inputs),
-    )
-]
+defs = Definitions(
+    assets=[sessions, interactions, scored_reviews, item_features],
+    asset_checks=[
+        check
+        for key, suite, inputs in (
+            (SESSIONS_KEY, SESSIONS_SUITE, [ACTIVITY_KEY]),
+            (INTERACTIONS_KEY, INTERACTIONS_SUITE, [SESSIONS_KEY]),
+            (SCORED_REVIEWS_KEY, SCORED_REVIEWS_SUITE, [REVIEWS_KEY]),
+            (ITEM_FEATURES_KEY, ITEM_FEATURES_SUITE, [SCORED_REVIEWS_KEY]),
+        )
+        for check in (
+            expectation_check(key, suite),
+            stored_digest_check(key),
+            provenance_check(key, inputs),
+        )
+    ],
+)

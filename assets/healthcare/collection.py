@@ -18,6 +18,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    Definitions,
     Failure,
     MetadataValue,
     asset,
@@ -252,16 +253,19 @@ def deidentified_check(key: AssetKey):
     return studies_deidentified
 
 
-collection_checks = [
-    *source_checks(STUDIES_KEY),
-    volume_check(STUDIES_KEY, BASELINE_KEY, "studies"),
-    mix_check(STUDIES_KEY, BASELINE_KEY, "studies", "modality_shares"),
-    deidentified_check(STUDIES_KEY),
-    expectation_check(STUDIES_KEY, STUDIES_SUITE, engine="pandas"),
-    stored_digest_check(STUDIES_KEY),
-    *source_checks(NOTES_KEY),
-    volume_check(NOTES_KEY, BASELINE_KEY, "notes"),
-    *label_checks(NOTES_KEY),
-    expectation_check(NOTES_KEY, NOTES_SUITE, engine="pandas"),
-    stored_digest_check(NOTES_KEY),
-]
+defs = Definitions(
+    assets=[reference_studies, reference_notes, trusted_baseline, imaging_studies, clinical_notes],
+    asset_checks=[
+        *source_checks(STUDIES_KEY),
+        volume_check(STUDIES_KEY, BASELINE_KEY, "studies"),
+        mix_check(STUDIES_KEY, BASELINE_KEY, "studies", "modality_shares"),
+        deidentified_check(STUDIES_KEY),
+        expectation_check(STUDIES_KEY, STUDIES_SUITE, engine="pandas"),
+        stored_digest_check(STUDIES_KEY),
+        *source_checks(NOTES_KEY),
+        volume_check(NOTES_KEY, BASELINE_KEY, "notes"),
+        *label_checks(NOTES_KEY),
+        expectation_check(NOTES_KEY, NOTES_SUITE, engine="pandas"),
+        stored_digest_check(NOTES_KEY),
+    ],
+)

@@ -15,19 +15,21 @@ from dagster import (
     AssetCheckSeverity,
     AssetIn,
     AssetKey,
+    Definitions,
     MetadataValue,
+    ResourceParam,
     asset_check,
 )
 
-from assets.healthcare.modeling import MODEL_KEY, MODEL_NAME, TRAINING_SET_KEY
+from assets.healthcare.modeling import MODEL_KEY, TRAINING_SET_KEY
 from assets.promotion import champion_asset, release_check
 from domain.healthcare import diagnostic_model as cnn
+from domain.healthcare.release import ARCHITECTURES, MODEL_NAME
 from domain.healthcare.transforms import image_array
 from resources.loader import SecureModelLoader
-from resources.releases import ModelReleases
+from resources.release_folder import ReleaseFolder
 from resources.tables import ModelDir
 
-ARCHITECTURES = {cnn.MODEL_NAME: cnn.build_from_architecture}
 CHAMPION_KEY = AssetKey(["healthcare", "champion_model"])
 OWNER = "team:ml-platform"
 # How much AUC a challenger may lose against the champion on the trusted test patients (noise).
@@ -42,7 +44,7 @@ AUC_TOLERANCE = 0.02
 )
 def not_worse_than_champion(
     context: AssetCheckExecutionContext,
-    releases: ModelReleases,
+    releases: ResourceParam[ReleaseFolder],
     diagnostic_model: ModelDir,
     training: pd.DataFrame,
 ) -> AssetCheckResult:
@@ -82,4 +84,7 @@ champion_model = champion_asset(
 )
 
 
-deployment_checks = [not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)]
+defs = Definitions(
+    assets=[champion_model],
+    asset_checks=[not_worse_than_champion, release_check(CHAMPION_KEY, MODEL_NAME, ARCHITECTURES)],
+)

@@ -22,7 +22,9 @@ from dagster import (
     AssetIn,
     AssetKey,
     ConfigurableResource,
+    Definitions,
     MetadataValue,
+    ResourceParam,
     asset,
     asset_check,
 )
@@ -38,12 +40,15 @@ from assets.checks.tracking import tracking_check
 from assets.healthcare.monitoring import FEEDBACK_IMAGES_KEY
 from assets.healthcare.processing import STUDY_IMAGES_KEY
 from domain.healthcare import diagnostic_model as cnn
+from domain.healthcare import lesion_cnn
 from domain.healthcare.expectations import TRAINING_SET_SUITE
+from domain.healthcare.release import MODEL_NAME
 from domain.healthcare.robustness import backdoor_report, fgsm_robustness, robustness_check
 from domain.healthcare.transforms import image_array
 from resources.code_approval import code_digest
-from resources.integrity import IntegrityLedger, git_revision
-from resources.releases import ModelReleases
+from resources.digests import git_revision
+from resources.integrity import IntegrityLedger
+from resources.release_folder import ReleaseFolder
 from resources.retraining_approval import RetrainingApprovals
 from resources.scratch import ScratchSpace
 from resources.tables import ModelDir, TableFile
@@ -51,7 +56,6 @@ from resources.tracking import ExperimentTracking
 
 TRAINING_SET_KEY = AssetKey(["healthcare", "training_set"])
 MODEL_KEY = AssetKey(["healthcare", "diagnostic_model"])
-MODEL_NAME = "healthcare-lesion-cnn"  # the release line in the registry and the release folder
 OWNER = "team:ml-engineering"
 LABEL_ISSUE_FOLDS = 5
 
@@ -153,11 +157,11 @@ def _split(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     return image_array(part), part["label"].to_numpy(dtype=np.int64)
 
 
-def _threshold(model: cnn.LesionCNN, images: np.ndarray, labels: np.ndarray) -> float:
+def _threshold(model: lesion_cnn.LesionCNN, images: np.ndarray, labels: np.ndarray) -> float:
     """The operating point on the validation split that maximises sensitivity + specificity."""
     if len(np.unique(labels)) < 2:
         return 0.5
-    probabilities = cnn.predict_proba(model, images)
+    probabilities = lesion_cnn.predict_proba(model, images)
     candidates = np.unique(np.round(probabilities, 4))
     scores = [
         (probabilities[labels == 1] >= t).mean() + (probabilities[labels == 0] < t).mean() for t in candidates
@@ -178,7 +182,7 @@ def diagnostic_model(
     context: AssetExecutionContext,
     diagnostic_settings: DiagnosticSettings,
     retraining_approvals: RetrainingApprovals,
-    releases: ModelReleases,
+    releases: ResourceParam[ReleaseFolder],
     tracking: ExperimentTracking,
     ledger: IntegrityLedger,
     scratch: ScratchSpace,
@@ -255,7 +259,7 @@ def meets_clinical_minimums(
 
 def _model_and_training(
     model: ModelDir, training: pd.DataFrame
-) -> tuple[cnn.LesionCNN, np.ndarray, np.ndarray]:
+) -> tuple[lesion_cnn.LesionCNN, np.ndarray, np.ndarray]:
     loaded, _ = cnn.load_model(model.path)
     return loaded, *_split(training, "train")
 
@@ -371,7 +375,7 @@ def training_label_issues(
     match (OWASP LLM04, MITRE ATLAS AML.T0020).
     """
     model, images, labels = _model_and_training(diagnostic_model, training)
-    embeddings = cnn.embed_images(model, images)
+    embeddings = lesion_cnn.embed_images(model, images)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     folds = min(LABEL_ISSUE_FOLDS, int(np.bincount(labels).min()))
     probabilities = cross_val_predict(probe, embeddings, labels, cv=folds, method="predict_proba")
@@ -390,13 +394,16 @@ def training_label_issues(
     )
 
 
-modeling_checks = [
-    untrusted_share_within_cap,
-    expectation_check(TRAINING_SET_KEY, TRAINING_SET_SUITE, engine="pandas"),
-    stored_digest_check(TRAINING_SET_KEY),
-    meets_clinical_minimums,
-    no_backdoor_in_training_data,
-    robust_to_fgsm,
-    training_label_issues,
-    tracking_check(MODEL_KEY, TRAINING_SET_KEY),
-]
+defs = Definitions(
+    assets=[training_set, diagnostic_model],
+    asset_checks=[
+        untrusted_share_within_cap,
+        expectation_check(TRAINING_SET_KEY, TRAINING_SET_SUITE, engine="pandas"),
+        stored_digest_check(TRAINING_SET_KEY),
+        meets_clinical_minimums,
+        no_backdoor_in_training_data,
+        robust_to_fgsm,
+        training_label_issues,
+        tracking_check(MODEL_KEY, TRAINING_SET_KEY),
+    ],
+)

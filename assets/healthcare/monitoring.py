@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    Definitions,
     asset,
 )
 
@@ -93,11 +94,14 @@ def feedback_images(
     return labelled_images(context, approvals, studies, notes)
 
 
-monitoring_checks = [
-    *source_checks(FEEDBACK_STUDIES_KEY, allow_empty=True),
-    volume_check(FEEDBACK_STUDIES_KEY, BASELINE_KEY, "studies"),
-    deidentified_check(FEEDBACK_STUDIES_KEY),
-    *source_checks(FEEDBACK_NOTES_KEY, allow_empty=True),
-    *label_checks(FEEDBACK_NOTES_KEY),
-    drift_error_check(FEEDBACK_DRIFT_KEY),
-]
+defs = Definitions(
+    assets=[feedback_studies, feedback_notes, metadata_drift, feedback_images],
+    asset_checks=[
+        *source_checks(FEEDBACK_STUDIES_KEY, allow_empty=True),
+        volume_check(FEEDBACK_STUDIES_KEY, BASELINE_KEY, "studies"),
+        deidentified_check(FEEDBACK_STUDIES_KEY),
+        *source_checks(FEEDBACK_NOTES_KEY, allow_empty=True),
+        *label_checks(FEEDBACK_NOTES_KEY),
+        drift_error_check(FEEDBACK_DRIFT_KEY),
+    ],
+)

@@ -16,6 +16,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     Config,
+    Definitions,
     MetadataValue,
     asset,
     asset_check,
@@ -127,18 +128,21 @@ def patients_in_one_split(context: AssetCheckExecutionContext, table: TableFile)
     )
 
 
-processing_checks = [
-    patients_in_one_split,
-    *[
-        check
-        for key, suite, inputs in (
-            (STUDY_IMAGES_KEY, STUDY_IMAGES_SUITE, [STUDIES_KEY, NOTES_KEY]),
-            (NOTE_FINDINGS_KEY, NOTE_FINDINGS_SUITE, [NOTES_KEY]),
-        )
-        for check in (
-            expectation_check(key, suite, engine="pandas"),
-            stored_digest_check(key),
-            provenance_check(key, inputs),
-        )
+defs = Definitions(
+    assets=[study_images, note_findings],
+    asset_checks=[
+        patients_in_one_split,
+        *[
+            check
+            for key, suite, inputs in (
+                (STUDY_IMAGES_KEY, STUDY_IMAGES_SUITE, [STUDIES_KEY, NOTES_KEY]),
+                (NOTE_FINDINGS_KEY, NOTE_FINDINGS_SUITE, [NOTES_KEY]),
+            )
+            for check in (
+                expectation_check(key, suite, engine="pandas"),
+                stored_digest_check(key),
+                provenance_check(key, inputs),
+            )
+        ],
     ],
-]
+)

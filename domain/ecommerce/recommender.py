@@ -15,16 +15,16 @@ Security properties this module owns:
 - **Deterministic training.** The same table, index and `TrainConfig` give
   bit-identical weights on CPU, so a model can be reproduced and audited from
   its recorded inputs.
-- **Shilling sensitivity.** `shilling_sensitivity` measures how far a
-  coordinated group of fake accounts can push an unpopular item into real
-  users' top-k (OWASP LLM04 Data and Model Poisoning, AML.T0020 Poison
-  Training Data), the robustness figure the modeling checks hold to a limit.
+
+Held-out recall/NDCG, the popularity baseline and item exposure are
+`domain.ecommerce.ranking_metrics`; shilling sensitivity (fake accounts
+pushing an item) is `domain.ecommerce.shilling`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,7 @@ from torch.nn import functional as F
 from resources.model_files import load_model_dir, save_model_dir
 
 MODEL_NAME = "matrix_factorization"
-EVAL_BATCH_USERS = 1024  # users ranked per step: bounds memory at users x items
 INIT_STD = 0.1
-FAKE_USER_PREFIX = "shill"
 
 
 @dataclass(frozen=True)
@@ -226,7 +224,7 @@ def _training_rows(
     quantile and scaled to mean 1, so the learning rate means the same
     whatever the confidence formula's scale.
     """
-    users, items = _pair_positions(train, index)
+    users, items = pair_positions(train, index)
     order = np.lexsort((items, users))
     confidence = train["confidence"].to_numpy(dtype=np.float64)[order]
     confidence = np.minimum(confidence, np.quantile(confidence, cap_quantile))
@@ -238,7 +236,7 @@ def _training_rows(
     )
 
 
-def _pair_positions(interactions: pd.DataFrame, index: IdIndex) -> tuple[np.ndarray, np.ndarray]:
+def pair_positions(interactions: pd.DataFrame, index: IdIndex) -> tuple[np.ndarray, np.ndarray]:
     return index.user_positions(interactions["user_id"]), index.item_positions(interactions["item_id"])
 
 
@@ -316,67 +314,11 @@ def _batch_loss(
     return ranking + weight_decay * l2.mean()
 
 
-def evaluate(
-    model: MatrixFactorization, train: pd.DataFrame, heldout: pd.DataFrame, index: IdIndex, k: int = 10
-) -> dict[str, float | int]:
-    """Held-out recall@k and NDCG@k of the model, ranking every item a user has not trained on."""
-    return _rank_metrics(lambda users: _user_scores(model, users), train, heldout, index, k)
-
-
-def popularity_baseline(
-    train: pd.DataFrame, heldout: pd.DataFrame, index: IdIndex, k: int = 10
-) -> dict[str, float | int]:
-    """The same metrics for recommending the items most users interacted with in training."""
-    counts = np.bincount(index.item_positions(train["item_id"]), minlength=index.n_items)
-    popularity = torch.from_numpy(counts.astype(np.float32))
-    return _rank_metrics(lambda users: popularity.expand(len(users), -1).clone(), train, heldout, index, k)
-
-
 @torch.no_grad()
-def _user_scores(model: MatrixFactorization, users: np.ndarray) -> torch.Tensor:
+def user_scores(model: MatrixFactorization, users: np.ndarray) -> torch.Tensor:
     """Scores of every item for the users at positions `users`, on CPU, wherever the model lives."""
     device = model.item_embedding.weight.device
     return model.scores_for_users(torch.from_numpy(users).to(device)).cpu()
-
-
-def _rank_metrics(
-    score_users: Callable[[np.ndarray], torch.Tensor],
-    train: pd.DataFrame,
-    heldout: pd.DataFrame,
-    index: IdIndex,
-    k: int,
-) -> dict[str, float | int]:
-    """Mean recall@k and NDCG@k over the held-out users, scored EVAL_BATCH_USERS users at a time.
-
-    Each user's training items are excluded from their ranking; memory stays
-    at a batch of users times the number of items.
-    """
-    train_users, train_items = _pair_positions(train, index)
-    held_users, held_items = _pair_positions(heldout, index)
-    users = np.unique(held_users)
-    discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
-    recall, ndcg = 0.0, 0.0
-    for start in range(0, len(users), EVAL_BATCH_USERS):
-        batch = users[start : start + EVAL_BATCH_USERS]
-        scores = score_users(batch)
-        scores[_rows_in(batch, train_users, train_items)] = -torch.inf
-        relevant = torch.zeros_like(scores, dtype=torch.bool)
-        relevant[_rows_in(batch, held_users, held_items)] = True
-        top = scores.topk(min(k, index.n_items), dim=1).indices
-        hits = relevant.gather(1, top).double()
-        n_relevant = relevant.sum(1).double()
-        ideal = torch.cumsum(discounts, 0)[(n_relevant.clamp(max=k) - 1).long()]
-        recall += (hits.sum(1) / n_relevant).sum().item()
-        ndcg += ((hits * discounts[: top.shape[1]]).sum(1) / ideal).sum().item()
-    n = max(len(users), 1)
-    return {f"recall@{k}": recall / n, f"ndcg@{k}": ndcg / n, "users": len(users)}
-
-
-def _rows_in(batch: np.ndarray, users: np.ndarray, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row in batch, item) coordinates of the (user, item) pairs whose user is in the sorted `batch`."""
-    inside = np.isin(users, batch)
-    rows = np.searchsorted(batch, users[inside])
-    return torch.from_numpy(rows), torch.from_numpy(items[inside])
 
 
 def recommend(
@@ -386,7 +328,7 @@ def recommend(
 
     Excluded ids the index does not know are ignored; an unknown user raises KeyError.
     """
-    scores = _user_scores(model, index.user_positions([user_id]))[0]
+    scores = user_scores(model, index.user_positions([user_id]))[0]
     excluded = index.item_positions(sorted(exclude), skip_unknown=True)
     scores[torch.from_numpy(excluded)] = -torch.inf
     top = scores.topk(min(k, index.n_items - len(excluded)))
@@ -439,118 +381,3 @@ def load_model(directory: Path) -> tuple[MatrixFactorization, IdIndex, dict[str,
     )
     index = IdIndex.from_dict(config["id_index"])
     return model, index, config
-
-
-def pick_shilling_target(train: pd.DataFrame) -> str:
-    """The least popular item with at least one interaction (fewest users, then smallest id).
-
-    An unpopular item is what a shilling attacker promotes: it has the most
-    to gain, and a clean model has no reason to recommend it.
-    """
-    counts = train.groupby("item_id").size()
-    return str(counts.sort_index().sort_values(kind="stable").index[0])
-
-
-def inject_shilling(
-    train: pd.DataFrame,
-    index: IdIndex,
-    *,
-    target_item: str,
-    fake_users: int,
-    filler_items: int,
-    seed: int,
-) -> tuple[pd.DataFrame, IdIndex]:
-    """Add `fake_users` fake accounts running a bandwagon attack on `target_item`.
-
-    Each fake account buys the target (with the highest confidence seen in
-    `train`) and views `filler_items` other items drawn by popularity, so its
-    profile resembles a real user's and ties the target to popular taste.
-    Returns the poisoned table and its index; fake ids sort before the real ones.
-    """
-    index.item_positions([target_item])  # KeyError for a target the index does not know
-    fake_ids = [f"{FAKE_USER_PREFIX}{n:06d}" for n in range(fake_users)]
-    if set(fake_ids) & set(index.users):
-        raise ValueError(f"fake user ids with prefix {FAKE_USER_PREFIX!r} collide with real ones")
-    popularity = train.groupby("item_id").size().drop(target_item, errors="ignore").sort_index()
-    n_fillers = min(filler_items, len(popularity))
-    # Gumbel top-k: per fake user, n_fillers distinct items drawn with probability by popularity
-    keys = np.log(popularity.to_numpy()) + np.random.default_rng(seed).gumbel(
-        size=(fake_users, len(popularity))
-    )
-    fillers = popularity.index.to_numpy()[np.argsort(-keys, axis=1, kind="stable")[:, :n_fillers]]
-    profiles = np.column_stack([np.full(fake_users, target_item, dtype=object), fillers])
-    is_target = np.tile(np.r_[True, np.zeros(n_fillers, dtype=bool)], fake_users)
-    now = train["last_seen"].max()
-    fake = pd.DataFrame(
-        {
-            "user_id": np.repeat(fake_ids, n_fillers + 1),
-            "item_id": profiles.ravel(),
-            "views": 1,
-            "carts": is_target.astype(np.int64),
-            "purchases": is_target.astype(np.int64),
-            "sessions": 1,
-            "first_seen": now,
-            "last_seen": now,
-            "confidence": np.where(is_target, train["confidence"].max(), train["confidence"].median()),
-            "label": is_target.astype(train["label"].dtype),
-        }
-    )
-    poisoned = pd.concat([train, fake.astype(train.dtypes[fake.columns].to_dict())], ignore_index=True)
-    return poisoned, IdIndex(users=tuple(sorted([*index.users, *fake_ids])), items=index.items)
-
-
-def target_exposure(
-    model: MatrixFactorization, index: IdIndex, item_id: str, users: list[str], k: int = 10
-) -> float:
-    """Share of `users` whose top-k over all items contains `item_id`."""
-    if not users:
-        return 0.0
-    item = int(index.item_positions([item_id])[0])
-    positions = index.user_positions(users)
-    exposed = 0
-    for start in range(0, len(positions), EVAL_BATCH_USERS):
-        scores = _user_scores(model, positions[start : start + EVAL_BATCH_USERS])
-        exposed += int((scores.topk(min(k, index.n_items), dim=1).indices == item).any(1).sum())
-    return exposed / len(positions)
-
-
-def shilling_sensitivity(
-    train: pd.DataFrame,
-    index: IdIndex,
-    cfg: TrainConfig,
-    *,
-    target_item: str | None = None,
-    fake_user_share: float = 0.05,
-    epochs: int | None = None,
-) -> dict[str, Any]:
-    """How far a bandwagon attack with `fake_user_share` fake accounts lifts an item's exposure.
-
-    Trains the same configuration (same seed) on the clean table and on a
-    copy with fake accounts injected, and compares the share of real users
-    who had not interacted with the target and now see it in their top-10.
-    Fake accounts get as many filler items as a median real user has, so they
-    cannot be told apart by profile size. `target_item` defaults to
-    `pick_shilling_target(train)`; `epochs` shortens training for a quick test.
-    """
-    target = target_item or pick_shilling_target(train)
-    short = replace(cfg, epochs=cfg.epochs if epochs is None else epochs)
-    fake_users = round(fake_user_share * index.n_users)
-    poisoned, poisoned_index = inject_shilling(
-        train,
-        index,
-        target_item=target,
-        fake_users=fake_users,
-        filler_items=max(int(train.groupby("user_id").size().median()) - 1, 0),
-        seed=cfg.seed,
-    )
-    reached = set(train.loc[train["item_id"] == target, "user_id"])
-    audience = [user for user in index.users if user not in reached]
-    clean = target_exposure(train_bpr(train, index, short), index, target, audience)
-    attacked = target_exposure(train_bpr(poisoned, poisoned_index, short), poisoned_index, target, audience)
-    return {
-        "target_item": target,
-        "fake_users": fake_users,
-        "exposure_clean": clean,
-        "exposure_poisoned": attacked,
-        "exposure_lift": attacked - clean,
-    }

@@ -65,14 +65,8 @@ from sklearn.metrics import silhouette_score
 from torch import nn
 from torch.nn import functional as F
 
-from domain.healthcare.diagnostic_model import (
-    EVAL_BATCH_SIZE,
-    binary_metrics,
-    check_images,
-    check_labels,
-    embed_images,
-    model_device,
-)
+from domain.healthcare.diagnostic_model import binary_metrics, check_labels
+from domain.healthcare.lesion_cnn import EVAL_BATCH_SIZE, check_images, embed_images, model_device
 
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 SILHOUETTE_SAMPLE = 2000  # silhouette is quadratic in the sample count: score a seeded sample above this

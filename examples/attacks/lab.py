@@ -12,11 +12,9 @@ off, the same scenario reports the attack as missed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,20 +67,11 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
-@contextmanager
-def pipeline_home(home: Path) -> Iterator[Path]:
-    """Point the pipeline's runtime at `home` (emptied first) for the duration."""
+def fresh_home(home: Path) -> Path:
+    """`home`, emptied: each scenario and clean run starts from nothing."""
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(mode=0o700, parents=True)
-    before = os.environ.get("PIPELINE_HOME")
-    os.environ["PIPELINE_HOME"] = str(home)
-    try:
-        yield home
-    finally:
-        if before is None:
-            os.environ.pop("PIPELINE_HOME", None)
-        else:
-            os.environ["PIPELINE_HOME"] = before
+    return home
 
 
 def _error_classes(error) -> list[str]:
@@ -159,20 +148,19 @@ def run_scenario(
     A scenario that breaks (its clean history fails, its mounting raises) is
     reported with the error and counts as missed; the lab goes on.
     """
-    with pipeline_home(root / scenario.name) as home:
-        instance = pipeline(home, switched_off=switched_off, log_level="CRITICAL")
-        before, started, broke = None, time.perf_counter(), None
-        try:
-            scenario.prepare(instance)
-            before, started = len(instance.runs), time.perf_counter()
-            scenario.mount(instance)
-        except Exception as error:  # reported, not raised: one broken scenario must not hide the others
-            broke = f"the scenario itself failed: {type(error).__name__}: {error}"
-        attack_runs = instance.runs[before:] if before is not None else []
-        outcome = read_runs(instance, attack_runs, time.perf_counter() - started, scenario)
-        if broke:
-            outcome.errors.append(broke)
-        return outcome
+    instance = pipeline(fresh_home(root / scenario.name), switched_off=switched_off, log_level="CRITICAL")
+    before, started, broke = None, time.perf_counter(), None
+    try:
+        scenario.prepare(instance)
+        before, started = len(instance.runs), time.perf_counter()
+        scenario.mount(instance)
+    except Exception as error:  # reported, not raised: one broken scenario must not hide the others
+        broke = f"the scenario itself failed: {type(error).__name__}: {error}"
+    attack_runs = instance.runs[before:] if before is not None else []
+    outcome = read_runs(instance, attack_runs, time.perf_counter() - started, scenario)
+    if broke:
+        outcome.errors.append(broke)
+    return outcome
 
 
 def clean_run(
@@ -182,17 +170,16 @@ def clean_run(
     seed: int,
 ) -> list[str]:
     """Every check that failed (any severity) when the whole lifecycle ran on clean data from `seed`."""
-    with pipeline_home(home):
-        instance = pipeline(home, seed=seed, log_level="CRITICAL")
-        lifecycle(instance)
-        return [
-            f"{e.asset_key.path[-1]}:{e.check_name}"
-            for result in instance.runs
-            for e in result.get_asset_check_evaluations()
-            if not e.passed
-        ] + [
-            f"{event.step_key}: {_first_line(event.event_specific_data.error)}"
-            for result in instance.runs
-            for event in result.all_events
-            if event.is_step_failure and CHECK_FAILED not in _error_classes(event.event_specific_data.error)
-        ]
+    instance = pipeline(fresh_home(home), seed=seed, log_level="CRITICAL")
+    lifecycle(instance)
+    return [
+        f"{e.asset_key.path[-1]}:{e.check_name}"
+        for result in instance.runs
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ] + [
+        f"{event.step_key}: {_first_line(event.event_specific_data.error)}"
+        for result in instance.runs
+        for event in result.all_events
+        if event.is_step_failure and CHECK_FAILED not in _error_classes(event.event_specific_data.error)
+    ]

@@ -25,7 +25,7 @@ from examples.ecommerce.sources import (
     enrol_sources,
 )
 from examples.ecommerce.world import WorldConfig, build_world
-from resources.runtime import runtime_home
+from resources.runtime import RuntimeHome
 
 WINDOWS = (("reference", -1), ("inbox", 0))  # emitted in this order: one continuing Kafka log
 
@@ -117,14 +117,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keys", type=Path, help="folder of the sources' private keys")
     parser.add_argument("--feedback-cycle", type=int, help="land feedback week N instead of the windows")
     args = parser.parse_args(argv)
+    home = RuntimeHome.from_environment().root
     if args.feedback_cycle:
-        summary = generate_feedback(args.seed, args.events, runtime_home(), cycle=args.feedback_cycle)
+        summary = generate_feedback(args.seed, args.events, home, cycle=args.feedback_cycle)
         print(f"feedback {summary['window']}: {summary['sources']} -> {summary['landing']}")
         return summary
     summary = generate(
         args.seed,
         args.events,
-        runtime_home(),
+        home,
         inbox=args.landing,
         reference=args.reference,
         registry=args.registry,

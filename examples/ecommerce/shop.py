@@ -17,7 +17,7 @@ from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write
 from examples.runs import PipelineInstance
 from pipelines import ecommerce
 from pipelines.approve_code import approved_transforms
-from pipelines.environment import resources_for
+from resources.runtime import RuntimeHome
 
 EVENTS = 3_000  # enough for collection and processing controls
 MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity
@@ -35,8 +35,8 @@ class Shop(PipelineInstance):
         self.paths = default_paths(self.home)
         self.summary = generate(seed=self.seed, events=self.events, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
-        self.defs = ecommerce.build_definitions()
-        resources_for("ecommerce")["approvals"].approve(approved_transforms(), approver="examples")
+        self.defs = ecommerce.build_definitions(RuntimeHome(self.home))
+        self.defs.resources["approvals"].approve(approved_transforms(), approver="examples")
 
     def inbox(self, topic: str) -> Path:
         return self.paths["inbox"] / topic

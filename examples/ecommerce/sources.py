@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from examples.ecommerce.world import EPOCH, WEB_SHARE, World, WorldConfig
 from resources.atomic import atomic_write_bytes
-from resources.integrity import canonical_json
+from resources.digests import canonical_json
 
 ACTIVITY_TOPIC = "user-activity"
 REVIEWS_TOPIC = "product-reviews"

@@ -17,7 +17,7 @@ from examples.healthcare.generate import default_paths, generate, generate_feedb
 from examples.runs import PipelineInstance
 from pipelines import healthcare
 from pipelines.approve_code import approved_transforms
-from pipelines.environment import resources_for
+from resources.runtime import RuntimeHome
 
 STUDIES = 400  # per window: enough for every collection control
 MODEL_STUDIES = 900  # enough lesions for a CNN to learn in a few epochs
@@ -47,8 +47,8 @@ class Clinic(PipelineInstance):
         self.paths = default_paths(self.home)
         self.summary = generate(seed=self.seed, studies=self.studies, home=self.home, workers=1)
         self.keys = load_or_create_keys(self.paths["keys"])
-        self.defs = healthcare.build_definitions(diagnostic_settings=self.settings)
-        resources_for("healthcare")["approvals"].approve(approved_transforms(), approver="examples")
+        self.defs = healthcare.build_definitions(RuntimeHome(self.home), diagnostic_settings=self.settings)
+        self.defs.resources["approvals"].approve(approved_transforms(), approver="examples")
 
     def feedback(self, cycle: int = 1, studies: int | None = None) -> None:
         generate_feedback(self.seed, studies or self.studies, self.home, cycle=cycle, workers=1)

@@ -37,7 +37,7 @@ from examples.healthcare.batches import (
     load_or_create_keys,
 )
 from examples.healthcare.studies import CohortConfig, plan_studies
-from resources.runtime import REPO_ROOT, runtime_home
+from resources.runtime import REPO_ROOT, RuntimeHome
 
 WINDOWS = (("reference", -1), ("inbox", 0))
 MAX_WORKERS = 8
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--emit-part", help=argparse.SUPPRESS)  # a worker's job, as JSON
     args = parser.parse_args(argv)
+    home = RuntimeHome.from_environment().root
     if args.emit_part:
         result = emit_part(json.loads(args.emit_part))
         print(json.dumps(result, sort_keys=True))
@@ -216,14 +217,14 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     if args.feedback_cycle:
         summary = generate_feedback(
-            args.seed, args.studies, runtime_home(), cycle=args.feedback_cycle, workers=args.workers
+            args.seed, args.studies, home, cycle=args.feedback_cycle, workers=args.workers
         )
         print(f"feedback {summary['window']}: {summary['sources']} -> {summary['landing']}")
         return summary
     summary = generate(
         args.seed,
         args.studies,
-        runtime_home(),
+        home,
         inbox=args.landing,
         reference=args.reference,
         registry=args.registry,

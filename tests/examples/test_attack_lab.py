@@ -9,6 +9,7 @@ from examples.attacks.__main__ import main as lab_main
 from examples.attacks.__main__ import run_attack_lab
 from examples.attacks.scorecard import run_lab
 from examples.runs import checks, metadata
+from resources.runtime import RuntimeHome
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +31,14 @@ def test_flipped_sentiment_labels_are_caught_by_the_label_issue_check(tmp_path):
     assert json.loads(json.dumps(card)) == card
 
 
-def test_with_that_control_switched_off_the_scorecard_asset_reports_the_attack_missed(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "home"))
+def test_with_that_control_switched_off_the_scorecard_asset_reports_the_attack_missed(tmp_path):
     result = run_attack_lab(
-        "ecommerce", DagsterInstance.ephemeral(), scenarios=[SCENARIO], clean_seeds=[], switched_off=[CONTROL]
+        "ecommerce",
+        DagsterInstance.ephemeral(),
+        RuntimeHome(tmp_path / "home"),
+        scenarios=[SCENARIO],
+        clean_seeds=[],
+        switched_off=[CONTROL],
     )
     [row] = result.output_for_node("ecommerce__security_scorecard")["attacks"]
     assert row["detected"] is False and row["check"] is None and row["controls_failed"] == []

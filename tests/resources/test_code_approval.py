@@ -5,7 +5,6 @@ import json
 import pytest
 
 from resources.code_approval import CodeApprovals, CodeNotApproved, code_digest
-from resources.keys import LocalKeyProvider
 
 
 def sessionise(frame):
@@ -17,8 +16,8 @@ def biased(frame):
 
 
 @pytest.fixture
-def approvals(home) -> CodeApprovals:
-    approvals = CodeApprovals(key_provider=LocalKeyProvider())
+def approvals(home, keys) -> CodeApprovals:
+    approvals = CodeApprovals(key_provider=keys, manifest_path=str(home / "approved_code.json"))
     approvals.approve({"sessionise": sessionise}, approver="reviewer")
     return approvals
 
@@ -33,7 +32,7 @@ def test_swapped_in_code_is_refused(approvals):
 
 
 def test_a_manifest_edited_to_approve_other_code_is_refused(approvals, home):
-    manifest = home / "config" / "approved_code.json"
+    manifest = home / "approved_code.json"
     data = json.loads(manifest.read_text())
     data["approved"]["sessionise"] = code_digest(biased)
     manifest.write_text(json.dumps(data))
@@ -41,6 +40,7 @@ def test_a_manifest_edited_to_approve_other_code_is_refused(approvals, home):
         approvals.require("sessionise", biased)
 
 
-def test_no_manifest_means_no_publishing(home):
+def test_no_manifest_means_no_publishing(home, keys):
+    approvals = CodeApprovals(key_provider=keys, manifest_path=str(home / "approved_code.json"))
     with pytest.raises(CodeNotApproved, match="make approve-code"):
-        CodeApprovals(key_provider=LocalKeyProvider()).require("sessionise", sessionise)
+        approvals.require("sessionise", sessionise)

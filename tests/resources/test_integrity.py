@@ -6,19 +6,14 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from resources.integrity import (
-    IntegrityLedger,
-    LedgerEntry,
-    canonical_json,
-    digest_bytes,
-    digest_file,
-)
-from resources.keys import LocalKeyProvider
+from resources.digests import canonical_json, digest_bytes, digest_file
+from resources.integrity import IntegrityLedger, LedgerEntry
 
 
 @pytest.fixture
-def ledger(home) -> IntegrityLedger:
-    ledger = IntegrityLedger(key_provider=LocalKeyProvider())
+def ledger(home, keys) -> IntegrityLedger:
+    home.mkdir(parents=True, exist_ok=True)
+    ledger = IntegrityLedger(key_provider=keys, url=f"sqlite:///{home / 'ledger.sqlite'}")
     for i in range(5):
         ledger.append(
             LedgerEntry(

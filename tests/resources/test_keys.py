@@ -4,11 +4,8 @@ import os
 
 import pytest
 
-from resources.keys import LocalKeyProvider
 
-
-def test_keys_are_created_once_owner_only(home):
-    keys = LocalKeyProvider()
+def test_keys_are_created_once_owner_only(home, keys):
     first = keys.secret("ledger-mac")
     assert keys.secret("ledger-mac") == first and len(first) == 32
     assert keys.secret("other") != first
@@ -19,8 +16,7 @@ def test_keys_are_created_once_owner_only(home):
     assert kek.decrypt(kek.encrypt(b"x", b"ad"), b"ad") == b"x"
 
 
-def test_a_key_readable_by_others_is_refused(home):
-    keys = LocalKeyProvider()
+def test_a_key_readable_by_others_is_refused(home, keys):
     keys.secret("ledger-mac")
     os.chmod(home / "keys" / "ledger-mac.secret", 0o644)
     with pytest.raises(PermissionError, match="chmod 600"):

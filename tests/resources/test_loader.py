@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import resources.loader as loader_module
 from examples.attacks.trojan_payloads import malicious_pickle, plain_pickle
-from resources.loader import ModelRefused, SecureModelLoader, check_safetensors_format, scan_for_pickle
+from resources.artifact_formats import scan_for_pickle
+from resources.loader import ModelRefused, SecureModelLoader, check_safetensors_format
 from resources.signing import key_fingerprint, public_key_pem, sign_model
 from tests.serving import ARCHITECTURES, expected_outputs, write_model
 

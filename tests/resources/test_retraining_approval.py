@@ -11,8 +11,8 @@ DATASET = "blake3:" + "a" * 64
 
 
 @pytest.fixture
-def approvals(home) -> RetrainingApprovals:
-    return RetrainingApprovals(key_provider=LocalKeyProvider())
+def approvals(home, keys) -> RetrainingApprovals:
+    return RetrainingApprovals(key_provider=keys, folder=str(home / "approvals"))
 
 
 def test_matching_approval_is_accepted(approvals):
@@ -42,7 +42,9 @@ def test_edited_approval_is_refused(approvals, home):
 
 def test_approval_signed_by_an_untrusted_key_is_refused(approvals, home):
     """Only the trusted reviewer key counts, whatever the record says about its signer."""
-    other = RetrainingApprovals(key_provider=LocalKeyProvider(folder=str(home / "other-keys")))
+    other = RetrainingApprovals(
+        key_provider=LocalKeyProvider(folder=str(home / "other-keys")), folder=str(home / "approvals")
+    )
     other.approve("diagnostic-cnn", DATASET, reviewer="intruder")
     with pytest.raises(RetrainingNotApproved):
         approvals.require("diagnostic-cnn", DATASET)

@@ -11,9 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from resources.keys import LocalKeyProvider
+from resources.releases import ReleaseSigner
 from resources.signing import (
-    ReleaseSigner,
     SignatureError,
     key_fingerprint,
     public_key_pem,
@@ -171,8 +170,8 @@ def test_a_signature_cannot_exempt_files_from_hashing(tmp_path, release_key):
     refused(model, [public_key_pem(release_key)], r"exempts \['model.safetensors'\] from hashing")
 
 
-def test_release_signer_resource(home, tmp_path):
-    signer = ReleaseSigner(key_provider=LocalKeyProvider())
+def test_release_signer_resource(home, keys, tmp_path):
+    signer = ReleaseSigner(key_provider=keys)
     model = write_model(tmp_path / "released", None)
     assert signer.sign(model) == model / "model.sig"
     assert verify_model(model, [signer.public_key_pem()]) == signer.fingerprint()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from resources.runtime import runtime_home
 from resources.spark import SparkResource
 
 
-def test_local_defaults_are_hardened():
-    conf = SparkResource().effective_conf()
+def test_local_defaults_are_hardened(home):
+    conf = SparkResource(local_dir=str(home / "spark")).effective_conf()
 
     assert conf["spark.ui.enabled"] == "false"
     assert conf["spark.ui.killEnabled"] == "false"
@@ -18,12 +17,12 @@ def test_local_defaults_are_hardened():
     assert conf["spark.sql.ansi.enabled"] == "true"
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert conf["spark.driver.bindAddress"] == "127.0.0.1"
-    assert conf["spark.local.dir"].startswith(str(runtime_home()))
+    assert conf["spark.local.dir"].startswith(str(home / "spark"))
     assert "spark.authenticate" not in conf
 
 
-def test_configured_settings_override_the_defaults():
-    conf = SparkResource(conf={"spark.sql.shuffle.partitions": "64"}).effective_conf()
+def test_configured_settings_override_the_defaults(home):
+    conf = SparkResource(local_dir=str(home), conf={"spark.sql.shuffle.partitions": "64"}).effective_conf()
 
     assert conf["spark.sql.shuffle.partitions"] == "64"
     assert conf["spark.io.encryption.enabled"] == "true"
@@ -38,24 +37,25 @@ def test_the_session_runs_with_the_hardened_settings(spark):
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
 
 
-def test_session_is_shared_within_the_process(spark):
-    again = SparkResource(master="local[2]").session()
+def test_session_is_shared_within_the_process(spark, home):
+    again = SparkResource(master="local[2]", local_dir=str(home)).session()
 
     assert again.sparkContext is spark.sparkContext
 
 
-def test_cluster_master_without_auth_secret_fails_clearly(monkeypatch):
+def test_cluster_master_without_auth_secret_fails_clearly(monkeypatch, home):
     monkeypatch.delenv("SPARK_AUTH_SECRET", raising=False)
-    resource = SparkResource(master="spark://spark-master:7077")
+    resource = SparkResource(master="spark://spark-master:7077", local_dir=str(home))
 
     with pytest.raises(RuntimeError, match="set the environment variable SPARK_AUTH_SECRET"):
         resource.effective_conf()
 
 
-def test_cluster_master_authenticates_and_encrypts_without_exposing_the_secret(monkeypatch):
+def test_cluster_master_authenticates_and_encrypts_without_exposing_the_secret(monkeypatch, home):
     monkeypatch.setenv("PIPELINE_SPARK_SECRET", "s3cr3t-value")
     resource = SparkResource(
         master="spark://spark-master:7077",
+        local_dir=str(home),
         auth_secret_env="PIPELINE_SPARK_SECRET",  # noqa: S106 -- a variable name
     )
     conf = resource.effective_conf()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.integrity import IntegrityError
+from resources.digests import IntegrityError
 from resources.keys import LocalKeyProvider
 from resources.store import ArtifactStore, StoreAccessError
 
@@ -17,8 +17,8 @@ SECRET_ROW = b"user u0000042 bought item i000777 for 19.99 -- confidential"
 
 
 @pytest.fixture
-def store(home) -> ArtifactStore:
-    return ArtifactStore(key_provider=LocalKeyProvider())
+def store(home, keys) -> ArtifactStore:
+    return ArtifactStore(key_provider=keys, root=str(home / "store"))
 
 
 def test_stored_bytes_hold_no_plaintext_and_read_back_verified(store):
@@ -80,8 +80,8 @@ def test_a_stage_cannot_write_outside_its_own_area(store, stage, path):
     assert not any(Path(store.local_path("")).rglob("x*"))
 
 
-def test_unencrypted_mode_still_verifies_digests(home):
-    store = ArtifactStore(key_provider=LocalKeyProvider(), encrypt=False)
+def test_unencrypted_mode_still_verifies_digests(home, keys):
+    store = ArtifactStore(key_provider=keys, root=str(home / "store"), encrypt=False)
     artifact = store.stage("collection").write_bytes("collection/t/1.bin", SECRET_ROW)
     assert artifact.digest == artifact.stored_digest
     store.local_path(artifact.path).write_bytes(SECRET_ROW.upper())
@@ -93,7 +93,8 @@ WRITER = """
 import sys, time
 from resources.keys import LocalKeyProvider
 from resources.store import ArtifactStore
-store = ArtifactStore(key_provider=LocalKeyProvider())
+home = sys.argv[1]
+store = ArtifactStore(key_provider=LocalKeyProvider(folder=f"{home}/keys"), root=f"{home}/store")
 with store.stage("processing").open_write("processing/big/table.parquet") as handle:
     for i in range(100_000):
         handle.write(b"row %09d " % i * 10_000)
@@ -105,7 +106,7 @@ with store.stage("processing").open_write("processing/big/table.parquet") as han
 
 def test_sigkill_mid_write_leaves_nothing_a_later_load_accepts(store, home):
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER],
+        [sys.executable, "-c", WRITER, str(home)],
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[2],
         env=os.environ.copy(),

@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import torch
 
 from examples.attacks.trojan_payloads import plain_pickle
 from resources.tracking import (
@@ -38,7 +39,12 @@ def model_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tracking(home: Path) -> ExperimentTracking:
-    return ExperimentTracking()
+    return tracking_in(home)
+
+
+def tracking_in(home: Path) -> ExperimentTracking:
+    """The embedded store under `home`, as the code location places it."""
+    return ExperimentTracking(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
 
 
 def test_run_records_params_metrics_tags_and_full_dataset_digests(tracking: ExperimentTracking) -> None:
@@ -179,6 +185,24 @@ def test_log_artifacts_refuses_pickles(tracking: ExperimentTracking, tmp_path: P
     assert tracking.client().list_artifacts(run.run_id) == []
 
 
+def test_log_artifacts_refuses_a_torch_zip_checkpoint_whatever_its_name(
+    tracking: ExperimentTracking, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_safetensors(folder / "model.safetensors")
+    # torch.save writes a zip archive holding data.pkl (a pickle); renamed, it hides neither.
+    torch.save(torch.nn.Linear(4, 2).state_dict(), folder / "weights.bin")
+    assert (folder / "weights.bin").read_bytes()[:4] == b"PK\x03\x04"
+
+    with tracking.run("train", tags={}) as run:
+        with pytest.raises(PickledArtifactError, match=r"weights\.bin \(it is a torch\.save zip checkpoint"):
+            run.log_artifacts(folder, "model")
+        with pytest.raises(PickledArtifactError, match="data.pkl"):
+            run.log_artifacts(folder / "weights.bin", "model")
+    assert tracking.client().list_artifacts(run.run_id) == []
+
+
 def test_pickle_guard_lets_lookalike_headers_through(tracking: ExperimentTracking, tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
@@ -193,7 +217,7 @@ def test_pickle_guard_lets_lookalike_headers_through(tracking: ExperimentTrackin
     assert names == ["model/model.enc", "model/model.safetensors"]
 
 
-def test_two_runtime_homes_in_one_process_do_not_see_each_other(
+def test_two_pipelines_in_one_process_do_not_see_each_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A global MLflow tracking URI (as a stray `mlflow.set_tracking_uri` or the
@@ -201,14 +225,12 @@ def test_two_runtime_homes_in_one_process_do_not_see_each_other(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'global.db'}")
     monkeypatch.chdir(tmp_path)
 
-    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "a"))
-    first = ExperimentTracking()
+    first = tracking_in(tmp_path / "a")
     with first.run("train-a", tags={}) as run_a:
         run_a.log_dataset("data", DIGEST_A, "store://a", 1)
     first_id = first.experiment_id()
 
-    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "b"))
-    second = ExperimentTracking()
+    second = tracking_in(tmp_path / "b")
     with second.run("train-b", tags={}) as run_b:
         run_b.log_dataset("data", DIGEST_B, "store://b", 2)
     second_id = second.experiment_id()
@@ -219,7 +241,6 @@ def test_two_runtime_homes_in_one_process_do_not_see_each_other(
     with pytest.raises(Exception, match=run_a.run_id):
         second.run_inputs(run_a.run_id)
 
-    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "a"))
     seen_a = first.client().search_runs([first_id])
     assert [r.info.run_id for r in seen_a] == [run_a.run_id]
     assert first.run_inputs(run_a.run_id)[0]["digest"] == DIGEST_A
@@ -228,7 +249,7 @@ def test_two_runtime_homes_in_one_process_do_not_see_each_other(
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_explicit_uris_win_over_the_runtime_home(tmp_path: Path, home: Path) -> None:
+def test_an_explicit_uri_is_where_runs_go(tmp_path: Path, home: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
     tracking = ExperimentTracking(tracking_uri=uri, experiment="other")
     with tracking.run("train", tags={}) as run:

@@ -28,15 +28,14 @@ def md5_of(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+def versioning_in(home: Path, remote: Path | None = None) -> DataVersioning:
+    """A DVC project and remote under `home`, as the code location places them."""
+    return DataVersioning(repo_dir=str(home / "dvc"), remote_url=str(remote or home / "dvc-remote"))
 
 
 @pytest.fixture
 def versioning(home) -> DataVersioning:
-    return DataVersioning()
+    return versioning_in(home)
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -61,7 +60,7 @@ def tamper(path: Path, data: bytes, *, keep_read_only: bool) -> None:
         path.chmod(mode)
 
 
-def test_defaults_live_under_the_pipeline_home(home, versioning):
+def test_project_and_remote_live_where_they_are_placed(home, versioning):
     source = write(home / "in" / "a.bin", b"ciphertext")
 
     versioning.version("a.bin", source)
@@ -111,7 +110,7 @@ def test_restore_works_after_losing_the_whole_dvc_project(home, versioning, tmp_
     version = versioning.version(NAME, write(tmp_path / "x.enc", data))
 
     shutil.rmtree(home / "dvc")
-    restored = DataVersioning().restore(NAME, version.md5, tmp_path / "back.enc")
+    restored = versioning_in(home).restore(NAME, version.md5, tmp_path / "back.enc")
 
     assert restored.read_bytes() == data
 
@@ -166,9 +165,9 @@ def test_a_corrupted_local_cache_object_is_replaced_from_the_remote(home, versio
 
 def test_the_remote_is_chosen_by_configuration(home, tmp_path):
     other_remote = tmp_path / "elsewhere"
-    DataVersioning().version(NAME, write(tmp_path / "a.enc", b"first"))
+    versioning_in(home).version(NAME, write(tmp_path / "a.enc", b"first"))
 
-    version = DataVersioning(remote_url=str(other_remote)).version(NAME, write(tmp_path / "b.enc", b"second"))
+    version = versioning_in(home, other_remote).version(NAME, write(tmp_path / "b.enc", b"second"))
 
     assert (other_remote / "files" / "md5" / version.md5[:2] / version.md5[2:]).is_file()
     assert not remote_object(home, version.md5).exists()
@@ -191,7 +190,7 @@ from pathlib import Path
 from resources.versioning import DataVersioning
 
 home, worker = sys.argv[1], int(sys.argv[2])
-versioning = DataVersioning()
+versioning = DataVersioning(repo_dir=f"{home}/dvc", remote_url=f"{home}/dvc-remote")
 published = []
 for round_ in range(3):
     source = Path(home) / "in" / f"{worker}-{round_}.enc"
@@ -208,7 +207,7 @@ def test_several_processes_publish_into_one_project_at_once(home, tmp_path):
     # Separate interpreters (not multiprocessing, which would pickle), started
     # together against a project that does not exist yet: they race on the
     # initialisation and then on DVC's repository lock.
-    env = {**os.environ, "PIPELINE_HOME": str(home)}
+    env = dict(os.environ)
     workers = [
         subprocess.Popen(  # noqa: S603 - our own interpreter and script
             [sys.executable, "-c", PUBLISHER, str(home), str(worker)],
@@ -227,7 +226,7 @@ def test_several_processes_publish_into_one_project_at_once(home, tmp_path):
         versions.extend(json.loads(out.strip().splitlines()[-1]))
 
     assert len({md5 for _, md5 in versions}) == 9
-    versioning = DataVersioning()
+    versioning = versioning_in(home)
     for name, md5 in versions:
         restored = versioning.restore(name, md5, tmp_path / "out" / md5)
         assert md5_of(restored.read_bytes()) == md5

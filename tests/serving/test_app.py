@@ -59,7 +59,12 @@ def _metric(text: str, name: str) -> float:
 def test_the_app_serves_a_signed_model_from_an_isolated_worker(home, tmp_path, release_key):
     model_dir = write_model(tmp_path / "models" / "v3", release_key, version=3)
     app = create_app(
-        model_dir, [public_key_pem(release_key)], HANDLER, max_memory_mb=2048, max_cpu_seconds=600
+        model_dir,
+        [public_key_pem(release_key)],
+        HANDLER,
+        state_file=home / "versions.json",
+        max_memory_mb=2048,
+        max_cpu_seconds=600,
     )
     add_worker_route(app, "/describe", "describe", DescribeQuery)
     with TestClient(app) as client:
@@ -123,7 +128,8 @@ def test_the_app_serves_a_signed_model_from_an_isolated_worker(home, tmp_path, r
 def test_a_refused_model_gives_503_and_a_clear_error(home, tmp_path, release_key):
     attacker = ec.generate_private_key(ec.SECP256R1())
     model_dir = write_model(tmp_path / "models" / "v9", attacker, version=9)
-    app = create_app(model_dir, [public_key_pem(release_key)], HANDLER, restart_backoff=300)
+    keys = [public_key_pem(release_key)]
+    app = create_app(model_dir, keys, HANDLER, state_file=home / "versions.json", restart_backoff=300)
     with TestClient(app) as client:
         health = client.get("/healthz")
         assert health.status_code == 503
@@ -149,6 +155,7 @@ def test_uvicorn_on_loopback(home, tmp_path, release_key, monkeypatch):
     monkeypatch.setenv("SERVING_MODEL_DIR", str(model_dir))
     monkeypatch.setenv("SERVING_TRUSTED_KEYS", str(keys))
     monkeypatch.setenv("SERVING_HANDLER", HANDLER)
+    monkeypatch.setenv("SERVING_STATE_FILE", str(home / "versions.json"))
     port = _free_port()
     config = uvicorn.Config(
         "serving.app:app_from_env", factory=True, host="127.0.0.1", port=port, log_level="warning"

@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from assets.healthcare.deployment import MODEL_NAME
-from domain.healthcare import diagnostic_model, images
+from domain.healthcare import diagnostic_model, images, lesion_cnn
 from domain.healthcare.dicom import ValidatedStudy, validate_dicom
+from domain.healthcare.release import MODEL_NAME
 from examples.healthcare.studies import (
     CohortConfig,
     Study,
@@ -29,7 +29,8 @@ from examples.healthcare.studies import (
     polyglot_preamble,
     truncated,
 )
-from resources.releases import ModelReleases
+from resources.release_folder import ReleaseFolder
+from resources.runtime import RuntimeHome
 from resources.signing import CONFIG_FILE, public_key_pem, sign_model
 from serving.healthcare import MAX_DICOM_BASE64, create_diagnostic_app
 
@@ -40,7 +41,7 @@ THRESHOLD = 0.4
 @dataclass
 class Served:
     client: TestClient
-    model: diagnostic_model.LesionCNN
+    model: lesion_cnn.LesionCNN
     studies: list[Study]
     dicoms: list[bytes]
     images: np.ndarray
@@ -68,29 +69,28 @@ def served(tmp_path_factory):
     (model_dir / CONFIG_FILE).write_text(json.dumps({**config, "threshold": THRESHOLD}, sort_keys=True))
     key = ec.generate_private_key(ec.SECP256R1())
     sign_model(model_dir, key)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIPELINE_HOME", str(root / "home"))
-        releases = ModelReleases()
-        releases.trust(public_key_pem(key))
-        releases.publish(MODEL_NAME, model_dir, 1)
-        with TestClient(create_diagnostic_app(releases)) as client:
-            yield Served(client, model, studies, dicoms, x)
+    home = RuntimeHome(root / "home")
+    releases = ReleaseFolder(home.path("releases"))
+    releases.trust(public_key_pem(key))
+    releases.publish(MODEL_NAME, model_dir, 1)
+    with TestClient(create_diagnostic_app(home)) as client:
+        yield Served(client, model, studies, dicoms, x)
 
 
 def test_no_release_yet_is_a_clear_error(home):
     with pytest.raises(FileNotFoundError, match="No healthcare-lesion-cnn release"):
-        create_diagnostic_app()
+        create_diagnostic_app(RuntimeHome(home))
 
 
 def test_healthz_reports_the_verified_release(served):
     health = served.client.get("/healthz")
     assert health.status_code == 200, health.text
     assert health.json()["status"] == "ok" and health.json()["version"] == 1
-    assert health.json()["architecture"] == diagnostic_model.MODEL_NAME
+    assert health.json()["architecture"] == lesion_cnn.MODEL_NAME
 
 
 def test_a_valid_study_is_scored_like_training_scores_it_without_echoing_phi(served):
-    expected = diagnostic_model.predict_proba(served.model, served.images[:3])
+    expected = lesion_cnn.predict_proba(served.model, served.images[:3])
     for i in range(3):
         answer = served.client.post("/diagnose", json=_b64(served.dicoms[i]))
         assert answer.status_code == 200, answer.text

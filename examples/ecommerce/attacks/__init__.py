@@ -5,7 +5,7 @@ lifecycle through Dagster; `make attack SCENARIO=<name>` runs one,
 `make scorecard` runs them all.
 """
 
-from assets.ecommerce.deployment import MODEL_NAME
+from domain.ecommerce.release import MODEL_NAME
 from examples.attacks.releases import rollback_scenario, trojan_scenarios
 from examples.ecommerce.attacks import (
     data_poisoning,

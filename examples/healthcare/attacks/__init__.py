@@ -5,7 +5,7 @@ lifecycle through Dagster; `make attack SCENARIO=<name>` runs one,
 `make scorecard` runs them all.
 """
 
-from assets.healthcare.modeling import MODEL_NAME
+from domain.healthcare.release import MODEL_NAME
 from examples.attacks.releases import rollback_scenario, trojan_scenarios
 from examples.healthcare.attacks import (
     backdoor,

@@ -10,13 +10,14 @@ is measured against the trusted baseline, not the previous cycle.
 import pytest
 from fastapi.testclient import TestClient
 
-from assets.ecommerce.deployment import MODEL_NAME
 from assets.ecommerce.modeling import RecommenderSettings
 from domain.distribution import psi
+from domain.ecommerce.release import MODEL_NAME
 from examples.ecommerce.attacks.retraining_exploitation import gradual_skew
 from examples.ecommerce.shop import MODEL_EVENTS, Shop
 from examples.runs import checks, materialized, metadata
 from pipelines import ecommerce
+from resources.runtime import RuntimeHome
 from serving.ecommerce import create_recommender_app
 
 pytestmark = pytest.mark.slow
@@ -24,12 +25,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("lifecycle") / "home"
-        patch.setenv("PIPELINE_HOME", str(home))
-        shop = Shop(home, events=MODEL_EVENTS)
-        shop.first_run = shop.lifecycle()
-        yield shop
+    home = tmp_path_factory.mktemp("lifecycle") / "home"
+    shop = Shop(home, events=MODEL_EVENTS)
+    shop.first_run = shop.lifecycle()
+    yield shop
 
 
 def champion_version(shop: Shop) -> int | None:
@@ -60,7 +59,7 @@ def test_mlflow_run_holds_the_training_data_digests(shop):
 
 def test_server_answers_recommend_from_the_verified_champion(shop):
     user = shop.stored_table("ecommerce/training_interactions")["user_id"].iloc[0]
-    with TestClient(create_recommender_app()) as client:
+    with TestClient(create_recommender_app(RuntimeHome(shop.home))) as client:
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["version"] == 1
         answer = client.get("/recommend", params={"user_id": user, "k": 5})
@@ -74,7 +73,7 @@ def test_server_answers_recommend_from_the_verified_champion(shop):
 def test_challenger_failing_a_blocking_check_is_not_promoted(shop):
     """A model that a 10% fake-account budget can push around must not become champion."""
     strict = ecommerce.build_definitions(
-        recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1)
+        RuntimeHome(shop.home), recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1)
     )
     result = shop.run(
         "ecommerce_lifecycle", defs=strict, assets=["ecommerce/recommender_model", "ecommerce/champion_model"]

@@ -14,7 +14,7 @@ from examples.ecommerce.attacks.processing_manipulation import biased_build_inte
 from examples.ecommerce.shop import Shop
 from examples.runs import checks, materialized, metadata
 from resources.code_approval import code_digest
-from resources.integrity import digest_file
+from resources.digests import digest_file
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +27,10 @@ PROCESSING = [
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> tuple[Shop, object]:
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("clean") / "home"
-        patch.setenv("PIPELINE_HOME", str(home))
-        shop = Shop(home)
-        result = shop.run_selection(PROCESSING)
-        yield shop, result
+    home = tmp_path_factory.mktemp("clean") / "home"
+    shop = Shop(home)
+    result = shop.run_selection(PROCESSING)
+    yield shop, result
 
 
 def test_clean_lifecycle_publishes_every_table_with_no_failed_check(clean):

@@ -15,9 +15,9 @@ import pytest
 from dagster import AssetKey, build_asset_check_context
 from fastapi.testclient import TestClient
 
-from assets.healthcare.deployment import ARCHITECTURES
-from assets.healthcare.modeling import MODEL_NAME, TRAINING_SET_KEY, DiagnosticSettings
+from assets.healthcare.modeling import TRAINING_SET_KEY, DiagnosticSettings
 from assets.promotion import release_check
+from domain.healthcare.release import ARCHITECTURES, MODEL_NAME
 from examples.healthcare.attacks.backdoor import poison_inbox
 from examples.healthcare.clinic import MODEL_STUDIES, SMALL_SETTINGS, SMALL_THRESHOLDS, Clinic
 from examples.healthcare.studies import (
@@ -27,7 +27,8 @@ from examples.healthcare.studies import (
 )
 from examples.runs import checks, materialized, metadata
 from pipelines import healthcare
-from pipelines.approve_retraining import main as approve_retraining
+from pipelines.approve_retraining import approve
+from resources.runtime import RuntimeHome
 from serving.healthcare import create_diagnostic_app
 
 pytestmark = pytest.mark.slow
@@ -37,12 +38,10 @@ CHAMPION = AssetKey(["healthcare", "champion_model"])
 
 @pytest.fixture(scope="module")
 def clinic(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("healthcare") / "home"
-        patch.setenv("PIPELINE_HOME", str(home))
-        clinic = Clinic(home, studies=MODEL_STUDIES)
-        clinic.first_run = clinic.lifecycle()
-        yield clinic
+    home = tmp_path_factory.mktemp("healthcare") / "home"
+    clinic = Clinic(home, studies=MODEL_STUDIES)
+    clinic.first_run = clinic.lifecycle()
+    yield clinic
 
 
 def failed(result) -> dict[str, bool]:
@@ -82,7 +81,7 @@ def test_the_server_diagnoses_a_study_with_the_champion(clinic):
     import base64
 
     study = plan_studies(CohortConfig(seed=11, studies=4), 0)[0]
-    with TestClient(create_diagnostic_app(clinic.defs.resources["releases"])) as client:
+    with TestClient(create_diagnostic_app(RuntimeHome(clinic.home))) as client:
         answer = client.post("/diagnose", json={"dicom": base64.b64encode(dicom_bytes(study)).decode()})
     assert answer.status_code == 200, answer.text
     assert answer.json()["model_version"] == 1 and 0 <= answer.json()["lesion_probability"] <= 1
@@ -109,9 +108,9 @@ def test_an_approval_for_another_dataset_is_refused(clinic):
 
 
 def test_an_approved_retraining_that_misses_a_minimum_is_not_promoted(clinic):
-    approve_retraining(["--reviewer", "dr-review"])
+    approve(RuntimeHome(clinic.home), reviewer="dr-review")
     strict_settings = DiagnosticSettings(**(SMALL_THRESHOLDS | {"min_auc": 0.999}))
-    strict = healthcare.build_definitions(diagnostic_settings=strict_settings)
+    strict = healthcare.build_definitions(RuntimeHome(clinic.home), diagnostic_settings=strict_settings)
     result = clinic.run("healthcare_retraining", defs=strict)
     assert "diagnostic_model" in materialized(result)  # the approval let training run
     assert failed(result).keys() == {"diagnostic_model:meets_clinical_minimums"}
@@ -143,12 +142,10 @@ def test_a_rollback_to_an_older_signed_release_is_refused(clinic):
 
 
 def test_a_trigger_patch_on_lesion_studies_is_flagged_before_promotion(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("backdoor") / "home"
-        patch.setenv("PIPELINE_HOME", str(home))
-        clinic = Clinic(home, studies=MODEL_STUDIES)
-        poisoned = poison_inbox(clinic, 0.08)
-        result = clinic.lifecycle()
+    home = tmp_path_factory.mktemp("backdoor") / "home"
+    clinic = Clinic(home, studies=MODEL_STUDIES)
+    poisoned = poison_inbox(clinic, 0.08)
+    result = clinic.lifecycle()
     assert poisoned >= 20
     assert "diagnostic_model" in materialized(result)
     assert failed(result).keys() >= {"diagnostic_model:no_backdoor_in_training_data"}

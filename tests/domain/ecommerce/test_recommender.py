@@ -14,23 +14,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from domain.ecommerce.ranking_metrics import evaluate, popularity_baseline, target_exposure
 from domain.ecommerce.recommender import (
     IdIndex,
     MatrixFactorization,
     TrainConfig,
     build_from_architecture,
-    evaluate,
-    inject_shilling,
     load_model,
-    pick_shilling_target,
-    popularity_baseline,
     recommend,
     save_model,
-    shilling_sensitivity,
     split_holdout,
-    target_exposure,
     train_bpr,
 )
+from domain.ecommerce.shilling import inject_shilling, pick_shilling_target, shilling_sensitivity
 from examples.ecommerce.world import WorldConfig, build_world
 from resources.model_files import CONFIG_FILE, WEIGHTS_FILE
 

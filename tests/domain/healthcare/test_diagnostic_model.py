@@ -16,16 +16,13 @@ from scipy.ndimage import gaussian_filter
 
 from domain.healthcare.diagnostic_model import (
     CNNConfig,
-    LesionCNN,
-    build_from_architecture,
-    embed_images,
     evaluate,
     load_model,
     patient_split,
-    predict_proba,
     save_model,
     train_cnn,
 )
+from domain.healthcare.lesion_cnn import LesionCNN, build_from_architecture, embed_images, predict_proba
 from resources.model_files import CONFIG_FILE, WEIGHTS_FILE
 
 SIZE = 32  # the tests train at 32 px, a quarter of the default 64 px's compute; QUICK runs at 64 px

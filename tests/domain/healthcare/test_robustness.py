@@ -27,7 +27,8 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from domain.healthcare.diagnostic_model import CNNConfig, LesionCNN, evaluate, predict_proba, train_cnn
+from domain.healthcare.diagnostic_model import CNNConfig, evaluate, train_cnn
+from domain.healthcare.lesion_cnn import LesionCNN, predict_proba
 from domain.healthcare.robustness import (
     BackdoorThresholds,
     activation_clusters,

@@ -1,4 +1,4 @@
-"""The security scorecard: every attack of the catalogue run against a fresh pipeline, and what caught it.
+"""The security scorecard asset: every attack of the catalogue on a fresh pipeline, and what caught it.
 
 Materialising it runs the example's attack lab (`examples/<example>/attacks/`):
 each scenario mounts its attack on a fresh pipeline instance of its own and
@@ -7,6 +7,8 @@ evaluations and step failures of those runs, never written by hand. The
 clean lifecycle also runs once per seed, so a control that fails on clean
 data shows up here as well.
 """
+
+from pathlib import Path
 
 from dagster import (
     AssetCheckResult,
@@ -21,7 +23,6 @@ from dagster import (
 )
 
 from examples.attacks.scorecard import CLEAN_SEEDS, markdown, run_lab, summary
-from resources.runtime import runtime_path
 
 OWNER = "team:security"
 
@@ -34,8 +35,11 @@ class AttackLabConfig(Config):
     switched_off: list[str] = []  # "asset:check" names: shows what the attacks do without them
 
 
-def security_scorecard(example: str) -> AssetsDefinition:
-    """`example`'s scorecard asset, with checks that every attack was detected and clean runs passed."""
+def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
+    """`example`'s scorecard asset, with checks that every attack was detected and clean runs passed.
+
+    Each scenario and clean run gets a fresh pipeline home of its own under `lab_root`.
+    """
     key = AssetKey([example, "security_scorecard"])
 
     @asset(
@@ -62,7 +66,7 @@ def security_scorecard(example: str) -> AssetsDefinition:
     def _scorecard(config: AttackLabConfig):
         card = run_lab(
             example,
-            runtime_path("attack-lab"),
+            lab_root,
             only=config.scenarios,
             seeds=config.clean_seeds,
             switched_off=config.switched_off,

@@ -1,0 +1,41 @@
+"""One builder for both examples' code locations.
+
+A location is the merge of its stage modules' definitions (each stage module
+under `assets/<example>/` exports `defs`), its oversight (audits and their
+schedule), its jobs, and the environment's resources placed under the runtime
+home it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from dagster import Definitions, JobDefinition, in_process_executor
+
+from pipelines.environment import resources_for
+from pipelines.oversight import Oversight
+from resources.runtime import RuntimeHome
+
+
+def build_location(
+    example: str,
+    *,
+    stages: Sequence[ModuleType],
+    oversight: Oversight,
+    jobs: Sequence[JobDefinition],
+    home: RuntimeHome,
+    resources: Mapping[str, Any],
+) -> Definitions:
+    """`example`'s definitions over `home`; `resources` adds to (or replaces) the environment's."""
+    return Definitions.merge(
+        *(stage.defs for stage in stages),
+        oversight.defs,
+        Definitions(
+            jobs=jobs,
+            resources={**resources_for(example, home), **resources},
+            # One process per run: Spark starts once and every step shares its session.
+            executor=in_process_executor,
+        ),
+    )
