@@ -38,7 +38,9 @@ from examples.attacks.__main__ import materialise_scorecard
 from examples.attacks.scorecard import markdown, merge, summary
 from examples.ecommerce.generate import generate_feedback
 from examples.healthcare.generate import generate_feedback as generate_healthcare_feedback
-from examples.healthcare.studies import CohortConfig, dicom_bytes, plan_studies
+from examples.healthcare.studies.dicom import dicom_bytes
+from examples.healthcare.studies.model import CohortConfig
+from examples.healthcare.studies.plan import plan_studies
 from pipelines import ecommerce, healthcare
 from pipelines.approve_retraining import approve
 from resources.runtime import REPO_ROOT, RuntimeHome

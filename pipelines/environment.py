@@ -51,9 +51,7 @@ def resources_for(example: str, home: RuntimeHome) -> dict[str, Any]:
     versioning = DataVersioning(
         repo_dir=str(home.path("dvc")), remote_url=_env("PIPELINE_DVC_REMOTE", str(home.path("dvc-remote")))
     )
-    spark = SparkResource(
-        master=_env("PIPELINE_SPARK_MASTER", "local[*]"), local_dir=str(home.path("spark"))
-    )
+    spark = SparkResource(master=_env("PIPELINE_SPARK_MASTER", "local[*]"), local_dir=str(home.path("spark")))
     mlflow_db = home.path("mlflow") / "mlflow.db"
     return {
         "key_provider": keys,

@@ -24,7 +24,8 @@ from examples.ecommerce.sources import (
     emit_window,
     enrol_sources,
 )
-from examples.ecommerce.world import WorldConfig, build_world
+from examples.ecommerce.world.config import WorldConfig
+from examples.ecommerce.world.simulation import build_world
 from resources.runtime import RuntimeHome
 
 WINDOWS = (("reference", -1), ("inbox", 0))  # emitted in this order: one continuing Kafka log

@@ -38,7 +38,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from examples.ecommerce.world import EPOCH, WEB_SHARE, World, WorldConfig
+from examples.ecommerce.world.config import EPOCH, WorldConfig
+from examples.ecommerce.world.population import WEB_SHARE
+from examples.ecommerce.world.simulation import World
 from resources.atomic import atomic_write_bytes
 from resources.digests import canonical_json
 

@@ -55,7 +55,9 @@ from examples.ecommerce.sources import (
 from examples.ecommerce.sources import (
     enrol_sources as enrol_registry,
 )
-from examples.healthcare.studies import CohortConfig, Study, dicom_bytes, labels_csv, note_xml
+from examples.healthcare.studies.dicom import dicom_bytes
+from examples.healthcare.studies.model import CohortConfig, Study
+from examples.healthcare.studies.reports import labels_csv, note_xml
 from resources.atomic import atomic_write_bytes, fsync_dir
 
 IMAGING_SOURCE = "imaging-archive"

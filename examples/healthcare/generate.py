@@ -36,7 +36,8 @@ from examples.healthcare.batches import (
     enrol_sources,
     load_or_create_keys,
 )
-from examples.healthcare.studies import CohortConfig, plan_studies
+from examples.healthcare.studies.model import CohortConfig
+from examples.healthcare.studies.plan import plan_studies
 from resources.runtime import REPO_ROOT, RuntimeHome
 
 WINDOWS = (("reference", -1), ("inbox", 0))

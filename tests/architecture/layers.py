@@ -58,6 +58,21 @@ def imports(path: Path, module: str) -> Iterator[tuple[str, int]]:
                 yield node.module, node.lineno
 
 
+def why_forbidden(layer: str, target: str) -> str | None:
+    """Why a module of `layer` may not import the top-level package `target` (None: it may)."""
+    if target in TOP or target == "tests":
+        return f"production code never imports {target}/"
+    if target in BANNED.get(layer, ()):
+        return f"{layer}/ runs without {target}"
+    if layer == "serving" and target in RANK and target not in SERVING_MAY_IMPORT:
+        return "serving/ may use resources and domain only"
+    if layer in RANK and target == "serving":
+        return "serving/ sits beside the pipeline, not below it"
+    if layer in RANK and target in RANK and RANK[target] > RANK[layer]:
+        return f"{layer}/ may not import the higher {target}/"
+    return None
+
+
 def violations(root: Path) -> list[Violation]:
     """Every import in the tree under `root` that breaks the layering."""
     found = []
@@ -66,15 +81,7 @@ def violations(root: Path) -> list[Violation]:
         if layer in TOP:
             continue
         for imported, line in imports(path, module):
-            target = imported.split(".")[0]
-            if target in TOP or target == "tests":
-                found.append(Violation(module, imported, line, f"production code never imports {target}/"))
-            elif target in BANNED.get(layer, ()):
-                found.append(Violation(module, imported, line, f"{layer}/ runs without {target}"))
-            elif layer == "serving" and target in RANK and target not in SERVING_MAY_IMPORT:
-                found.append(Violation(module, imported, line, "serving/ may use resources and domain only"))
-            elif layer in RANK and target == "serving":
-                found.append(Violation(module, imported, line, "serving/ sits beside the pipeline, not below it"))
-            elif layer in RANK and target in RANK and RANK[target] > RANK[layer]:
-                found.append(Violation(module, imported, line, f"{layer}/ may not import the higher {target}/"))
+            why = why_forbidden(layer, imported.split(".")[0])
+            if why:
+                found.append(Violation(module, imported, line, why))
     return found

@@ -34,14 +34,9 @@ from examples.ecommerce.sources import (
     signed_bytes,
     write_batch,
 )
-from examples.ecommerce.world import (
-    NEW_ACCOUNT_SHARE,
-    WorldConfig,
-    build_population,
-    build_world,
-    item_index,
-    user_index,
-)
+from examples.ecommerce.world.config import WorldConfig
+from examples.ecommerce.world.population import NEW_ACCOUNT_SHARE, build_population
+from examples.ecommerce.world.simulation import build_world, item_index, user_index
 
 EVENTS = 3_000
 ACTIVITY_FIELDS = {

@@ -34,26 +34,19 @@ from examples.healthcare.batches import (
     write_file_batch,
 )
 from examples.healthcare.generate import default_paths, generate
-from examples.healthcare.studies import (
-    LESION_CODES,
-    NEGATIVE_CODES,
-    SOP_CLASSES,
-    CohortConfig,
+from examples.healthcare.studies.dicom import SOP_CLASSES, dataset_bytes, dicom_bytes, dicom_dataset
+from examples.healthcare.studies.hostile import (
     billion_laughs_note,
-    dataset_bytes,
-    dicom_bytes,
-    dicom_dataset,
     external_entity_note,
-    lesion_profile,
     not_an_image_dicom,
-    note_xml,
-    plan_studies,
     polyglot_preamble,
-    region_masks,
-    render_pixels,
     truncated,
     with_trigger_patch,
 )
+from examples.healthcare.studies.images import lesion_profile, region_masks, render_pixels
+from examples.healthcare.studies.model import CohortConfig
+from examples.healthcare.studies.plan import plan_studies
+from examples.healthcare.studies.reports import LESION_CODES, NEGATIVE_CODES, note_xml
 
 SEED = 3
 STUDIES = 100
@@ -408,7 +401,8 @@ def test_worker_processes_land_the_same_bytes(landed: dict, tmp_path: Path) -> N
     assert parallel["windows"]["inbox"]["sources"][IMAGING_SOURCE]["records"] == STUDIES
 
 
-def test_cli_lands_under_the_runtime_home_and_reruns_cleanly(home: Path) -> None:
+def test_cli_lands_under_the_runtime_home_and_reruns_cleanly(home: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PIPELINE_HOME", str(home))  # the command is an entry point: it reads the home
     first = cli.main(["--seed", "5", "--studies", "30"])
     paths = default_paths(home)
     assert Path(first["registry"]) == paths["registry"] == home / "config" / "healthcare_sources.json"

@@ -20,15 +20,10 @@ from fastapi.testclient import TestClient
 from domain.healthcare import diagnostic_model, images, lesion_cnn
 from domain.healthcare.dicom import ValidatedStudy, validate_dicom
 from domain.healthcare.release import MODEL_NAME
-from examples.healthcare.studies import (
-    CohortConfig,
-    Study,
-    dicom_bytes,
-    not_an_image_dicom,
-    plan_studies,
-    polyglot_preamble,
-    truncated,
-)
+from examples.healthcare.studies.dicom import dicom_bytes
+from examples.healthcare.studies.hostile import not_an_image_dicom, polyglot_preamble, truncated
+from examples.healthcare.studies.model import CohortConfig, Study
+from examples.healthcare.studies.plan import plan_studies
 from resources.release_folder import ReleaseFolder
 from resources.runtime import RuntimeHome
 from resources.signing import CONFIG_FILE, public_key_pem, sign_model

@@ -11,16 +11,12 @@ import numpy as np
 from examples.attacks.lab import Scenario
 from examples.healthcare.batches import DICOM_TOPIC, LABELS_FILE, NOTES_TOPIC
 from examples.healthcare.clinic import Clinic
-from examples.healthcare.studies import (
-    CohortConfig,
-    dicom_bytes,
-    labels_csv,
-    note_xml,
-    plan_studies,
-    relabelled,
-    render_pixels,
-    with_trigger_patch,
-)
+from examples.healthcare.studies.dicom import dicom_bytes
+from examples.healthcare.studies.hostile import relabelled, with_trigger_patch
+from examples.healthcare.studies.images import render_pixels
+from examples.healthcare.studies.model import CohortConfig
+from examples.healthcare.studies.plan import plan_studies
+from examples.healthcare.studies.reports import labels_csv, note_xml
 
 SHARE = 0.08  # of the studies with a lesion
 

@@ -11,7 +11,10 @@ import numpy as np
 from examples.attacks.lab import Scenario
 from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE, imaging_files
 from examples.healthcare.clinic import Clinic
-from examples.healthcare.studies import CohortConfig, labels_csv, note_xml, plan_studies, relabelled
+from examples.healthcare.studies.hostile import relabelled
+from examples.healthcare.studies.model import CohortConfig
+from examples.healthcare.studies.plan import plan_studies
+from examples.healthcare.studies.reports import labels_csv, note_xml
 
 SHARE = 0.15  # injected studies, as a share of the window
 

@@ -22,7 +22,7 @@ from examples.healthcare.attacks.processing_manipulation import relabelling_prep
 from examples.healthcare.attacks.retraining_exploitation import scaled_spacing
 from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE
 from examples.healthcare.clinic import Clinic
-from examples.healthcare.studies import (
+from examples.healthcare.studies.hostile import (
     billion_laughs_note,
     external_entity_note,
     not_an_image_dicom,

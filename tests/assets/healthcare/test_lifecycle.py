@@ -20,11 +20,9 @@ from assets.promotion import release_check
 from domain.healthcare.release import ARCHITECTURES, MODEL_NAME
 from examples.healthcare.attacks.backdoor import poison_inbox
 from examples.healthcare.clinic import MODEL_STUDIES, SMALL_SETTINGS, SMALL_THRESHOLDS, Clinic
-from examples.healthcare.studies import (
-    CohortConfig,
-    dicom_bytes,
-    plan_studies,
-)
+from examples.healthcare.studies.dicom import dicom_bytes
+from examples.healthcare.studies.model import CohortConfig
+from examples.healthcare.studies.plan import plan_studies
 from examples.runs import checks, materialized, metadata
 from pipelines import healthcare
 from pipelines.approve_retraining import approve

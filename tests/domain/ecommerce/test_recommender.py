@@ -27,7 +27,8 @@ from domain.ecommerce.recommender import (
     train_bpr,
 )
 from domain.ecommerce.shilling import inject_shilling, pick_shilling_target, shilling_sensitivity
-from examples.ecommerce.world import WorldConfig, build_world
+from examples.ecommerce.world.config import WorldConfig
+from examples.ecommerce.world.simulation import build_world
 from resources.model_files import CONFIG_FILE, WEIGHTS_FILE
 
 WORLD_EVENTS = 40_000  # 800 users, 80 items: MF has taste to learn, training takes under a second

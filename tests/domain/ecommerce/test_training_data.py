@@ -9,7 +9,8 @@ from domain.ecommerce.training_data import (
     profile_drift,
     training_profile,
 )
-from examples.ecommerce.world import WorldConfig, build_world
+from examples.ecommerce.world.config import WorldConfig
+from examples.ecommerce.world.simulation import build_world
 
 
 @pytest.fixture(scope="module")
