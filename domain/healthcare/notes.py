@@ -1,4 +1,4 @@
-"""Clinical notes: safe XML parsing, de-identification, negation-aware findings.
+"""Clinical notes: safe XML parsing, de-identification, labels from negation-aware findings.
 
 The note format (one study per note; element names are fixed)::
 
@@ -21,18 +21,9 @@ Parsing uses defusedxml with DTDs, entity declarations and external
 references all forbidden, so a billion-laughs or an external-entity note
 (``file:///etc/passwd``) is refused before anything is expanded or fetched.
 
-Findings are extracted by a small NegEx-style matcher (Chapman et al. 2001,
-with ConText's termination terms) instead of spaCy + negspacy: those would
-add 19 packages (~57 MB of wheels) for what is, with a blank pipeline and an
-entity ruler, the same algorithm. Lesion terms are matched per sentence; a
-pre-negation trigger ("no", "without", "negative for", "no evidence of",
-"free of", ...) negates every term after it up to the end of the sentence or
-a termination term ("but", "however", "although", ...); a post-negation
-trigger ("ruled out", "has resolved", "not seen", ...) negates back to the
-start of the sentence or a termination term. Pseudo-triggers ("no change",
-"no interval change", "not ruled out", ...) are consumed first so they do not
-negate. Uncertainty triggers ("possible", "cannot be excluded", ...) mark a
-finding as uncertain rather than asserted.
+Lesion findings (negated, uncertain or asserted) come from
+:mod:`domain.healthcare.note_context` (negspacy's NegEx on a blank spaCy
+pipeline); the labels below combine them with the diagnosis code.
 """
 
 from __future__ import annotations
@@ -48,6 +39,7 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 
 from domain.healthcare.deidentify import deidentified_uid, pseudonym
 from domain.healthcare.dicom import Refusal
+from domain.healthcare.note_context import Finding, extract_findings
 
 MAX_NOTE_BYTES = 64 * 1024
 ROOT_TAG = "clinicalNote"
@@ -100,18 +92,6 @@ class Note:
             "diagnosis_system": self.diagnosis.system,
             "diagnosis_label": self.diagnosis.label,
         }
-
-
-@dataclass(frozen=True)
-class Finding:
-    term: str
-    negated: bool
-    sentence: str
-    uncertain: bool = False
-
-    @property
-    def asserted(self) -> bool:
-        return not self.negated and not self.uncertain
 
 
 # ---------------------------------------------------------------------------
@@ -334,213 +314,6 @@ def deidentify_note(note: Note, pseudonym_key: bytes) -> Note:
         author=None,
         patient_pseudonym=pseudonym(note.patient.patient_id, pseudonym_key),
     )
-
-
-# ---------------------------------------------------------------------------
-# Findings with negation (NegEx-style)
-
-LESION_TERMS: tuple[str, ...] = (
-    "ground-glass opacity",
-    "ground glass opacity",
-    "space-occupying lesion",
-    "nodule",
-    "nodular opacity",
-    "mass",
-    "lesion",
-    "opacity",
-    "tumor",
-    "tumour",
-    "neoplasm",
-    "carcinoma",
-    "malignancy",
-    "cancer",
-    "metastasis",
-)
-_PLURALS = {
-    "mass": "masses",
-    "opacity": "opacities",
-    "metastasis": "metastases",
-    "malignancy": "malignancies",
-}
-
-PRE_NEGATION = (
-    "no evidence of",
-    "no evidence for",
-    "no signs of",
-    "no sign of",
-    "no suspicious",
-    "no definite",
-    "no focal",
-    "no new",
-    "no",
-    "not",
-    "without",
-    "negative for",
-    "free of",
-    "absence of",
-    "rules out",
-    "ruled out for",
-    "denies",
-    "resolution of",
-    "never developed",
-    "not demonstrate",
-    "fails to reveal",
-)
-POST_NEGATION = (
-    "ruled out",
-    "has been ruled out",
-    "is absent",
-    "are absent",
-    "was absent",
-    "were absent",
-    "is not seen",
-    "are not seen",
-    "not seen",
-    "not identified",
-    "not present",
-    "has resolved",
-    "have resolved",
-    "resolved",
-    "was excluded",
-    "were excluded",
-    "is excluded",
-    "unlikely",
-)
-PSEUDO_TRIGGERS = (
-    "no change",
-    "no interval change",
-    "no significant change",
-    "no significant interval change",
-    "no increase",
-    "no decrease",
-    "not only",
-    "not necessarily",
-    "without change",
-    "without interval change",
-)
-PRE_UNCERTAIN = (
-    "possible",
-    "possibly",
-    "probable",
-    "questionable",
-    "suspicious for",
-    "suspected",
-    "concerning for",
-    "may represent",
-    "could represent",
-    "cannot exclude",
-    "can not exclude",
-    "rule out",
-    "r/o",
-)
-POST_UNCERTAIN = (
-    "cannot be excluded",
-    "can not be excluded",
-    "not excluded",
-    "not ruled out",
-    "not been ruled out",
-    "not be ruled out",
-    "is possible",
-    "is suspected",
-)
-TERMINATION = (
-    "but",
-    "however",
-    "although",
-    "though",
-    "except",
-    "apart from",
-    "aside from",
-    "with the exception of",
-    "nevertheless",
-    "yet",
-    "still",
-    "which",
-    "whereas",
-    "there is",
-    "there are",
-    "there was",
-    "there were",
-    "there has been",
-)
-
-
-def _alternation(phrases: tuple[str, ...]) -> str:
-    parts = sorted({re.escape(p).replace(r"\ ", r"\s+") for p in phrases}, key=len, reverse=True)
-    return "|".join(parts)
-
-
-def _plural(term: str) -> str:
-    head, _, last = term.rpartition(" ")
-    last_plural = _PLURALS.get(last, last + "s")
-    return f"{head} {last_plural}" if head else last_plural
-
-
-_TERM_FORMS = {form: term for term in LESION_TERMS for form in (term, _plural(term))}
-_TERM_RE = re.compile(rf"(?<![\w-])({_alternation(tuple(_TERM_FORMS))})(?![\w-])", re.I)
-# Order matters within one position: pseudo triggers first, then the longest phrase.
-_TRIGGER_KINDS = (
-    ("pseudo", PSEUDO_TRIGGERS),
-    ("post_uncertain", POST_UNCERTAIN),
-    ("pre_uncertain", PRE_UNCERTAIN),
-    ("post_negation", POST_NEGATION),
-    ("pre_negation", PRE_NEGATION),
-    ("termination", TERMINATION),
-)
-_TRIGGER_RE = re.compile(
-    "|".join(
-        rf"(?P<{kind}>(?<![\w/-])(?:{_alternation(phrases)})(?![\w/-]))" for kind, phrases in _TRIGGER_KINDS
-    ),
-    re.I,
-)
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+|(?<=[.!?;])$")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split on sentence punctuation followed by space, semicolons and newlines (not on "7.5")."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-
-
-def _canonical(form: str) -> str:
-    form = _WHITESPACE.sub(" ", form.lower())
-    return _TERM_FORMS.get(form, form)
-
-
-def _nearest(kinds: list[str], negation: str, uncertainty: str) -> tuple[bool, bool]:
-    """(negated, uncertain) from the nearest trigger in scope; a termination term ends the scope."""
-    for kind in kinds:
-        if kind == "termination":
-            break
-        if kind == negation:
-            return True, False
-        if kind == uncertainty:
-            return False, True
-    return False, False
-
-
-def _sentence_findings(sentence: str) -> list[Finding]:
-    triggers = [(m.start(), m.end(), m.lastgroup or "") for m in _TRIGGER_RE.finditer(sentence)]
-    findings = []
-    for match in _TERM_RE.finditer(sentence):
-        start, end = match.span()
-        # Pre-triggers reach forward: look back from the term, nearest first.
-        before = [kind for _, t_end, kind in reversed(triggers) if t_end <= start]
-        negated, uncertain = _nearest(before, "pre_negation", "pre_uncertain")
-        if not (negated or uncertain):
-            # Post-triggers reach backward: look ahead from the term, nearest first.
-            after = [kind for t_start, _, kind in triggers if t_start >= end]
-            negated, uncertain = _nearest(after, "post_negation", "post_uncertain")
-        findings.append(Finding(_canonical(match.group(1)), negated, sentence, uncertain))
-    return findings
-
-
-def extract_findings(note: Note | str) -> list[Finding]:
-    """Lesion mentions in the findings and impression, each negated, uncertain or asserted."""
-    if isinstance(note, Note):
-        texts = [note.findings, note.impression]
-    else:
-        texts = [note]
-    return [finding for text in texts for s in split_sentences(text) for finding in _sentence_findings(s)]
 
 
 # ---------------------------------------------------------------------------

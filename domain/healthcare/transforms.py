@@ -17,7 +17,8 @@ import pydicom
 
 from domain.healthcare.diagnostic_model import patient_split
 from domain.healthcare.images import IMAGE_SIZE, from_blobs, normalise, to_blob
-from domain.healthcare.notes import Diagnosis, Note, extract_findings
+from domain.healthcare.note_context import extract_findings
+from domain.healthcare.notes import Diagnosis, Note
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 IMAGE_COLUMNS = [
