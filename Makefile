@@ -7,11 +7,14 @@ EVENTS ?= 1000000
 STUDIES ?= 3000
 export PIPELINE_HOME ?= $(CURDIR)/.runtime
 export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
+# The operator's trust store and key live outside the pipeline's home: the pipeline cannot rewrite them.
+export PIPELINE_TRUST_STORE ?= $(CURDIR)/.trust
+export PIPELINE_OPERATOR_KEY ?= $(CURDIR)/.operator/operator.key
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install data approve-code approve-retraining demo test scorecard attack serve serve-healthcare bench ui clean
+.PHONY: help install data approve-code approve-retraining trust-release-key alarms acknowledge-alarm demo test scorecard attack serve serve-healthcare bench ui clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,11 +39,20 @@ approve-code: install  ## a reviewer signs the current transformation code as ap
 approve-retraining: install  ## a reviewer signs the current healthcare training set for retraining
 	$(PY) -m pipelines.approve_retraining
 
+trust-release-key: install  ## the operator lists the release key as trusted (promotion never does)
+	$(PY) -m pipelines.operator trust-release-key
+
+alarms: install  ## the open alarms (failed audits, refused releases) in the operator's trust store
+	$(PY) -m pipelines.operator alarms
+
+acknowledge-alarm: install  ## the operator clears one: make acknowledge-alarm ALARM=<id> NOTE="what was done"
+	$(PY) -m pipelines.operator acknowledge "$(ALARM)" --note "$(NOTE)"
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	@cp dagster.yaml $@
 
-demo: install data approve-code $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
+demo: install data approve-code trust-release-key $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
 	EVENTS=$(EVENTS) STUDIES=$(STUDIES) SEED=$(SEED) $(PY) -m examples.demo
 
 test: install $(DAGSTER_HOME)/dagster.yaml  ## the whole test suite
@@ -64,5 +76,5 @@ bench: install  ## cost of the integrity controls, as ratios against in-memory B
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
-clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs)
-	rm -rf $(PIPELINE_HOME) reports
+clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs) and the trust store
+	rm -rf $(PIPELINE_HOME) $(PIPELINE_TRUST_STORE) $(dir $(PIPELINE_OPERATOR_KEY)) reports

@@ -17,10 +17,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dagster import AssetExecutionContext, MetadataValue
 
-from domain.accounting import IntakeResult
+from domain.accounting import IntakeResult, ReplayGuard
 from resources.integrity import IntegrityLedger, LedgerEntry
 from resources.sources import MANIFEST_SUFFIX, BatchVerdict, SourcePolicy, SourceRegistry
 from resources.store import ArtifactStore
+from resources.trust_store import TrustStore
 
 
 def _signer(policy: SourcePolicy) -> str:
@@ -28,9 +29,10 @@ def _signer(policy: SourcePolicy) -> str:
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def accepted_batch_ids(ledger: IntegrityLedger) -> set[str]:
-    """Batches some earlier run accepted: a batch landing again is a replay."""
-    return {e.details["batch_id"] for e in ledger.entries(kind="batch") if e.details.get("accepted")}
+def replay_guard(ledger: IntegrityLedger, trust_store: TrustStore) -> ReplayGuard:
+    """What earlier runs accepted: batch ids on the ledger, sources' last sequences in the trust store."""
+    accepted = {e.details["batch_id"] for e in ledger.entries(kind="batch") if e.details.get("accepted")}
+    return ReplayGuard(accepted, trust_store.last_sequences())
 
 
 def batch_recorder(
@@ -111,12 +113,17 @@ def finish_intake(
     topic: str,
     store: ArtifactStore,
     ledger: IntegrityLedger,
+    trust_store: TrustStore,
 ) -> None:
     """Store the quarantine, archive the consumed batches and record the run's intake report as metadata.
 
-    The report (`intake_report`) is the evidence the collection checks read.
+    Each source's highest accepted sequence number goes to the operator's
+    witness, like a committed Kafka offset. The report (`intake_report`) is
+    the evidence the collection checks read.
     """
     quarantine = store_quarantine(context, result, store, ledger)
+    for source, batch in result.newest_accepted().items():
+        trust_store.record_sequence(source, batch["sequence"], batch["batch_id"])
     archive_batches(inbox, topic, result, context.run_id)
     report = result.report(quarantine_path=quarantine)
     context.add_output_metadata(

@@ -23,18 +23,21 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AutomationCondition,
+    MetadataValue,
     ResourceParam,
     asset,
     asset_check,
 )
 
-from resources.loader import SecureModelLoader
+from resources.digests import digest_file
+from resources.loader import LoadedModel, ModelRefused, SecureModelLoader
 from resources.release_folder import ReleaseFolder
 from resources.releases import ReleaseSigner
 from resources.scratch import ScratchSpace
 from resources.signing import CONFIG_FILE
 from resources.tables import ModelDir
 from resources.tracking import ExperimentTracking
+from resources.trust_store import ReleaseRecord, TrustStore
 
 
 def promote(
@@ -44,11 +47,19 @@ def promote(
     *,
     signer: ReleaseSigner,
     releases: ResourceParam[ReleaseFolder],
+    trust_store: ResourceParam[TrustStore],
     tracking: ExperimentTracking,
     scratch: ScratchSpace,
 ) -> ModelDir:
-    """Sign and publish `model` as the next champion release of `model_name`."""
-    version = releases.next_version(model_name)
+    """Sign and publish `model` as the next champion release of `model_name`.
+
+    The signed config names its predecessor's config digest, so releases form
+    a hash chain; the release is then recorded in the operator's witness,
+    whose newest record is the floor every server and check holds releases
+    to. Promotion adds no trusted key: an operator lists the release key.
+    """
+    floor = trust_store.release_floor(model_name)
+    version = max(releases.next_version(model_name), floor.version + 1 if floor else 1)
     release = scratch.path(f"release-{model_name}-v{version}")
     shutil.copytree(model.path, release)
     config_path = release / CONFIG_FILE
@@ -58,11 +69,14 @@ def promote(
         "name": model_name,
         "version": version,
         "mlflow_run_id": run_id,
+        "predecessor": floor.config_digest if floor else "",
     }
     config_path.write_text(json.dumps(config, sort_keys=True))
     signer.sign(release)
-    releases.trust(signer.public_key_pem())
     published = releases.publish(model_name, release, version)
+    trust_store.record_release(
+        ReleaseRecord(model_name, version, digest_file(config_path), config["predecessor"])
+    )
 
     tracking.attach(run_id).log_artifacts(release, "release")
     registered = tracking.register(
@@ -107,15 +121,68 @@ def champion_asset(
         context: AssetExecutionContext,
         signer: ReleaseSigner,
         releases: ResourceParam[ReleaseFolder],
+        trust_store: ResourceParam[TrustStore],
         tracking: ExperimentTracking,
         scratch: ScratchSpace,
         model: ModelDir,
     ) -> ModelDir:
         return promote(
-            context, model, model_name, signer=signer, releases=releases, tracking=tracking, scratch=scratch
+            context,
+            model,
+            model_name,
+            signer=signer,
+            releases=releases,
+            trust_store=trust_store,
+            tracking=tracking,
+            scratch=scratch,
         )
 
     return _champion
+
+
+def load_champion(
+    releases: ReleaseFolder,
+    trust_store: TrustStore,
+    model_name: str,
+    architectures: Mapping[str, Callable[[dict], torch.nn.Module]],
+) -> LoadedModel | None:
+    """The serving release through the secure loader, held to the trust store (None before the first)."""
+    floor = trust_store.release_floor(model_name)
+    current = releases.current(model_name)
+    if floor is None and current is None:
+        return None
+    if current is None:
+        raise ModelRefused(
+            "files", f"v{floor.version} of {model_name} is on record but `current` points nowhere"
+        )
+    loader = SecureModelLoader(
+        trust_store.trusted_release_keys(), architectures, floor=floor.version if floor else 0
+    )
+    return loader.load(current)
+
+
+def release_problems(
+    releases: ReleaseFolder, trust_store: TrustStore, model_name: str, loaded: LoadedModel
+) -> list[str]:
+    """How the loaded release disagrees with the operator's record of releases (empty: it is the newest)."""
+    records = trust_store.releases(model_name)
+    floor = max(records, key=lambda r: r.version, default=None)
+    if floor is None:
+        return [f"v{loaded.version} of {model_name} was never recorded in the trust store"]
+    problems = [
+        f"the release record of v{later.version} does not name v{earlier.version} as its predecessor"
+        for earlier, later in zip(records, records[1:], strict=False)
+        if later.predecessor != earlier.config_digest
+    ]
+    if loaded.version != floor.version:
+        problems.append(
+            f"rollback: current is v{loaded.version}, but v{floor.version} is the newest on record"
+        )
+    elif digest_file(loaded.path / CONFIG_FILE) != floor.config_digest:
+        problems.append(f"v{loaded.version}'s config is not the one recorded when it was promoted")
+    elif loaded.config.get("predecessor", "") != floor.predecessor:
+        problems.append(f"v{loaded.version} names another predecessor than the one on record")
+    return problems
 
 
 def release_check(
@@ -123,41 +190,45 @@ def release_check(
     model_name: str,
     architectures: Mapping[str, Callable[[dict], torch.nn.Module]],
 ) -> AssetChecksDefinition:
-    """Blocking check that the published release passes the secure loader."""
+    """Blocking check that the published release passes the secure loader and is the newest on record."""
 
     @asset_check(asset=key, name="release_loads_securely", blocking=True)
     def release_loads_securely(
-        context: AssetCheckExecutionContext, releases: ResourceParam[ReleaseFolder]
+        context: AssetCheckExecutionContext,
+        releases: ResourceParam[ReleaseFolder],
+        trust_store: ResourceParam[TrustStore],
     ) -> AssetCheckResult:
-        """The current release passes the secure loader (trusted signature, safetensors) and is the newest.
+        """The current release passes the secure loader and is the newest release on the operator's record.
 
-        A validly signed older release pointed at as current is a rollback. The
-        nightly audit runs this check too, so a release swapped after promotion
-        (a trojan in place of the weights, a re-signed model) is found there.
+        Keys come from the operator's trust store, never the release folder, so
+        a key planted there is not trusted. A validly signed older release
+        pointed at as current, with newer ones deleted or renamed, is a
+        rollback: the floor is the trust store's newest record, not the highest
+        folder name. A refusal raises an alarm that stays raised until an
+        operator acknowledges it. The nightly audit runs this check too.
         """
-        current = releases.current(model_name)
-        if current is None and not releases.versions(model_name):
-            return AssetCheckResult(passed=True, description="No release has been published yet.")
+        subject = f"release/{model_name}"
         try:
-            loaded = SecureModelLoader(releases.trusted_keys(), architectures).load(current)
-        except Exception as error:  # the loader's refusal is the evidence
-            return AssetCheckResult(
-                passed=False,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={"release": str(current), "refused": str(error)},
-            )
-        newest = max(releases.versions(model_name))
+            loaded = load_champion(releases, trust_store, model_name, architectures)
+            problems = [] if loaded is None else release_problems(releases, trust_store, model_name, loaded)
+        except ModelRefused as error:  # the loader's refusal is the evidence
+            loaded, problems = None, [str(error)]
+        open_alarms = {alarm.reason for alarm in trust_store.open_alarms(subject)}
+        for problem in problems:
+            if problem not in open_alarms:
+                trust_store.raise_alarm(subject, problem)
+        alarms = [alarm.reason for alarm in trust_store.open_alarms(subject)]
+        if loaded is None and not alarms:
+            return AssetCheckResult(passed=True, description="No release has been published yet.")
         return AssetCheckResult(
-            passed=loaded.version == newest,
+            passed=not alarms,
             severity=AssetCheckSeverity.ERROR,
-            description=None
-            if loaded.version == newest
-            else f"rollback: current points at v{loaded.version}, but v{newest} has been published",
+            description="; ".join(alarms)[:500] or None,
             metadata={
-                "release": str(current),
-                "version": loaded.version,
-                "newest_published": newest,
-                "signer": loaded.signer,
+                "release": str(releases.current(model_name)),
+                "version": loaded.version if loaded else -1,
+                "signer": loaded.signer if loaded else "",
+                "open_alarms": MetadataValue.json(alarms),
             },
         )
 

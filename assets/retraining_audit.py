@@ -19,8 +19,8 @@ from dagster import (
 )
 
 from resources.integrity import IntegrityLedger, LedgerEntry
-from resources.release_folder import ReleaseFolder
 from resources.signing import key_fingerprint
+from resources.trust_store import TrustStore
 
 
 def _producer(ledger: IntegrityLedger, subject: str, digest: str) -> LedgerEntry | None:
@@ -64,7 +64,7 @@ def retraining_audit(
         owners=["team:security"],
     )
     def retraining_audit(
-        context: AssetExecutionContext, ledger: IntegrityLedger, releases: ResourceParam[ReleaseFolder]
+        context: AssetExecutionContext, ledger: IntegrityLedger, trust_store: ResourceParam[TrustStore]
     ) -> dict:
         """For every released model version: the data digests and code that made it and who signed it.
 
@@ -73,7 +73,7 @@ def retraining_audit(
         trusted release key.
         """
         chain = ledger.verify_chain()
-        trusted = {key_fingerprint(pem) for pem in releases.trusted_keys()}
+        trusted = {key_fingerprint(pem) for pem in trust_store.trusted_release_keys()}
         versions = [
             lineage(ledger, e, model, training_set)
             for e in ledger.entries(kind="artifact")

@@ -17,6 +17,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     MetadataValue,
+    ResourceParam,
     asset,
     asset_check,
 )
@@ -24,6 +25,7 @@ from dagster import (
 from assets.checks.evidence import materialization_metadata
 from resources.integrity import IntegrityLedger
 from resources.store import ArtifactStore
+from resources.trust_store import TrustStore
 
 OWNER = "team:security"
 
@@ -37,7 +39,8 @@ class AuditFindings:
     missing: list[str]
     chain_ok: bool
     chain_entries: int
-    chain_problems: list[str]
+    chain_problems: list[str]  # open ledger alarms: raised by this audit or an earlier one, not acknowledged
+    store_alarms: list[str]
 
     @classmethod
     def recorded(cls, context: AssetCheckExecutionContext, key: AssetKey) -> "AuditFindings":
@@ -58,15 +61,22 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
         kinds={"python", "json"},
         owners=[OWNER],
     )
-    def audit(context: AssetExecutionContext, ledger: IntegrityLedger, store: ArtifactStore) -> dict:
+    def audit(
+        context: AssetExecutionContext,
+        ledger: IntegrityLedger,
+        store: ArtifactStore,
+        trust_store: ResourceParam[TrustStore],
+    ) -> dict:
         """Re-hashes every stored artifact against the ledger and verifies the ledger chain.
 
         Protects against unauthorised changes at rest (edited tables, swapped
-        models) and against rewriting provenance history to hide them.
+        models) and against rewriting provenance history to hide them: the
+        chain is held against every head the operator's witness saw, never
+        against anything kept in the Dagster home. Whatever it finds raises an
+        alarm in the trust store that stays raised, failing every later audit,
+        until an operator acknowledges it with a signature.
         """
-        previous = materialization_metadata(context, key)
-        anchor = (previous["head_seq"], previous["head_mac"]) if "head_seq" in previous else None
-        chain = ledger.verify_chain(anchor)
+        chain = ledger.verify_chain()
         mismatched, missing, checked = [], [], 0
         for entry in ledger.latest_per_path():
             if not entry.subject.startswith(f"{example}/"):
@@ -76,7 +86,27 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
                 missing.append(entry.path)
             elif store.stored_digest(entry.path, entry.stored_digest.split(":", 1)[0]) != entry.stored_digest:
                 mismatched.append(entry.path)
-        findings = AuditFindings(checked, mismatched, missing, chain.ok, chain.entries, list(chain.problems))
+        raised = {alarm.reason for alarm in trust_store.open_alarms()}
+        for subject, problems in (
+            (f"{example}/ledger", chain.problems),
+            (f"{example}/store", mismatched + missing),
+        ):
+            for problem in problems:
+                if f"{subject}: {problem}" not in raised:
+                    trust_store.raise_alarm(subject, f"{subject}: {problem}")
+        alarms = {
+            subject: [a.reason for a in trust_store.open_alarms(subject)]
+            for subject in (f"{example}/ledger", f"{example}/store")
+        }
+        findings = AuditFindings(
+            checked,
+            mismatched,
+            missing,
+            chain.ok and not alarms[f"{example}/ledger"],
+            chain.entries,
+            alarms[f"{example}/ledger"],
+            alarms[f"{example}/store"],
+        )
         context.add_output_metadata(
             {
                 "artifacts_checked": checked,
@@ -84,7 +114,6 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
                 "missing": len(missing),
                 "chain_ok": chain.ok,
                 "head_seq": chain.head_seq,
-                "head_mac": chain.head_mac,
                 "findings": MetadataValue.json(asdict(findings)),
             }
         )
@@ -96,17 +125,23 @@ def integrity_audit(example: str) -> tuple[AssetsDefinition, list[AssetChecksDef
         findings = AuditFindings.recorded(context, key)
         bad = findings.mismatched + findings.missing
         return AssetCheckResult(
-            passed=not bad,
+            passed=not bad and not findings.store_alarms,
             severity=AssetCheckSeverity.ERROR,
             metadata={
                 "checked": findings.artifacts_checked,
                 "changed_or_missing": MetadataValue.json(bad),
+                "open_alarms": MetadataValue.json(findings.store_alarms),
             },
         )
 
     @asset_check(asset=key, name="ledger_chain_intact", blocking=True)
     def ledger_chain_intact(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        """No ledger entry was edited, reordered or deleted since it was written."""
+        """No ledger entry was edited, reordered or deleted since the witness saw it.
+
+        Fails while any ledger alarm is open: truncating the ledger again, or
+        restoring it, cannot make a later audit pass; only an operator's signed
+        acknowledgement (`make acknowledge-alarm`) clears it.
+        """
         findings = AuditFindings.recorded(context, key)
         return AssetCheckResult(
             passed=findings.chain_ok,

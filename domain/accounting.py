@@ -8,6 +8,7 @@ collection asset and read back, with the same field names, by the checks.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,8 +65,17 @@ class IntakeResult:
                 "accepted": verdict.accepted,
                 "reason": verdict.reason,
                 "records": records,
+                "sequence": verdict.sequence,
             }
         )
+
+    def newest_accepted(self) -> dict[str, dict]:
+        """Each source's accepted batch with the highest sequence number."""
+        newest: dict[str, dict] = {}
+        for batch in self.batches:
+            if batch["accepted"] and batch["sequence"] > newest.get(batch["source"], {}).get("sequence", 0):
+                newest[batch["source"]] = batch
+        return newest
 
     def reasons(self) -> dict[str, int]:
         """Quarantine counts by reason category (the text before the first colon)."""
@@ -128,6 +138,32 @@ class IntakeReport:
         return cls(**data)
 
 
+@dataclass
+class ReplayGuard:
+    """What earlier runs accepted, to refuse a batch sent again (a replay).
+
+    `batch_ids` are the ids the ledger holds as accepted; `last_sequences`
+    each source's highest accepted sequence number as the operator's trust
+    store witnessed it, which still holds when the ledger lost its tail.
+    """
+
+    batch_ids: Collection[str] = frozenset()
+    last_sequences: Mapping[str, int] = field(default_factory=dict)
+    _this_run: set[tuple[str, int]] = field(default_factory=set)
+
+    def reason(self, verdict: BatchVerdict) -> str:
+        """Why an authenticated batch is a replay ('' if it is not)."""
+        if verdict.batch.batch_id in self.batch_ids or (verdict.source, verdict.sequence) in self._this_run:
+            return "replay: batch was already collected"
+        last = self.last_sequences.get(verdict.source, 0)
+        if verdict.sequence <= last:
+            return f"replay: sequence {verdict.sequence} is not above {verdict.source}'s last accepted {last}"
+        return ""
+
+    def accepted(self, verdict: BatchVerdict) -> None:
+        self._this_run.add((verdict.source, verdict.sequence))
+
+
 def refused(verdict: BatchVerdict, reason: str) -> BatchVerdict:
     """`verdict`, turned into a refusal for `reason` (replay, rate limit)."""
     return BatchVerdict(
@@ -137,4 +173,5 @@ def refused(verdict: BatchVerdict, reason: str) -> BatchVerdict:
         reason=reason,
         records=verdict.records,
         sha256=verdict.sha256,
+        sequence=verdict.sequence,
     )

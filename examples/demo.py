@@ -44,6 +44,7 @@ from examples.healthcare.studies.plan import plan_studies
 from pipelines import ecommerce, healthcare
 from pipelines.approve_retraining import approve
 from resources.runtime import REPO_ROOT, RuntimeHome
+from resources.trust_store import TrustStore
 
 SHORT_LAB = {
     "ecommerce": [
@@ -144,8 +145,8 @@ def print_champion(instance: DagsterInstance, key: AssetKey) -> dict:
     return champion
 
 
-def ecommerce_demo(instance: DagsterInstance, home: RuntimeHome, seed: int) -> bool:
-    defs = ecommerce.build_definitions(home)
+def ecommerce_demo(instance: DagsterInstance, home: RuntimeHome, trust: TrustStore, seed: int) -> bool:
+    defs = ecommerce.build_definitions(home, trust)
     events = int(os.environ.get("EVENTS", "1000000"))
     print("E-commerce lifecycle")
     outcomes = [run_job(defs, "ecommerce_baseline", instance), run_job(defs, "ecommerce_lifecycle", instance)]
@@ -179,8 +180,8 @@ def _print_diagnostic(title: str, meta: dict) -> None:
     )
 
 
-def healthcare_demo(instance: DagsterInstance, home: RuntimeHome, seed: int) -> bool:
-    defs = healthcare.build_definitions(home)
+def healthcare_demo(instance: DagsterInstance, home: RuntimeHome, trust: TrustStore, seed: int) -> bool:
+    defs = healthcare.build_definitions(home, trust)
     studies = int(os.environ.get("STUDIES", "3000"))
     print("\nHealthcare lifecycle")
     outcomes = [run_job(defs, job, instance) for job in ("healthcare_baseline", "healthcare_lifecycle")]
@@ -190,7 +191,7 @@ def healthcare_demo(instance: DagsterInstance, home: RuntimeHome, seed: int) -> 
     went_ahead, _ = run_job(defs, "healthcare_retraining", instance, expect_refusal=True)
     if not went_ahead:
         print("  (as it must be: no reviewer has approved this training set yet)")
-    approve(home, reviewer="demo-reviewer")
+    approve(defs.resources["ledger"], defs.resources["retraining_approvals"], reviewer="demo-reviewer")
     outcomes += [run_job(defs, job, instance) for job in ("healthcare_retraining", "healthcare_audit")]
 
     print_collection(instance, (STUDIES_KEY, NOTES_KEY))
@@ -213,13 +214,13 @@ def healthcare_demo(instance: DagsterInstance, home: RuntimeHome, seed: int) -> 
     return not went_ahead and all(ok for ok, _ in outcomes) and not failed and bool(champion)
 
 
-def short_scorecard(instance: DagsterInstance, home: RuntimeHome) -> bool:
+def short_scorecard(instance: DagsterInstance, home: RuntimeHome, trust: TrustStore) -> bool:
     """A few attacks of the catalogue, each on a fresh pipeline, and the control that stopped each."""
     count = sum(len(names) for names in SHORT_LAB.values())
     print(f"\nSecurity scorecard (short: {count} attacks stopped before training; `make scorecard` runs all)")
     card = merge(
         [
-            materialise_scorecard(example, instance, home, scenarios=names)
+            materialise_scorecard(example, instance, home, trust, scenarios=names)
             for example, names in SHORT_LAB.items()
         ]
     )
@@ -229,12 +230,16 @@ def short_scorecard(instance: DagsterInstance, home: RuntimeHome) -> bool:
 
 
 def main() -> int:
-    instance, home = DagsterInstance.get(), RuntimeHome.from_environment()
+    instance, home, trust = (
+        DagsterInstance.get(),
+        RuntimeHome.from_environment(),
+        TrustStore.from_environment(),
+    )
     seed = int(os.environ.get("SEED", "7"))
     results = [
-        ecommerce_demo(instance, home, seed),
-        healthcare_demo(instance, home, seed),
-        short_scorecard(instance, home),
+        ecommerce_demo(instance, home, trust, seed),
+        healthcare_demo(instance, home, trust, seed),
+        short_scorecard(instance, home, trust),
     ]
     return 0 if all(results) else 1
 

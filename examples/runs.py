@@ -15,10 +15,13 @@ from typing import ClassVar
 
 import pandas as pd
 import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult, JobDefinition
 
+from pipelines.operator import operator_key
 from resources.integrity import IntegrityLedger
 from resources.store import ArtifactStore
+from resources.trust_store import TrustStore
 
 
 @dataclass
@@ -41,6 +44,26 @@ class PipelineInstance:
     instance: DagsterInstance = field(default_factory=DagsterInstance.ephemeral)
     defs: Definitions | None = None
     runs: list[ExecuteInProcessResult] = field(default_factory=list)
+
+    @property
+    def trust(self) -> TrustStore:
+        """This instance's operator trust store: beside its runtime home, never inside it."""
+        return TrustStore(self.home.with_name(f"{self.home.name}-trust"))
+
+    def trust_release_key(self) -> None:
+        """The operator's act: list this instance's release public key in its trust store."""
+        self._operator_key()
+        self.trust.trust_release_key(self.defs.resources["signer"].public_key_pem(), operator="examples")
+
+    def _operator_key(self) -> Ed25519PrivateKey:
+        return operator_key(self.home.with_name(f"{self.home.name}-operator.key"), self.trust)
+
+    def acknowledge_alarms(self, note: str) -> int:
+        """The operator's act: clear every open alarm with a signed acknowledgement; returns how many."""
+        alarms = self.trust.open_alarms()
+        for alarm in alarms:
+            self.trust.acknowledge(alarm.alarm_id, "examples", self._operator_key(), note)
+        return len(alarms)
 
     @property
     def ledger(self) -> IntegrityLedger:

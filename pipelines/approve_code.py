@@ -13,6 +13,7 @@ from domain.ecommerce import transforms as ecommerce
 from domain.healthcare import transforms as healthcare
 from pipelines.environment import resources_for
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 
 
 def approved_transforms() -> dict[str, Callable[..., object]]:
@@ -25,7 +26,8 @@ def approved_transforms() -> dict[str, Callable[..., object]]:
 
 
 def main() -> None:
-    approvals = resources_for("ecommerce", RuntimeHome.from_environment())["approvals"]
+    resources = resources_for("ecommerce", RuntimeHome.from_environment(), TrustStore.from_environment())
+    approvals = resources["approvals"]
     manifest = approvals.approve(approved_transforms(), approver=getpass.getuser())
     for name, digest in manifest["approved"].items():
         print(f"approved {name}: {digest}")

@@ -13,19 +13,21 @@ import getpass
 from assets.healthcare.modeling import TRAINING_SET_KEY
 from domain.healthcare.release import MODEL_NAME
 from pipelines.environment import resources_for
+from resources.integrity import IntegrityLedger
+from resources.retraining_approval import RetrainingApprovals
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 
 
-def approve(home: RuntimeHome, reviewer: str) -> dict:
-    """Sign, as `reviewer`, an approval for the newest healthcare training set under `home`."""
-    resources = resources_for("healthcare", home)
-    entry = resources["ledger"].latest(TRAINING_SET_KEY.to_user_string())
+def approve(ledger: IntegrityLedger, approvals: RetrainingApprovals, reviewer: str) -> dict:
+    """Sign, as `reviewer`, an approval for the newest healthcare training set in `ledger`."""
+    entry = ledger.latest(TRAINING_SET_KEY.to_user_string())
     if entry is None:
         raise SystemExit(
             "There is no healthcare training set to approve yet: run the healthcare_feedback job "
             "(or `make demo`) first."
         )
-    record = resources["retraining_approvals"].approve(MODEL_NAME, entry.digest, reviewer=reviewer)
+    record = approvals.approve(MODEL_NAME, entry.digest, reviewer=reviewer)
     print(f"approved retraining {MODEL_NAME} on {entry.digest} (ledger entry {entry.seq}) by {reviewer}")
     return record
 
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reviewer", default=getpass.getuser(), help="who approves (default: you)")
     args = parser.parse_args(argv)
-    return approve(RuntimeHome.from_environment(), args.reviewer)
+    resources = resources_for("healthcare", RuntimeHome.from_environment(), TrustStore.from_environment())
+    return approve(resources["ledger"], resources["retraining_approvals"], args.reviewer)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from assets.ecommerce import collection, deployment, modeling, monitoring, proce
 from pipelines.location import build_location
 from pipelines.oversight import oversight
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 
 OVERSIGHT = oversight(
     "ecommerce", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY, "0 3 * * *"
@@ -42,14 +43,15 @@ retraining_job = define_asset_job(
 STAGES = (collection, processing, modeling, monitoring, deployment)
 
 
-def build_definitions(home: RuntimeHome, **overrides: Any) -> Definitions:
-    """The location over `home`; `overrides` replaces resources by key (tests train smaller)."""
+def build_definitions(home: RuntimeHome, trust: TrustStore, **overrides: Any) -> Definitions:
+    """The location over `home` and the operator's `trust` store; `overrides` replaces resources by key."""
     return build_location(
         "ecommerce",
         stages=STAGES,
         oversight=OVERSIGHT,
         jobs=[baseline_job, lifecycle_job, retraining_job],
         home=home,
+        trust=trust,
         resources={"recommender_settings": modeling.RecommenderSettings(), **overrides},
     )
 
@@ -57,4 +59,4 @@ def build_definitions(home: RuntimeHome, **overrides: Any) -> Definitions:
 @definitions
 def defs() -> Definitions:
     """What `dagster dev` / the code server loads: the location over `$PIPELINE_HOME`."""
-    return build_definitions(RuntimeHome.from_environment())
+    return build_definitions(RuntimeHome.from_environment(), TrustStore.from_environment())

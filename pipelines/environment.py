@@ -33,6 +33,7 @@ from resources.sources import SourceRegistry
 from resources.spark import SparkResource
 from resources.store import ArtifactStore
 from resources.tracking import ExperimentTracking
+from resources.trust_store import TrustStore
 from resources.validation import DataValidator
 from resources.versioning import DataVersioning
 
@@ -41,12 +42,20 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def resources_for(example: str, home: RuntimeHome) -> dict[str, Any]:
-    """Every resource an example's assets use, keyed as the assets ask for them, placed under `home`."""
+def resources_for(example: str, home: RuntimeHome, trust: TrustStore) -> dict[str, Any]:
+    """Every resource an example's assets use, keyed as the assets ask for them.
+
+    Local state is placed under `home`; what decides trust is read from (and witnessed in) `trust`,
+    the operator's store, which lives elsewhere.
+    """
     keys = LocalKeyProvider(folder=str(home.path("keys")))
     store = ArtifactStore(key_provider=keys, root=_env("PIPELINE_STORE_URL", str(home.path("store"))))
     ledger_file = home.path("ledger") / "ledger.sqlite"
-    ledger = IntegrityLedger(key_provider=keys, url=_env("PIPELINE_LEDGER_URL", f"sqlite:///{ledger_file}"))
+    ledger = IntegrityLedger(
+        key_provider=keys,
+        url=_env("PIPELINE_LEDGER_URL", f"sqlite:///{ledger_file}"),
+        trust_store=str(trust.root),
+    )
     scratch = ScratchSpace(root=str(home.path("scratch")))
     versioning = DataVersioning(
         repo_dir=str(home.path("dvc")), remote_url=_env("PIPELINE_DVC_REMOTE", str(home.path("dvc-remote")))
@@ -77,4 +86,5 @@ def resources_for(example: str, home: RuntimeHome) -> dict[str, Any]:
         # Only the promotion step asks for the signer: it alone holds the release key.
         "signer": ReleaseSigner(key_provider=keys),
         "releases": ReleaseFolder(home.path("releases")),  # read by servers too: a plain object
+        "trust_store": trust,
     }

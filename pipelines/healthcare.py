@@ -14,6 +14,7 @@ from assets.healthcare import collection, deployment, modeling, monitoring, proc
 from pipelines.location import build_location
 from pipelines.oversight import oversight
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 
 OVERSIGHT = oversight(
     "healthcare", deployment.CHAMPION_KEY, modeling.MODEL_KEY, modeling.TRAINING_SET_KEY, "30 3 * * *"
@@ -53,14 +54,15 @@ retraining_job = define_asset_job(
 STAGES = (collection, processing, modeling, monitoring, deployment)
 
 
-def build_definitions(home: RuntimeHome, **overrides: Any) -> Definitions:
-    """The location over `home`; `overrides` replaces resources by key (tests train smaller)."""
+def build_definitions(home: RuntimeHome, trust: TrustStore, **overrides: Any) -> Definitions:
+    """The location over `home` and the operator's `trust` store; `overrides` replaces resources by key."""
     return build_location(
         "healthcare",
         stages=STAGES,
         oversight=OVERSIGHT,
         jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job],
         home=home,
+        trust=trust,
         resources={"diagnostic_settings": modeling.DiagnosticSettings(), **overrides},
     )
 
@@ -68,4 +70,4 @@ def build_definitions(home: RuntimeHome, **overrides: Any) -> Definitions:
 @definitions
 def defs() -> Definitions:
     """What `dagster dev` / the code server loads: the location over `$PIPELINE_HOME`."""
-    return build_definitions(RuntimeHome.from_environment())
+    return build_definitions(RuntimeHome.from_environment(), TrustStore.from_environment())

@@ -17,6 +17,7 @@ from dagster import Definitions, JobDefinition, in_process_executor
 from pipelines.environment import resources_for
 from pipelines.oversight import Oversight
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 
 
 def build_location(
@@ -26,15 +27,16 @@ def build_location(
     oversight: Oversight,
     jobs: Sequence[JobDefinition],
     home: RuntimeHome,
+    trust: TrustStore,
     resources: Mapping[str, Any],
 ) -> Definitions:
-    """`example`'s definitions over `home`; `resources` adds to (or replaces) the environment's."""
+    """`example`'s definitions over `home` and `trust`; `resources` adds to or replaces the environment's."""
     return Definitions.merge(
         *(stage.defs for stage in stages),
         oversight.defs,
         Definitions(
             jobs=jobs,
-            resources={**resources_for(example, home), **resources},
+            resources={**resources_for(example, home, trust), **resources},
             # One process per run: Spark starts once and every step shares its session.
             executor=in_process_executor,
         ),

@@ -15,14 +15,17 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 from resources.digests import IntegrityError, canonical_json
 from resources.keys import KeyProvider
+from resources.trust_store import Checkpoint, TrustStore, TrustStoreError
 
 GENESIS_MAC = "0" * 64
 
@@ -100,12 +103,16 @@ class IntegrityLedger(ConfigurableResource):
     """Append-only, MAC-chained provenance ledger in a SQL database.
 
     Protects against silent history rewrites: `verify_chain` detects an entry
-    that was edited, reordered or deleted, and an anchor taken by an earlier
-    audit detects a truncated tail.
+    that was edited, reordered or deleted. Every append also publishes a
+    signed checkpoint of the new head to the witness in the operator's trust
+    store (`trust_store`, outside anything the pipeline can rewrite), so a
+    deleted tail, or an older ledger restored along with the Dagster home, is
+    detected against the newest checkpoint.
     """
 
     key_provider: KeyProvider
     url: str  # SQLAlchemy URL: sqlite:///<home>/ledger/ledger.sqlite, postgresql+psycopg://...
+    trust_store: str  # the operator's trust store folder, where the witness lives
     algorithm: str = "blake3"
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
@@ -138,10 +145,21 @@ class IntegrityLedger(ConfigurableResource):
             try:
                 with self._db().begin() as conn:
                     conn.execute(_entries.insert().values(**row))
-                return sealed
             except sa.exc.IntegrityError:
                 continue  # another writer appended first; chain onto its entry
+            self._witness().witness_checkpoint(Checkpoint(sealed.seq, sealed.mac), self._witness_key())
+            return sealed
         raise IntegrityError("Could not append to the ledger: too many concurrent writers.")
+
+    def _witness(self) -> TrustStore:
+        return TrustStore(Path(self.trust_store))
+
+    def _witness_key(self) -> Ed25519PrivateKey:
+        return self.key_provider.signing_key("ledger-witness")
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The heads the witness saw, oldest first."""
+        return self._witness().checkpoints(self._witness_key().public_key())
 
     def head(self) -> LedgerEntry | None:
         with self._db().connect() as conn:
@@ -176,9 +194,14 @@ class IntegrityLedger(ConfigurableResource):
                 newest[entry.path] = entry
         return list(newest.values())
 
-    def verify_chain(self, anchor: tuple[int, str] | None = None) -> ChainReport:
-        """Walk the whole chain; `anchor` is (seq, mac) of a head seen by an earlier audit."""
+    def verify_chain(self) -> ChainReport:
+        """Walk the whole chain, then hold it against every head the witness saw.
+
+        A witnessed head that is gone, or that is no longer the entry it was,
+        means history was truncated or replaced (an older ledger restored).
+        """
         problems: list[str] = []
+        macs: dict[int, str] = {}
         prev_mac, expected_seq, last = GENESIS_MAC, 1, None
         for entry in self.entries():
             if entry.seq != expected_seq:
@@ -187,15 +210,22 @@ class IntegrityLedger(ConfigurableResource):
                 problems.append(f"entry #{entry.seq} does not follow the entry before it")
             if not hmac.compare_digest(entry.mac, self._mac(entry.body())):
                 problems.append(f"entry #{entry.seq} ({entry.subject}) was altered after it was written")
+            macs[entry.seq] = entry.mac
             prev_mac, expected_seq, last = entry.mac, entry.seq + 1, entry
         count = expected_seq - 1
-        if anchor is not None:
-            seq, mac = anchor
-            anchored = next((e for e in self.entries() if e.seq == seq), None)
-            if anchored is None:
-                problems.append(f"entry #{seq}, seen by an earlier audit, is gone (history truncated)")
-            elif anchored.mac != mac:
-                problems.append(f"entry #{seq} differs from what an earlier audit saw")
+        try:
+            checkpoints = self.checkpoints()
+        except TrustStoreError as error:
+            checkpoints, problems = [], [*problems, f"the witness is damaged: {error}"]
+        newest = max((c.count for c in checkpoints), default=0)
+        if newest > count:
+            problems.append(
+                f"the witness saw {newest} entries but the ledger holds {count}: its tail was deleted "
+                "or an older ledger was restored"
+            )
+        replaced = [c.count for c in checkpoints if c.count in macs and macs[c.count] != c.head_mac]
+        if replaced:
+            problems.append(f"entries {replaced[:5]} are not the entries the witness saw (history replaced)")
         return ChainReport(
             ok=not problems,
             entries=count,

@@ -195,11 +195,14 @@ class SecureModelLoader:
         trusted_public_keys: Sequence[PublicKeyLike],
         architectures: Architectures,
         state_file: Path | None = None,
+        *,
+        floor: int = 0,
     ):
         if not trusted_public_keys:
             raise ValueError("SecureModelLoader needs at least one trusted release public key.")
         self.trusted_public_keys = list(trusted_public_keys)
         self.architectures = dict(architectures)
+        self.floor = floor  # the newest version on the operator's record: anything older is a rollback
         self._state = _VersionState(state_file)
 
     def highest_version(self, line: str) -> int | None:
@@ -231,6 +234,13 @@ class SecureModelLoader:
         version, line = config["version"], model_line(config)
 
         # 3. rollback, then 4. build; the new version is recorded only after a successful build
+        if version < self.floor:
+            raise ModelRefused(
+                "rollback",
+                f"{model_dir} is version {version} of {line!r}, older than version {self.floor}, the newest "
+                "release on the operator's record. A deleted, renamed or re-pointed release is a rollback; "
+                "restore the newest release or promote a new one.",
+            )
         with self._state.locked():
             highest = self.highest_version(line)
             if highest is not None and version < highest:

@@ -1,11 +1,12 @@
-"""Published model releases: signed, versioned, read-only, and the keys servers trust.
+"""Published model releases: signed, versioned, read-only.
 
 Promotion publishes a signed model directory as `<root>/<model>/v<version>/`
 (files 0444, folder 0555) and moves `<root>/<model>/current.json` to it with
-an atomic rename. Servers load `current` through the secure loader and trust
-only the public keys listed in `<root>/trusted-release-keys.json`; only the
-promotion step holds the matching private key. No Dagster here: the model
-servers read releases with this class.
+an atomic rename. Nothing here decides trust: whoever can write this folder
+can delete, rename or re-point releases, so the keys servers trust and the
+newest release on record come from the operator's trust store
+(`resources.trust_store`), and a release that disagrees with it is refused.
+No Dagster here: the model servers read releases with this class.
 """
 
 from __future__ import annotations
@@ -24,26 +25,6 @@ class ReleaseFolder:
     """The releases published under `root`."""
 
     root: Path
-
-    def trusted_keys_file(self) -> Path:
-        return self.root / "trusted-release-keys.json"
-
-    def trust(self, public_key_pem: bytes) -> Path:
-        """List a release public key as trusted (an operator's act; idempotent)."""
-        path = self.trusted_keys_file()
-        keys = json.loads(path.read_text())["trusted_release_keys"] if path.exists() else []
-        if public_key_pem.decode() not in keys:
-            keys.append(public_key_pem.decode())
-        atomic_write_bytes(path, json.dumps({"trusted_release_keys": keys}, indent=1).encode())
-        return path
-
-    def trusted_keys(self) -> list[bytes]:
-        path = self.trusted_keys_file()
-        return (
-            [k.encode() for k in json.loads(path.read_text())["trusted_release_keys"]]
-            if path.exists()
-            else []
-        )
 
     def versions(self, model: str) -> list[int]:
         folder = self.root / model

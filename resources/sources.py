@@ -4,11 +4,13 @@ A record batch lands as `<landing>/<topic>/<batch_id>.jsonl`, a file batch
 (DICOM images, XML notes) as a folder `<landing>/<topic>/<batch_id>/`; either
 has a `<batch_id>.manifest.json` beside it naming the source, the batch, the
 topic, the record count and the SHA-256 of the `.jsonl` (or of every file in
-the folder), with the source's Ed25519 signature over the canonical JSON of
-those fields. A batch is
+the folder) and the source's batch sequence number, with the source's
+Ed25519 signature over the canonical JSON of those fields. A batch is
 accepted only if its source is registered for that topic, the signature
 verifies under the registered public key, the digest matches, it fits the
-size limit and it was not accepted before (replay). Everything else is
+size limit and it was not accepted before (replay: its id is on the ledger,
+or its sequence number is not above the source's last accepted one, which
+the operator's trust store witnesses). Everything else is
 refused with a reason, and its records are quarantined, not dropped.
 """
 
@@ -60,6 +62,7 @@ class BatchVerdict:
     reason: str = ""
     records: int = 0
     sha256: str = ""
+    sequence: int = 0  # the source's signed batch sequence number (a replay repeats an accepted one)
 
 
 @dataclass
@@ -170,6 +173,9 @@ class SourceRegistry(ConfigurableResource):
             return refuse("bad signature: not signed by the registered key", source)
         if manifest.get("batch_id") != batch.batch_id:
             return refuse("manifest names another batch", source)
+        sequence = manifest.get("sequence")
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
+            return refuse("unsigned sequence: manifest carries no batch sequence number", source)
         if not batch.data_path.exists():
             return refuse("manifest without data", source)
         check = _verify_files if isinstance(manifest.get("files"), dict) else _verify_records
@@ -177,7 +183,12 @@ class SourceRegistry(ConfigurableResource):
         if why:
             return refuse(why, source)
         return BatchVerdict(
-            batch, source, accepted=True, records=int(manifest.get("records", 0)), sha256=sha256
+            batch,
+            source,
+            accepted=True,
+            records=int(manifest.get("records", 0)),
+            sha256=sha256,
+            sequence=sequence,
         )
 
 

@@ -51,6 +51,7 @@ from starlette.routing import Match
 
 from resources.release_folder import ReleaseFolder
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 from serving.worker import DEFAULT_MAX_CPU_SECONDS, DEFAULT_MAX_MEMORY_MB
 from serving.worker_client import (
     RequestFailed,
@@ -170,20 +171,34 @@ async def _refuse_without_echo(request: Request, exc: RequestValidationError) ->
     return JSONResponse({"detail": errors}, status_code=422)
 
 
-def create_release_app(model_name: str, handler: str, *, title: str, home: RuntimeHome) -> FastAPI:
-    """A server for the current champion release of `model_name`, trusting the release keys on record."""
-    releases = ReleaseFolder(home.path("releases"))
-    current = releases.current(model_name)
+def create_release_app(
+    model_name: str, handler: str, *, title: str, home: RuntimeHome, trust: TrustStore
+) -> FastAPI:
+    """A server for the current release of `model_name`, trusting only what the operator's store says.
+
+    The trusted keys and the rollback floor come from `trust`, never from the
+    release folder: a server with no local state of its own (a new host, a
+    wiped disk) still refuses a release older than the newest on record.
+    """
+    current = ReleaseFolder(home.path("releases")).current(model_name)
     if current is None:
         raise FileNotFoundError(
             f"No {model_name} release has been published yet: run `make demo` (or the example's "
             "lifecycle job) so that a model is trained, checked and promoted."
         )
+    keys = trust.trusted_release_keys()
+    if not keys:
+        raise FileNotFoundError(
+            f"The trust store at {trust.root} lists no release key: an operator must trust the release "
+            "key first (`make trust-release-key`)."
+        )
+    floor = trust.release_floor(model_name)
     return create_app(
         current,
-        releases.trusted_keys_file(),
+        keys,
         handler,
         state_file=home.path("serving") / f"{model_name}-versions.json",
+        floor=floor.version if floor else 0,
         title=title,
     )
 
@@ -194,6 +209,7 @@ def create_app(
     handler: str,
     *,
     state_file: Path,
+    floor: int = 0,
     max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
     max_cpu_seconds: int = DEFAULT_MAX_CPU_SECONDS,
     request_timeout: float = 30.0,
@@ -208,6 +224,7 @@ def create_app(
         trusted_keys,
         handler,
         state_file=state_file,
+        floor=floor,
         max_memory_mb=max_memory_mb,
         max_cpu_seconds=max_cpu_seconds,
         load_timeout=load_timeout,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from domain.ecommerce.release import MODEL_NAME
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 from serving.app import add_worker_route, create_release_app
 
 
@@ -20,10 +21,10 @@ class RecommendParams(BaseModel):
     k: int = Field(default=10, ge=1, le=100)
 
 
-def create_recommender_app(home: RuntimeHome | None = None) -> FastAPI:
-    """The recommender server for the current champion release under `home` (default: `$PIPELINE_HOME`)."""
+def create_recommender_app(home: RuntimeHome | None = None, trust: TrustStore | None = None) -> FastAPI:
+    """The recommender server for the current release under `home` (default: `$PIPELINE_HOME`)."""
     handler = "serving.recommender_handler:RecommenderHandler"
-    home = home or RuntimeHome.from_environment()
-    app = create_release_app(MODEL_NAME, handler, title="E-commerce recommender", home=home)
+    home, trust = home or RuntimeHome.from_environment(), trust or TrustStore.from_environment()
+    app = create_release_app(MODEL_NAME, handler, title="E-commerce recommender", home=home, trust=trust)
     add_worker_route(app, "/recommend", "recommend", RecommendParams)
     return app

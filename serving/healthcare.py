@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from domain.healthcare.release import MODEL_NAME
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 from serving.app import add_worker_route, create_release_app
 from serving.diagnostic_handler import MAX_DICOM_BASE64
 
@@ -27,10 +28,12 @@ class DiagnoseParams(BaseModel):
     dicom: str = Field(min_length=4, max_length=MAX_DICOM_BASE64, pattern=r"^[A-Za-z0-9+/]+={0,2}$")
 
 
-def create_diagnostic_app(home: RuntimeHome | None = None) -> FastAPI:
-    """The diagnostic server for the current champion release under `home` (default: `$PIPELINE_HOME`)."""
+def create_diagnostic_app(home: RuntimeHome | None = None, trust: TrustStore | None = None) -> FastAPI:
+    """The diagnostic server for the current release under `home` (default: `$PIPELINE_HOME`)."""
     handler = "serving.diagnostic_handler:DiagnosticHandler"
-    home = home or RuntimeHome.from_environment()
-    app = create_release_app(MODEL_NAME, handler, title="Healthcare lesion diagnostic", home=home)
+    home, trust = home or RuntimeHome.from_environment(), trust or TrustStore.from_environment()
+    app = create_release_app(
+        MODEL_NAME, handler, title="Healthcare lesion diagnostic", home=home, trust=trust
+    )
     add_worker_route(app, "/diagnose", "diagnose", DiagnoseParams, http_method="POST")
     return app

@@ -223,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-open-files", type=int, default=DEFAULT_MAX_OPEN_FILES)
     parser.add_argument("--max-file-mb", type=int, default=DEFAULT_MAX_FILE_SIZE_MB)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--floor", type=int, default=0, help="refuse versions older than this (trust store)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.threads))
         handler = resolve_handler(args.handler)
         trusted = read_trusted_keys(args.trusted_keys)
-        loader = SecureModelLoader(trusted, handler.architectures, args.state_file)
+        loader = SecureModelLoader(trusted, handler.architectures, args.state_file, floor=args.floor)
         model = loader.load(args.model_dir)
     except ModelRefused as exc:
         _send(out, {"error": str(exc), "stage": exc.stage, "fatal": True})

@@ -90,6 +90,7 @@ class WorkerClient:
         handler: str,
         *,
         state_file: Path,
+        floor: int = 0,
         max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
         max_cpu_seconds: int = DEFAULT_MAX_CPU_SECONDS,
         max_open_files: int = DEFAULT_MAX_OPEN_FILES,
@@ -103,6 +104,7 @@ class WorkerClient:
         self.model_dir = Path(model_dir).absolute()
         self.handler = handler
         self.state_file = Path(state_file)
+        self.floor = floor
         self.max_memory_mb = max_memory_mb
         self.max_cpu_seconds = max_cpu_seconds
         self.max_open_files = max_open_files
@@ -154,6 +156,7 @@ class WorkerClient:
             "--max-cpu-seconds", str(self.max_cpu_seconds),
             "--max-open-files", str(self.max_open_files),
             "--threads", str(self.threads),
+            "--floor", str(self.floor),
         ]  # fmt: skip
 
     def _env(self) -> dict[str, str]:

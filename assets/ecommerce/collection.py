@@ -18,10 +18,11 @@ from dagster import (
     AssetKey,
     Definitions,
     Failure,
+    ResourceParam,
     asset,
 )
 
-from assets.batches import accepted_batch_ids, batch_recorder, finish_intake
+from assets.batches import batch_recorder, finish_intake, replay_guard
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.checks.sources import mix_check, source_checks
@@ -35,6 +36,7 @@ from resources.scratch import ScratchSpace
 from resources.sources import SourceRegistry
 from resources.store import ArtifactStore
 from resources.tables import TableFile
+from resources.trust_store import TrustStore
 
 ACTIVITY_KEY = AssetKey(["ecommerce", "activity_events"])
 REVIEWS_KEY = AssetKey(["ecommerce", "product_reviews"])
@@ -112,6 +114,7 @@ def collect_window(
     profile: Callable[[Path], dict],
     sources: SourceRegistry,
     ledger: IntegrityLedger,
+    trust_store: ResourceParam[TrustStore],
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> TableFile:
@@ -124,11 +127,11 @@ def collect_window(
         inbox,
         schema,
         dest,
-        seen_batches=accepted_batch_ids(ledger),
+        replays=replay_guard(ledger, trust_store),
         on_batch=batch_recorder(context, ledger, sources, f"ecommerce/batches/{schema.topic}"),
     )
     result.profile = profile(dest)
-    finish_intake(context, result, inbox, schema.topic, store, ledger)
+    finish_intake(context, result, inbox, schema.topic, store, ledger, trust_store)
     return TableFile(path=dest, rows=result.accepted)
 
 
@@ -137,6 +140,7 @@ def activity_events(
     context: AssetExecutionContext,
     sources: SourceRegistry,
     ledger: IntegrityLedger,
+    trust_store: ResourceParam[TrustStore],
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> TableFile:
@@ -146,7 +150,9 @@ def activity_events(
     and oversized records (quarantined with reasons) and coordinated click
     campaigns (checked against the trusted baseline).
     """
-    return collect_window(context, "inbox", ACTIVITY, activity_profile, sources, ledger, store, scratch)
+    return collect_window(
+        context, "inbox", ACTIVITY, activity_profile, sources, ledger, trust_store, store, scratch
+    )
 
 
 @asset(key=REVIEWS_KEY, group_name="collection", kinds={"pandas", "parquet"}, owners=[OWNER])
@@ -154,6 +160,7 @@ def product_reviews(
     context: AssetExecutionContext,
     sources: SourceRegistry,
     ledger: IntegrityLedger,
+    trust_store: ResourceParam[TrustStore],
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> TableFile:
@@ -163,7 +170,9 @@ def product_reviews(
     markup (scripts, event handlers) is quarantined. Bursts of near-duplicate
     reviews and waves of brand-new accounts are flagged against the baseline.
     """
-    return collect_window(context, "inbox", REVIEWS, review_profile, sources, ledger, store, scratch)
+    return collect_window(
+        context, "inbox", REVIEWS, review_profile, sources, ledger, trust_store, store, scratch
+    )
 
 
 defs = Definitions(

@@ -25,12 +25,12 @@ from dagster import (
 
 from assets.ecommerce.modeling import MODEL_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY
-from assets.promotion import champion_asset, release_check
+from assets.promotion import champion_asset, load_champion, release_check
 from domain.ecommerce import ranking_metrics, recommender
 from domain.ecommerce.release import ARCHITECTURES, MODEL_NAME
-from resources.loader import SecureModelLoader
 from resources.release_folder import ReleaseFolder
 from resources.tables import ModelDir, TableFile
+from resources.trust_store import TrustStore
 
 CHAMPION_KEY = AssetKey(["ecommerce", "champion_model"])
 OWNER = "team:ml-platform"
@@ -55,6 +55,7 @@ def _trusted_holdout(interactions: pd.DataFrame, *indices: recommender.IdIndex):
 def not_worse_than_champion(
     context: AssetCheckExecutionContext,
     releases: ResourceParam[ReleaseFolder],
+    trust_store: ResourceParam[TrustStore],
     recommender_model: ModelDir,
     trusted: TableFile,
 ) -> AssetCheckResult:
@@ -63,10 +64,9 @@ def not_worse_than_champion(
     The holdout comes from trusted interactions only, so feedback cannot
     grade its own homework. The champion is loaded through the secure loader.
     """
-    current = releases.current(MODEL_NAME)
-    if current is None:
+    champion = load_champion(releases, trust_store, MODEL_NAME, ARCHITECTURES)
+    if champion is None:
         return AssetCheckResult(passed=True, description="No champion yet: the first model is promoted.")
-    champion = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
     champion_index = recommender.IdIndex.from_dict(champion.config["id_index"])
     challenger, challenger_index, _ = recommender.load_model(recommender_model.path)
     train, heldout = _trusted_holdout(pd.read_parquet(trusted.path), champion_index, challenger_index)

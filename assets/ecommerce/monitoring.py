@@ -17,6 +17,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     Definitions,
+    ResourceParam,
     asset,
     asset_check,
 )
@@ -36,6 +37,7 @@ from resources.sources import SourceRegistry
 from resources.spark import SparkResource
 from resources.store import ArtifactStore
 from resources.tables import TableFile, spark_to_table_file
+from resources.trust_store import TrustStore
 
 FEEDBACK_EVENTS_KEY = AssetKey(["ecommerce", "feedback_events"])
 FEEDBACK_REVIEWS_KEY = AssetKey(["ecommerce", "feedback_reviews"])
@@ -52,6 +54,7 @@ def feedback_events(
     context: AssetExecutionContext,
     sources: SourceRegistry,
     ledger: IntegrityLedger,
+    trust_store: ResourceParam[TrustStore],
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> TableFile:
@@ -60,7 +63,9 @@ def feedback_events(
     Untrusted tier: stored in the monitoring area, apart from trusted data,
     and only enters training validated and capped.
     """
-    return collect_window(context, "feedback", ACTIVITY, activity_profile, sources, ledger, store, scratch)
+    return collect_window(
+        context, "feedback", ACTIVITY, activity_profile, sources, ledger, trust_store, store, scratch
+    )
 
 
 @asset(key=FEEDBACK_REVIEWS_KEY, group_name="monitoring", kinds={"pandas", "parquet"}, owners=[OWNER])
@@ -68,11 +73,14 @@ def feedback_reviews(
     context: AssetExecutionContext,
     sources: SourceRegistry,
     ledger: IntegrityLedger,
+    trust_store: ResourceParam[TrustStore],
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> TableFile:
     """New reviews written after deployment (untrusted tier), sanitised and checked for bursts."""
-    return collect_window(context, "feedback", REVIEWS, review_profile, sources, ledger, store, scratch)
+    return collect_window(
+        context, "feedback", REVIEWS, review_profile, sources, ledger, trust_store, store, scratch
+    )
 
 
 @asset_check(

@@ -21,11 +21,12 @@ from dagster import (
     Definitions,
     Failure,
     MetadataValue,
+    ResourceParam,
     asset,
     asset_check,
 )
 
-from assets.batches import accepted_batch_ids, batch_recorder, finish_intake
+from assets.batches import batch_recorder, finish_intake, replay_guard
 from assets.checks.evidence import intake_report
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
@@ -40,6 +41,7 @@ from resources.scratch import ScratchSpace
 from resources.sources import SourceRegistry
 from resources.store import ArtifactStore
 from resources.tables import TableFile
+from resources.trust_store import TrustStore
 
 STUDIES_KEY = AssetKey(["healthcare", "imaging_studies"])
 NOTES_KEY = AssetKey(["healthcare", "clinical_notes"])
@@ -65,6 +67,7 @@ def collect_window(
     sources: SourceRegistry,
     key_provider: KeyProvider,
     ledger: IntegrityLedger,
+    trust_store: ResourceParam[TrustStore],
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> tuple[TableFile, IntakeResult]:
@@ -77,10 +80,10 @@ def collect_window(
         inbox,
         dest,
         key_provider.secret(PSEUDONYM_KEY_NAME),
-        seen_batches=accepted_batch_ids(ledger),
+        replays=replay_guard(ledger, trust_store),
         on_batch=batch_recorder(context, ledger, sources, f"healthcare/batches/{topic}"),
     )
-    finish_intake(context, result, inbox, topic, store, ledger)
+    finish_intake(context, result, inbox, topic, store, ledger, trust_store)
     return TableFile(path=dest, rows=result.accepted), result
 
 
@@ -104,10 +107,13 @@ def window_asset(key: AssetKey, *, group: str, window: str, kind: str, descripti
         sources: SourceRegistry,
         key_provider: KeyProvider,
         ledger: IntegrityLedger,
+        trust_store: ResourceParam[TrustStore],
         store: ArtifactStore,
         scratch: ScratchSpace,
     ) -> TableFile:
-        table, result = collect_window(context, window, kind, sources, key_provider, ledger, store, scratch)
+        table, result = collect_window(
+            context, window, kind, sources, key_provider, ledger, trust_store, store, scratch
+        )
         unexpected = {r: n for r, n in result.reasons().items() if r != "label mismatch"}
         if window == "reference" and (not table.rows or unexpected):
             raise Failure(

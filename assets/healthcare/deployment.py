@@ -22,13 +22,13 @@ from dagster import (
 )
 
 from assets.healthcare.modeling import MODEL_KEY, TRAINING_SET_KEY
-from assets.promotion import champion_asset, release_check
+from assets.promotion import champion_asset, load_champion, release_check
 from domain.healthcare import diagnostic_model as cnn
 from domain.healthcare.release import ARCHITECTURES, MODEL_NAME
 from domain.healthcare.transforms import image_array
-from resources.loader import SecureModelLoader
 from resources.release_folder import ReleaseFolder
 from resources.tables import ModelDir
+from resources.trust_store import TrustStore
 
 CHAMPION_KEY = AssetKey(["healthcare", "champion_model"])
 OWNER = "team:ml-platform"
@@ -45,6 +45,7 @@ AUC_TOLERANCE = 0.02
 def not_worse_than_champion(
     context: AssetCheckExecutionContext,
     releases: ResourceParam[ReleaseFolder],
+    trust_store: ResourceParam[TrustStore],
     diagnostic_model: ModelDir,
     training: pd.DataFrame,
 ) -> AssetCheckResult:
@@ -53,10 +54,9 @@ def not_worse_than_champion(
     Only trusted studies are scored, so new data cannot grade its own
     homework. The champion is loaded through the secure loader.
     """
-    current = releases.current(MODEL_NAME)
-    if current is None:
+    champion = load_champion(releases, trust_store, MODEL_NAME, ARCHITECTURES)
+    if champion is None:
         return AssetCheckResult(passed=True, description="No champion yet: the first model is promoted.")
-    champion = SecureModelLoader(releases.trusted_keys(), ARCHITECTURES).load(current)
     challenger, _ = cnn.load_model(diagnostic_model.path)
     test = training[(training["split"] == "test") & (training["tier"] == "trusted")]
     images, labels = image_array(test), test["label"].to_numpy(dtype=np.int64)

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from domain.accounting import IntakeResult, refused
+from domain.accounting import IntakeResult, ReplayGuard, refused
 from domain.ecommerce.records import KAFKA_FIELDS, RecordSchema
 from resources.sources import (
     RateLimiter,
@@ -61,15 +61,16 @@ def collect_topic(
     schema: RecordSchema,
     dest: Path,
     *,
-    seen_batches: set[str] = frozenset(),
+    replays: ReplayGuard | None = None,
     on_batch=None,
 ) -> IntakeResult:
     """Collect every landed batch of `schema.topic` into the Parquet file `dest`.
 
-    `seen_batches` are batch ids accepted by earlier runs (a resend is a
+    `replays` knows what earlier runs accepted (a resend is refused as a
     replay); `on_batch(verdict)` is called for each batch, e.g. to record it
     in the provenance ledger.
     """
+    replays = replays or ReplayGuard()
     policies: dict[str, SourcePolicy] = registry.policies()
     limiter, result = RateLimiter(), IntakeResult()
     payload_fields = [n for n in schema.arrow_schema.names if n not in KAFKA_FIELDS]
@@ -79,13 +80,15 @@ def collect_topic(
             lines = _read_lines(batch.data_path)
             result.received += len(lines)
             decoded = [_decode(line) for line in lines] if verdict.accepted else []
-            if verdict.accepted and batch.batch_id in seen_batches:
-                verdict = refused(verdict, "replay: batch was already collected")
+            if verdict.accepted and (why := replays.reason(verdict)):
+                verdict = refused(verdict, why)
             if verdict.accepted:
                 times = [m["kafka_timestamp"] for m, _ in decoded if m]
                 why = limiter.admit(policies[verdict.source], times)
                 if why:
                     verdict = refused(verdict, why)
+            if verdict.accepted:
+                replays.accepted(verdict)
             if on_batch:
                 on_batch(verdict, len(lines))
             result.add_batch(verdict, len(lines))

@@ -30,7 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from domain.accounting import IntakeResult, refused
+from domain.accounting import IntakeResult, ReplayGuard, refused
 from domain.healthcare.deidentify import deidentify, phi_values, to_bytes
 from domain.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
 from domain.healthcare.images import first_number
@@ -91,7 +91,7 @@ def _authenticated(
     landing: Path,
     topic: str,
     result: IntakeResult,
-    seen_batches: set[str],
+    replays: ReplayGuard,
     on_batch: OnBatch | None,
     is_record: Callable[[str], bool],
 ) -> Iterator[tuple[BatchVerdict, list[Path]]]:
@@ -109,12 +109,13 @@ def _authenticated(
         created_ms = 0
         if verdict.accepted:
             created_ms = int(datetime.fromisoformat(batch.read_manifest()["created_at"]).timestamp() * 1000)
-            if batch.batch_id in seen_batches:
-                verdict = refused(verdict, "replay: batch was already collected")
+            why = replays.reason(verdict) or limiter.admit(
+                policies[verdict.source], [created_ms] * len(files)
+            )
+            if why:
+                verdict = refused(verdict, why)
             else:
-                why = limiter.admit(policies[verdict.source], [created_ms] * len(files))
-                if why:
-                    verdict = refused(verdict, why)
+                replays.accepted(verdict)
         if on_batch:
             on_batch(verdict, len(files))
         result.add_batch(verdict, len(files))
@@ -156,7 +157,7 @@ def collect_studies(
     dest: Path,
     pseudonym_key: bytes,
     *,
-    seen_batches: set[str] = frozenset(),
+    replays: ReplayGuard | None = None,
     on_batch: OnBatch | None = None,
 ) -> IntakeResult:
     """Validate, neutralise and de-identify every landed DICOM file into the Parquet file `dest`."""
@@ -166,7 +167,13 @@ def collect_studies(
     modalities: dict[str, int] = {}
     with pq.ParquetWriter(dest, STUDY_SCHEMA) as writer:
         batches = _authenticated(
-            registry, landing, DICOM_TOPIC, result, seen_batches, on_batch, lambda n: n.endswith(".dcm")
+            registry,
+            landing,
+            DICOM_TOPIC,
+            result,
+            replays or ReplayGuard(),
+            on_batch,
+            lambda n: n.endswith(".dcm"),
         )
         for verdict, files in batches:
             rows = []
@@ -245,7 +252,7 @@ def collect_notes(
     dest: Path,
     pseudonym_key: bytes,
     *,
-    seen_batches: set[str] = frozenset(),
+    replays: ReplayGuard | None = None,
     on_batch: OnBatch | None = None,
 ) -> IntakeResult:
     """Parse, de-identify and label-check every landed note into the Parquet file `dest`."""
@@ -253,7 +260,13 @@ def collect_notes(
     positives = unconfirmed = 0
     with pq.ParquetWriter(dest, NOTE_SCHEMA) as writer:
         batches = _authenticated(
-            registry, landing, NOTES_TOPIC, result, seen_batches, on_batch, lambda n: n.endswith(".xml")
+            registry,
+            landing,
+            NOTES_TOPIC,
+            result,
+            replays or ReplayGuard(),
+            on_batch,
+            lambda n: n.endswith(".xml"),
         )
         for verdict, files in batches:
             labels = _labels(verdict.batch.data_path)

@@ -23,6 +23,7 @@ from examples.attacks.definitions import EXAMPLES, build_definitions
 from examples.attacks.scorecard import CLEAN_SEEDS, markdown, merge, summary
 from resources.atomic import atomic_write_bytes
 from resources.runtime import REPO_ROOT, RuntimeHome
+from resources.trust_store import TrustStore
 
 REPORT = REPO_ROOT / "reports" / "scorecard.json"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -36,11 +37,11 @@ def all_scenarios() -> dict[str, list[str]]:
 
 
 def run_attack_lab(
-    example: str, instance: DagsterInstance, home: RuntimeHome, **config
+    example: str, instance: DagsterInstance, home: RuntimeHome, trust: TrustStore, **config
 ) -> ExecuteInProcessResult:
     """Materialise `example`'s scorecard asset over `home` with this configuration (see `AttackLabConfig`)."""
     run_config = {**QUIET, "ops": {f"{example}__security_scorecard": {"config": config}}}
-    job = build_definitions(home).resolve_job_def(f"{example}_attack_lab")
+    job = build_definitions(home, trust).resolve_job_def(f"{example}_attack_lab")
     return job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
 
 
@@ -48,12 +49,15 @@ def materialise_scorecard(
     example: str,
     instance: DagsterInstance,
     home: RuntimeHome,
+    trust: TrustStore,
     *,
     scenarios: Collection[str] = (),
     seeds: Collection[int] = (),
 ) -> dict:
     """Materialise `example`'s scorecard for `scenarios` (all when empty) and `seeds`; returns it."""
-    result = run_attack_lab(example, instance, home, scenarios=list(scenarios), clean_seeds=list(seeds))
+    result = run_attack_lab(
+        example, instance, home, trust, scenarios=list(scenarios), clean_seeds=list(seeds)
+    )
     if not result.get_asset_materialization_events():
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         reason = failure.event_specific_data.error.message if failure else "no scorecard was produced"
@@ -84,13 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     known = all_scenarios()
-    home = RuntimeHome.from_environment()
+    home, trust = RuntimeHome.from_environment(), TrustStore.from_environment()
     if args.command == "list":
         print("\n".join(name for names in known.values() for name in names))
         return 0
     if args.command == "scorecard":
         seeds = list(range(1, args.seeds + 1))
-        cards = [materialise_scorecard(ex, DagsterInstance.get(), home, seeds=seeds) for ex in EXAMPLES]
+        cards = [
+            materialise_scorecard(ex, DagsterInstance.get(), home, trust, seeds=seeds) for ex in EXAMPLES
+        ]
         return report(cards, write=True)
     unknown = [n for n in args.names if not any(n in names for names in known.values())]
     if unknown:
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     instance = DagsterInstance.get()
     cards = [
-        materialise_scorecard(example, instance, home, scenarios=[n for n in args.names if n in names])
+        materialise_scorecard(example, instance, home, trust, scenarios=[n for n in args.names if n in names])
         for example, names in known.items()
         if set(args.names) & set(names)
     ]

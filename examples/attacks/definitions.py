@@ -13,11 +13,12 @@ from dagster import AssetSelection, Definitions, define_asset_job, definitions, 
 from examples.attacks.scorecard_asset import security_scorecard
 from pipelines.environment import resources_for
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 
 EXAMPLES = ("ecommerce", "healthcare")
 
 
-def build_definitions(home: RuntimeHome) -> Definitions:
+def build_definitions(home: RuntimeHome, trust: TrustStore) -> Definitions:
     """The scorecard assets and their `<example>_attack_lab` jobs; the scorecards are stored under `home`."""
     scorecards = {example: security_scorecard(example, home.root / "attack-lab") for example in EXAMPLES}
     jobs = [
@@ -28,7 +29,7 @@ def build_definitions(home: RuntimeHome) -> Definitions:
         )
         for example, scorecard in scorecards.items()
     ]
-    resources = resources_for("lab", home)
+    resources = resources_for("lab", home, trust)
     return Definitions(
         assets=list(scorecards.values()),
         jobs=jobs,
@@ -41,4 +42,4 @@ def build_definitions(home: RuntimeHome) -> Definitions:
 @definitions
 def defs() -> Definitions:
     """What `dagster dev` / the code server loads: the lab over `$PIPELINE_HOME`."""
-    return build_definitions(RuntimeHome.from_environment())
+    return build_definitions(RuntimeHome.from_environment(), TrustStore.from_environment())

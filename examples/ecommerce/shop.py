@@ -35,8 +35,9 @@ class Shop(PipelineInstance):
         self.paths = default_paths(self.home)
         self.summary = generate(seed=self.seed, events=self.events, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
-        self.defs = ecommerce.build_definitions(RuntimeHome(self.home))
+        self.defs = ecommerce.build_definitions(RuntimeHome(self.home), self.trust)
         self.defs.resources["approvals"].approve(approved_transforms(), approver="examples")
+        self.trust_release_key()
 
     def inbox(self, topic: str) -> Path:
         return self.paths["inbox"] / topic

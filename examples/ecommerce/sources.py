@@ -190,6 +190,7 @@ def write_batch(
         "records": records,
         "digest": {"algorithm": "sha256", "value": digest},
         "created_at": iso_z(created_at),
+        "sequence": batch_sequence(created_at),
     }
     if signer is not None:
         manifest["signature"] = base64.b64encode(signer.sign(signed_bytes(manifest))).decode()
@@ -310,6 +311,11 @@ def _write_lines(path: Path, lines: Iterable[bytes]) -> tuple[int, str]:
 
     atomic_write_bytes(path, hashed())
     return count, digest.hexdigest()
+
+
+def batch_sequence(created_at: datetime) -> int:
+    """A source's batch sequence number: its export clock in microseconds (monotonic per source)."""
+    return int(created_at.timestamp() * 1_000_000)
 
 
 def iso_z(moment: datetime) -> str:

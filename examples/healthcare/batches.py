@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from examples.ecommerce.sources import (
     SAFE_NAME,
     SourceKeys,
+    batch_sequence,
     iso_z,
     load_or_create_key,
     signed_bytes,
@@ -145,6 +146,7 @@ def write_file_batch(
         "files": digests,
         "records": len(files),
         "created_at": iso_z(created_at),
+        "sequence": batch_sequence(created_at),
     }
     if signer is not None:
         manifest["signature"] = base64.b64encode(signer.sign(signed_bytes(manifest))).decode()

@@ -17,6 +17,7 @@ from examples.healthcare.generate import default_paths, generate, generate_feedb
 from examples.runs import PipelineInstance
 from pipelines import healthcare
 from pipelines.approve_code import approved_transforms
+from pipelines.approve_retraining import approve
 from resources.runtime import RuntimeHome
 
 STUDIES = 400  # per window: enough for every collection control
@@ -47,8 +48,15 @@ class Clinic(PipelineInstance):
         self.paths = default_paths(self.home)
         self.summary = generate(seed=self.seed, studies=self.studies, home=self.home, workers=1)
         self.keys = load_or_create_keys(self.paths["keys"])
-        self.defs = healthcare.build_definitions(RuntimeHome(self.home), diagnostic_settings=self.settings)
+        self.defs = healthcare.build_definitions(
+            RuntimeHome(self.home), self.trust, diagnostic_settings=self.settings
+        )
         self.defs.resources["approvals"].approve(approved_transforms(), approver="examples")
+        self.trust_release_key()
+
+    def approve_retraining(self, reviewer: str) -> dict:
+        """A reviewer's approval of the newest training set (what `make approve-retraining` signs)."""
+        return approve(self.ledger, self.defs.resources["retraining_approvals"], reviewer)
 
     def feedback(self, cycle: int = 1, studies: int | None = None) -> None:
         generate_feedback(self.seed, studies or self.studies, self.home, cycle=cycle, workers=1)

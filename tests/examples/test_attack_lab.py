@@ -10,6 +10,7 @@ from examples.attacks.__main__ import run_attack_lab
 from examples.attacks.scorecard import run_lab
 from examples.runs import checks, metadata
 from resources.runtime import RuntimeHome
+from resources.trust_store import TrustStore
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,7 @@ def test_with_that_control_switched_off_the_scorecard_asset_reports_the_attack_m
         "ecommerce",
         DagsterInstance.ephemeral(),
         RuntimeHome(tmp_path / "home"),
+        TrustStore(tmp_path / "trust"),
         scenarios=[SCENARIO],
         clean_seeds=[],
         switched_off=[CONTROL],

@@ -19,6 +19,7 @@ from pipelines import ecommerce, healthcare
 from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
 from resources.runtime import RuntimeHome
 from resources.store import STAGES
+from resources.trust_store import TrustStore
 
 BUILDERS = {"ecommerce": ecommerce, "healthcare": healthcare, "lab": lab}
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def locations(tmp_path_factory) -> dict[str, Definitions]:
-    home = RuntimeHome(tmp_path_factory.mktemp("home"))
-    return {name: module.build_definitions(home) for name, module in BUILDERS.items()}
+    home, trust = RuntimeHome(tmp_path_factory.mktemp("home")), TrustStore(tmp_path_factory.mktemp("trust"))
+    return {name: module.build_definitions(home, trust) for name, module in BUILDERS.items()}
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -101,7 +102,12 @@ def test_dagster_definitions_validate_passes_for_the_workspace(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=REPO,
-        env={**os.environ, "PIPELINE_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)},
+        env={
+            **os.environ,
+            "PIPELINE_HOME": str(tmp_path / "home"),
+            "PIPELINE_TRUST_STORE": str(tmp_path / "trust"),
+            "DAGSTER_HOME": str(tmp_path),
+        },
         capture_output=True,
         text=True,
         timeout=300,

@@ -5,15 +5,22 @@ import json
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from resources.digests import canonical_json, digest_bytes, digest_file
 from resources.integrity import IntegrityLedger, LedgerEntry
+from resources.trust_store import Checkpoint
+
+
+def ledger_in(home, keys, trust) -> IntegrityLedger:
+    home.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{home / 'ledger.sqlite'}"
+    return IntegrityLedger(key_provider=keys, url=url, trust_store=str(trust))
 
 
 @pytest.fixture
-def ledger(home, keys) -> IntegrityLedger:
-    home.mkdir(parents=True, exist_ok=True)
-    ledger = IntegrityLedger(key_provider=keys, url=f"sqlite:///{home / 'ledger.sqlite'}")
+def ledger(home, keys, tmp_path) -> IntegrityLedger:
+    ledger = ledger_in(home, keys, tmp_path / "trust")
     for i in range(5):
         ledger.append(
             LedgerEntry(
@@ -87,13 +94,42 @@ def test_deleted_entry_is_detected(ledger):
     assert any("#2 is missing" in p for p in report.problems)
 
 
-def test_truncated_tail_is_detected_against_an_earlier_audit_anchor(ledger):
-    earlier = ledger.verify_chain()
-    _sql(ledger, "DELETE FROM ledger_entries WHERE seq = 5")
-    assert ledger.verify_chain().ok  # a clean prefix of a chain is still a chain ...
-    report = ledger.verify_chain(anchor=(earlier.head_seq, earlier.head_mac))
-    assert not report.ok  # ... but not the history an earlier audit saw
-    assert any("truncated" in p for p in report.problems)
+@pytest.mark.parametrize("kept", [0, 1, 4])
+def test_any_deleted_tail_is_detected_by_the_witness(ledger, kept):
+    """A clean prefix of a chain is still a chain, but not the history the witness saw."""
+    _sql(ledger, f"DELETE FROM ledger_entries WHERE seq > {kept}")
+    report = ledger.verify_chain()
+    assert not report.ok
+    assert any(f"the witness saw 5 entries but the ledger holds {kept}" in p for p in report.problems)
+
+
+def test_an_older_ledger_restored_whole_is_detected(ledger, home, tmp_path):
+    """The attacker keeps a copy of the ledger (and the Dagster home) and puts it back later."""
+    backup = (home / "ledger.sqlite").read_bytes()
+    ledger.append(LedgerEntry(subject="ecommerce/t9", kind="artifact", digest="blake3:later"))
+    ledger._engine.dispose()
+    (home / "ledger.sqlite").write_bytes(backup)
+    report = ledger.verify_chain()
+    assert not report.ok and any("older ledger was restored" in p for p in report.problems)
+
+
+def test_a_replaced_history_of_the_same_length_is_detected(home, keys, tmp_path):
+    """A ledger rebuilt with the MAC key (say, from a stolen keyset) still differs from what was witnessed."""
+    trust = tmp_path / "trust"
+    ledger = ledger_in(home, keys, trust)
+    ledger.append(LedgerEntry(subject="ecommerce/a", kind="artifact", digest="blake3:original"))
+    ledger._engine.dispose()
+    (home / "ledger.sqlite").unlink()
+    forged = ledger_in(home, keys, tmp_path / "elsewhere")  # its checkpoints go somewhere else
+    forged.append(LedgerEntry(subject="ecommerce/a", kind="artifact", digest="blake3:forged"))
+    report = ledger_in(home, keys, trust).verify_chain()
+    assert any("not the entries the witness saw" in p for p in report.problems)
+
+
+def test_a_checkpoint_not_signed_by_the_ledger_is_refused(ledger, tmp_path):
+    ledger._witness().witness_checkpoint(Checkpoint(99, "0" * 64), Ed25519PrivateKey.generate())
+    report = ledger.verify_chain()
+    assert any("witness is damaged" in p for p in report.problems)
 
 
 def test_latest_follows_lineage_and_records_what_made_an_artifact(ledger):

@@ -24,9 +24,11 @@ from examples.healthcare.studies.dicom import dicom_bytes
 from examples.healthcare.studies.hostile import not_an_image_dicom, polyglot_preamble, truncated
 from examples.healthcare.studies.model import CohortConfig, Study
 from examples.healthcare.studies.plan import plan_studies
+from resources.digests import digest_file
 from resources.release_folder import ReleaseFolder
 from resources.runtime import RuntimeHome
 from resources.signing import CONFIG_FILE, public_key_pem, sign_model
+from resources.trust_store import ReleaseRecord, TrustStore
 from serving.healthcare import MAX_DICOM_BASE64, create_diagnostic_app
 
 IMAGE_SIZE = 64
@@ -64,17 +66,17 @@ def served(tmp_path_factory):
     (model_dir / CONFIG_FILE).write_text(json.dumps({**config, "threshold": THRESHOLD}, sort_keys=True))
     key = ec.generate_private_key(ec.SECP256R1())
     sign_model(model_dir, key)
-    home = RuntimeHome(root / "home")
-    releases = ReleaseFolder(home.path("releases"))
-    releases.trust(public_key_pem(key))
-    releases.publish(MODEL_NAME, model_dir, 1)
-    with TestClient(create_diagnostic_app(home)) as client:
+    home, trust = RuntimeHome(root / "home"), TrustStore(root / "trust")
+    trust.trust_release_key(public_key_pem(key), operator="test")
+    ReleaseFolder(home.path("releases")).publish(MODEL_NAME, model_dir, 1)
+    trust.record_release(ReleaseRecord(MODEL_NAME, 1, digest_file(model_dir / CONFIG_FILE), ""))
+    with TestClient(create_diagnostic_app(home, trust)) as client:
         yield Served(client, model, studies, dicoms, x)
 
 
 def test_no_release_yet_is_a_clear_error(home):
     with pytest.raises(FileNotFoundError, match="No healthcare-lesion-cnn release"):
-        create_diagnostic_app(RuntimeHome(home))
+        create_diagnostic_app(RuntimeHome(home), TrustStore(home.with_name("trust")))
 
 
 def test_healthz_reports_the_verified_release(served):

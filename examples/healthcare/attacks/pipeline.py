@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from examples.healthcare.clinic import Clinic
-from pipelines.approve_retraining import approve
-from resources.runtime import RuntimeHome
 
 # At 900 studies a window (the tests' size) a retrained CNN's AUC varies by about 0.1 from seed
 # to seed, enough to fail the small clinic's minimums on clean data; 1,500 holds them.
@@ -27,7 +25,7 @@ def retrain(clinic: Clinic) -> bool:
     """New studies validated into a training set, approved by a reviewer, retrained and promoted."""
     if not clinic.run("healthcare_feedback").success:
         return False
-    approve(RuntimeHome(clinic.home), reviewer="lab-reviewer")
+    clinic.approve_retraining(reviewer="lab-reviewer")
     return clinic.run("healthcare_retraining").success
 
 

@@ -73,7 +73,9 @@ def test_server_answers_recommend_from_the_verified_champion(shop):
 def test_challenger_failing_a_blocking_check_is_not_promoted(shop):
     """A model that a 10% fake-account budget can push around must not become champion."""
     strict = ecommerce.build_definitions(
-        RuntimeHome(shop.home), recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1)
+        RuntimeHome(shop.home),
+        shop.trust,
+        recommender_settings=RecommenderSettings(shilling_fake_user_share=0.1),
     )
     result = shop.run(
         "ecommerce_lifecycle", defs=strict, assets=["ecommerce/recommender_model", "ecommerce/champion_model"]

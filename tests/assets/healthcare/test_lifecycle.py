@@ -25,7 +25,6 @@ from examples.healthcare.studies.model import CohortConfig
 from examples.healthcare.studies.plan import plan_studies
 from examples.runs import checks, materialized, metadata
 from pipelines import healthcare
-from pipelines.approve_retraining import approve
 from resources.runtime import RuntimeHome
 from serving.healthcare import create_diagnostic_app
 
@@ -106,9 +105,11 @@ def test_an_approval_for_another_dataset_is_refused(clinic):
 
 
 def test_an_approved_retraining_that_misses_a_minimum_is_not_promoted(clinic):
-    approve(RuntimeHome(clinic.home), reviewer="dr-review")
+    clinic.approve_retraining(reviewer="dr-review")
     strict_settings = DiagnosticSettings(**(SMALL_THRESHOLDS | {"min_auc": 0.999}))
-    strict = healthcare.build_definitions(RuntimeHome(clinic.home), diagnostic_settings=strict_settings)
+    strict = healthcare.build_definitions(
+        RuntimeHome(clinic.home), clinic.trust, diagnostic_settings=strict_settings
+    )
     result = clinic.run("healthcare_retraining", defs=strict)
     assert "diagnostic_model" in materialized(result)  # the approval let training run
     assert failed(result).keys() == {"diagnostic_model:meets_clinical_minimums"}
