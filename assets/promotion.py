@@ -174,11 +174,13 @@ def release_problems(
         for earlier, later in zip(records, records[1:], strict=False)
         if later.predecessor != earlier.config_digest
     ]
+    if loaded.model_dir.name != f"v{loaded.version}":
+        problems.append(f"release v{loaded.version} is served from a folder named {loaded.model_dir.name!r}")
     if loaded.version != floor.version:
         problems.append(
             f"rollback: current is v{loaded.version}, but v{floor.version} is the newest on record"
         )
-    elif digest_file(loaded.path / CONFIG_FILE) != floor.config_digest:
+    elif digest_file(loaded.model_dir / CONFIG_FILE) != floor.config_digest:
         problems.append(f"v{loaded.version}'s config is not the one recorded when it was promoted")
     elif loaded.config.get("predecessor", "") != floor.predecessor:
         problems.append(f"v{loaded.version} names another predecessor than the one on record")

@@ -191,17 +191,31 @@ class TrustStore:
         signed = {**body, "signature": base64.b64encode(key.sign(canonical_json(body))).decode()}
         WitnessLog(self.root / "operator" / "acknowledgements.jsonl").append(signed)
 
-    def _acknowledged(self) -> set[str]:
+    def _acknowledgements(self) -> dict[str, str]:
+        """Alarm id -> when the operator acknowledged it, for acknowledgements the operator key signed."""
         key = self._operator_key()
         if key is None:
-            return set()
-        cleared = set()
+            return {}
+        cleared = {}
         for record in WitnessLog(self.root / "operator" / "acknowledgements.jsonl").records():
             body = {k: record[k] for k in ("alarm_id", "operator", "note", "at")}
             with contextlib.suppress(InvalidSignature, ValueError):
                 key.verify(base64.b64decode(record["signature"]), canonical_json(body))
-                cleared.add(record["alarm_id"])
+                cleared[record["alarm_id"]] = record["at"]
         return cleared
+
+    def _acknowledged(self) -> set[str]:
+        return set(self._acknowledgements())
+
+    def acknowledged_at(self, subject_suffix: str) -> str | None:
+        """When the operator last acknowledged an alarm whose subject ends with `subject_suffix`."""
+        cleared = self._acknowledgements()
+        times = [
+            cleared[r["_hash"]]
+            for r in self._log("alarms").records()
+            if r["_hash"] in cleared and r["subject"].endswith(subject_suffix)
+        ]
+        return max(times, default=None)
 
     # -- the witness -------------------------------------------------------------------------
 
@@ -211,9 +225,17 @@ class TrustStore:
         self._log("ledger").append({**body, "signature": base64.b64encode(signature).decode()})
 
     def checkpoints(self, verifier: Ed25519PublicKey) -> list[Checkpoint]:
-        """Every witnessed ledger head, oldest first; one with a bad signature raises."""
+        """The witnessed ledger heads the ledger is held to, oldest first; one with a bad signature raises.
+
+        Heads witnessed before the operator's newest acknowledgement of a ledger
+        alarm are set aside: by signing, the operator accepted the ledger as it
+        then was (say, a tail lost with an attacked host), and nothing else can.
+        """
+        accepted_at = self.acknowledged_at("/ledger")
         found = []
         for record in self._log("ledger").records():
+            if accepted_at and record["at"] <= accepted_at:
+                continue
             body = {k: record[k] for k in ("count", "head_mac", "at")}
             try:
                 verifier.verify(base64.b64decode(record["signature"]), canonical_json(body))

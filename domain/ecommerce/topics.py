@@ -1,23 +1,34 @@
 """Intake of signed Kafka batches: authenticate, rate-limit, validate, quarantine.
 
 `collect_topic` reads one topic's batches from the landing zone one batch at
-a time (memory stays bounded by the batch size), streams accepted rows into a
-Parquet file and keeps every refused record with its reason, so that for
-every run received = accepted + quarantined.
+a time and streams accepted rows into a Parquet file, so that for every run
+received = accepted + quarantined (see `domain.accounting` for what counts).
+
+What a batch may cost is bounded before trust is decided: a refused batch
+(unsigned, forged, tampered, oversized, replayed, over its rate limit) is
+never parsed, only streamed once in fixed-size chunks to count its lines and
+digest it, and quarantined whole as one row. Only a batch that the source
+registry accepted is read into memory and parsed; it is at most its source's
+`max_batch_bytes`, and its digest is checked again on the bytes parsed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import stat
+from array import array
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from domain.accounting import IntakeResult, ReplayGuard, refused
+from domain.accounting import RAW_KEPT_CHARS, IntakeResult, ReplayGuard, refused, summarise_lines
 from domain.ecommerce.records import KAFKA_FIELDS, RecordSchema
 from resources.sources import (
+    BatchVerdict,
     RateLimiter,
     SourcePolicy,
     SourceRegistry,
@@ -27,11 +38,25 @@ from resources.sources import (
 MAX_RECORD_BYTES = 16 * 1024
 
 
-def _read_lines(path: Path) -> list[bytes]:
-    if not path.exists():
-        return []
-    with open(path, "rb") as handle:
-        return handle.read().splitlines()
+def _read_verified(path: Path, verdict: BatchVerdict, max_bytes: int) -> bytes | str:
+    """The accepted batch's bytes, or why they are not the ones the registry verified.
+
+    Reading it whole is bounded: the registry accepted it at no more than the
+    source's `max_batch_bytes`, and at most one byte more is read. Checking
+    the digest again on the bytes read closes the window between the
+    registry's check and this read (a file swapped in between is refused).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        return f"unreadable: {type(error).__name__}"
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not a record batch: not a regular file"
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes or hashlib.sha256(data).hexdigest() != verdict.sha256:
+        return "digest mismatch: data changed after verification"
+    return data
 
 
 def _decode(line: bytes) -> tuple[dict | None, str]:
@@ -55,6 +80,32 @@ def _decode(line: bytes) -> tuple[dict | None, str]:
     }, ""
 
 
+def _lines(data: bytes) -> tuple[array, list[tuple[dict | None, str]]]:
+    """Each line's start offset and its decoded message (or why it cannot be used).
+
+    Lines are split on b"\\n" only (a last line without one counts too), the
+    same lines `summarise_lines` counts for a refused batch. One line is
+    copied at a time; the offsets find a refused record's text again.
+    """
+    starts, decoded = array("q"), []
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        starts.append(start)
+        decoded.append(_decode(data[start:end]))
+        start = end + 1
+    return starts, decoded
+
+
+def _raw(data: bytes, starts: array, i: int) -> str:
+    """The text of line `i`, as much of it as a quarantine row keeps."""
+    start = starts[i]
+    end = data.find(b"\n", start)
+    end = len(data) if end < 0 else end
+    return data[start : min(end, start + 4 * RAW_KEPT_CHARS)].decode("utf-8", "replace")
+
+
 def collect_topic(
     registry: SourceRegistry,
     landing: Path,
@@ -67,8 +118,8 @@ def collect_topic(
     """Collect every landed batch of `schema.topic` into the Parquet file `dest`.
 
     `replays` knows what earlier runs accepted (a resend is refused as a
-    replay); `on_batch(verdict)` is called for each batch, e.g. to record it
-    in the provenance ledger.
+    replay); `on_batch(verdict, records)` is called for each batch, e.g. to
+    record it in the provenance ledger.
     """
     replays = replays or ReplayGuard()
     policies: dict[str, SourcePolicy] = registry.policies()
@@ -77,37 +128,45 @@ def collect_topic(
     with pq.ParquetWriter(dest, schema.arrow_schema) as writer:
         for batch in landed_batches(landing, schema.topic):
             verdict = registry.verify(batch, schema.topic, policies)
-            lines = _read_lines(batch.data_path)
-            result.received += len(lines)
-            decoded = [_decode(line) for line in lines] if verdict.accepted else []
             if verdict.accepted and (why := replays.reason(verdict)):
                 verdict = refused(verdict, why)
             if verdict.accepted:
-                times = [m["kafka_timestamp"] for m, _ in decoded if m]
-                why = limiter.admit(policies[verdict.source], times)
-                if why:
-                    verdict = refused(verdict, why)
+                data = _read_verified(batch.data_path, verdict, policies[verdict.source].max_batch_bytes)
+                if isinstance(data, str):
+                    verdict = refused(verdict, data)
             if verdict.accepted:
-                replays.accepted(verdict)
-            if on_batch:
-                on_batch(verdict, len(lines))
-            result.add_batch(verdict, len(lines))
+                starts, decoded = _lines(data)
+                times = [m["kafka_timestamp"] for m, _ in decoded if m]
+                if why := limiter.admit(policies[verdict.source], times):
+                    verdict = refused(verdict, why)
             if not verdict.accepted:
-                for i, line in enumerate(lines):
-                    raw = line.decode("utf-8", "replace")
-                    result.refuse(verdict, i, f"batch refused: {verdict.reason}", raw)
+                # Never parsed: streamed once for its line count, size and digest, then quarantined whole.
+                summary = summarise_lines(batch.data_path)
+                result.received += summary.records
+                if on_batch:
+                    on_batch(verdict, summary.records)
+                result.add_batch(verdict, summary.records)
+                result.refuse_batch(verdict, summary)
                 continue
-            good = [(i, m) for i, (m, _) in enumerate(decoded) if m]
+            replays.accepted(verdict)
+            result.received += len(decoded)
+            if on_batch:
+                on_batch(verdict, len(decoded))
+            result.add_batch(verdict, len(decoded))
+            good = []
             for i, (m, why) in enumerate(decoded):
-                if not m:
-                    result.refuse(verdict, i, why, lines[i].decode("utf-8", "replace"))
+                if m:
+                    good.append((i, m))
+                else:
+                    result.refuse(verdict, i, why, _raw(data, starts, i))
+            del decoded
             if good:
-                table = _validate(schema, payload_fields, good, verdict, lines, result)
+                table = _validate(schema, payload_fields, good, verdict, data, starts, result)
                 writer.write_table(table)
     return result
 
 
-def _validate(schema, payload_fields, good, verdict, lines, result) -> pa.Table:
+def _validate(schema, payload_fields, good, verdict, data, starts, result) -> pa.Table:
     line_numbers = [i for i, _ in good]
     values = pd.DataFrame.from_records(
         [m["payload"] for _, m in good], columns=payload_fields, index=line_numbers
@@ -115,7 +174,7 @@ def _validate(schema, payload_fields, good, verdict, lines, result) -> pa.Table:
     kafka_time = pd.to_datetime([m["kafka_timestamp"] for _, m in good], unit="ms", utc=True)
     clean, reasons = schema.check(values, pd.Series(kafka_time, index=line_numbers))
     for line_no in reasons.index[reasons != ""]:
-        result.refuse(verdict, int(line_no), reasons[line_no], lines[line_no].decode("utf-8", "replace"))
+        result.refuse(verdict, int(line_no), reasons[line_no], _raw(data, starts, int(line_no)))
     keep = reasons == ""
     clean = clean[keep].assign(
         source=verdict.source,

@@ -3,9 +3,11 @@
 `collect_studies` and `collect_notes` read one topic's batches from the
 landing zone, one batch at a time, authenticate each against the source
 registry (signature, file set, digests, replay, rate limit), and write the
-accepted records, de-identified, to a Parquet file. Every refused file is
-quarantined with its reason and without its content (which would carry
-PHI): received = accepted + quarantined.
+accepted records, de-identified, to a Parquet file. A refused batch is
+quarantined whole (one row: its record-file count, size, digest and reason,
+never a file's name or content); a file refused inside an accepted batch is
+quarantined with its reason, size and digest, without its content (which
+would carry PHI): received = accepted + quarantined, in record files.
 
 Per DICOM file: the 128-byte preamble is zeroed (DICOM/executable
 polyglots), the file is validated (parseable, required tags, modality,
@@ -30,7 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from domain.accounting import IntakeResult, ReplayGuard, refused
+from domain.accounting import IntakeResult, ReplayGuard, refused, summarise_files
 from domain.healthcare.deidentify import deidentify, phi_values, to_bytes
 from domain.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
 from domain.healthcare.images import first_number
@@ -97,17 +99,20 @@ def _authenticated(
 ) -> Iterator[tuple[BatchVerdict, list[Path]]]:
     """Each landed batch of `topic`, verified; yields the accepted ones with their record files.
 
-    A refused batch's files are all quarantined with the batch's reason.
+    A refused batch is never opened file by file: it is streamed once for
+    its record-file count, size and digest (`summarise_files`, which names no
+    file) and quarantined whole, as one row standing for its record files.
     """
     policies = registry.policies()
     limiter = RateLimiter()
     for batch in landed_batches(landing, topic):
         verdict = registry.verify(batch, topic, policies)
         folder = batch.data_path
-        files = sorted(p for p in folder.iterdir() if is_record(p.name)) if folder.is_dir() else []
-        result.received += len(files)
+        files: list[Path] = []
         created_ms = 0
         if verdict.accepted:
+            # The registry checked this folder's exact file set, so listing it is bounded by what was signed.
+            files = sorted(p for p in folder.iterdir() if is_record(p.name)) if folder.is_dir() else []
             created_ms = int(datetime.fromisoformat(batch.read_manifest()["created_at"]).timestamp() * 1000)
             why = replays.reason(verdict) or limiter.admit(
                 policies[verdict.source], [created_ms] * len(files)
@@ -116,24 +121,28 @@ def _authenticated(
                 verdict = refused(verdict, why)
             else:
                 replays.accepted(verdict)
+        if not verdict.accepted:
+            summary = summarise_files(folder, is_record)
+            result.received += summary.records
+            if on_batch:
+                on_batch(verdict, summary.records)
+            result.add_batch(verdict, summary.records)
+            result.refuse_batch(verdict, summary)
+            continue
+        result.received += len(files)
         if on_batch:
             on_batch(verdict, len(files))
         result.add_batch(verdict, len(files))
-        if not verdict.accepted:
-            for i, path in enumerate(files):
-                result.refuse(verdict, i, f"batch refused: {verdict.reason}", _describe(path))
-            continue
         result.source_hours[verdict.source].update([created_ms // 3_600_000] * len(files))
         yield verdict, files
 
 
-def _describe(path: Path, data: bytes | None = None) -> str:
+def _describe(path: Path, data: bytes) -> str:
     """What the quarantine keeps of a refused file: size and digest, never its content or name.
 
     File names are instance and study UIDs, identifiers in their own right;
     the batch id, the file's position and its digest find it in the landing archive.
     """
-    data = path.read_bytes() if data is None and path.is_file() else (data or b"")
     return f"{path.suffix.lstrip('.')} file of {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}"
 
 

@@ -34,7 +34,9 @@ def swap_in_pickle(instance: PipelineInstance, model_name: str) -> None:
     (release / WEIGHTS_FILE).write_bytes(malicious_pickle(instance.home / "trojan-ran"))
 
 
-def publish_signed_by_unknown_key(instance: PipelineInstance, model_name: str) -> None:
+def publish_signed_by_unknown_key(
+    instance: PipelineInstance, model_name: str, key: ec.EllipticCurvePrivateKey | None = None
+) -> None:
     """Publish a well-formed copy of the release as the next version, signed by the attacker's own key."""
     releases = instance.defs.resources["releases"]
     current = releases.current(model_name)
@@ -45,7 +47,7 @@ def publish_signed_by_unknown_key(instance: PipelineInstance, model_name: str) -
     config = json.loads((forged / CONFIG_FILE).read_text())
     (forged / CONFIG_FILE).write_text(json.dumps({**config, "version": version}, sort_keys=True))
     (forged / SIGNATURE_FILE).unlink()
-    sign_model(forged, ec.generate_private_key(ec.SECP256R1()))
+    sign_model(forged, key or ec.generate_private_key(ec.SECP256R1()))
     (current.parent / "current.json").write_text(json.dumps({"version": version}))
 
 
@@ -56,7 +58,7 @@ def roll_back(instance: PipelineInstance, model_name: str) -> None:
     (releases.current(model_name).parent / "current.json").write_text(json.dumps({"version": oldest}))
 
 
-def _then_audit(example: str, model_name: str, change) -> Callable[[PipelineInstance], None]:
+def then_audit(example: str, model_name: str, change) -> Callable[[PipelineInstance], None]:
     def mount(instance: PipelineInstance) -> None:
         change(instance, model_name)
         instance.run(f"{example}_audit")
@@ -73,14 +75,14 @@ def trojan_scenarios(
             f"{example}/trojan-pickle",
             "trojan model",
             "the serving release's weights replaced by a pickle that runs a shell command on load",
-            _then_audit(example, model_name, swap_in_pickle),
+            then_audit(example, model_name, swap_in_pickle),
             one_release,
         ),
         Scenario(
             f"{example}/trojan-unknown-signer",
             "trojan model",
             "a well-formed model published as the next version, signed by a key the servers do not trust",
-            _then_audit(example, model_name, publish_signed_by_unknown_key),
+            then_audit(example, model_name, publish_signed_by_unknown_key),
             one_release,
         ),
     ]
@@ -94,6 +96,6 @@ def rollback_scenario(
         f"{example}/rollback",
         "rollback",
         "`current` pointed back at v1, validly signed but superseded by v2",
-        _then_audit(example, model_name, roll_back),
+        then_audit(example, model_name, roll_back),
         two_releases,
     )

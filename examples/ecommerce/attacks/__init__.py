@@ -6,6 +6,7 @@ lifecycle through Dagster; `make attack SCENARIO=<name>` runs one,
 """
 
 from domain.ecommerce.release import MODEL_NAME
+from examples.attacks.anchors import anchor_scenarios
 from examples.attacks.releases import rollback_scenario, trojan_scenarios
 from examples.ecommerce.attacks import (
     data_poisoning,
@@ -14,7 +15,13 @@ from examples.ecommerce.attacks import (
     retraining_exploitation,
     storage_tampering,
 )
-from examples.ecommerce.attacks.pipeline import clean_lifecycle, one_release, pipeline, two_releases
+from examples.ecommerce.attacks.pipeline import (
+    COLLECTION,
+    clean_lifecycle,
+    one_release,
+    pipeline,
+    two_releases,
+)
 
 SCENARIOS = [
     data_poisoning.SCENARIO,
@@ -24,6 +31,7 @@ SCENARIOS = [
     *trojan_scenarios("ecommerce", MODEL_NAME, one_release),
     retraining_exploitation.SCENARIO,
     rollback_scenario("ecommerce", MODEL_NAME, two_releases),
+    *anchor_scenarios("ecommerce", MODEL_NAME, COLLECTION, one_release, two_releases),
 ]
 
 __all__ = ["SCENARIOS", "clean_lifecycle", "pipeline"]

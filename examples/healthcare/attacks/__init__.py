@@ -6,6 +6,7 @@ lifecycle through Dagster; `make attack SCENARIO=<name>` runs one,
 """
 
 from domain.healthcare.release import MODEL_NAME
+from examples.attacks.anchors import anchor_scenarios
 from examples.attacks.releases import rollback_scenario, trojan_scenarios
 from examples.healthcare.attacks import (
     backdoor,
@@ -15,7 +16,13 @@ from examples.healthcare.attacks import (
     retraining_exploitation,
     storage_tampering,
 )
-from examples.healthcare.attacks.pipeline import clean_lifecycle, one_release, pipeline, two_releases
+from examples.healthcare.attacks.pipeline import (
+    COLLECTION,
+    clean_lifecycle,
+    one_release,
+    pipeline,
+    two_releases,
+)
 
 SCENARIOS = [
     data_poisoning.SCENARIO,
@@ -26,6 +33,7 @@ SCENARIOS = [
     *trojan_scenarios("healthcare", MODEL_NAME, one_release),
     retraining_exploitation.SCENARIO,
     rollback_scenario("healthcare", MODEL_NAME, two_releases),
+    *anchor_scenarios("healthcare", MODEL_NAME, COLLECTION, one_release, two_releases),
 ]
 
 __all__ = ["SCENARIOS", "clean_lifecycle", "pipeline"]

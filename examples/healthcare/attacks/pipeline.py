@@ -9,6 +9,7 @@ from examples.healthcare.clinic import Clinic
 # At 900 studies a window (the tests' size) a retrained CNN's AUC varies by about 0.1 from seed
 # to seed, enough to fail the small clinic's minimums on clean data; 1,500 holds them.
 LAB_STUDIES = 1_500
+COLLECTION = ["healthcare/imaging_studies", "healthcare/clinical_notes"]
 
 
 def pipeline(home: Path, **options) -> Clinic:

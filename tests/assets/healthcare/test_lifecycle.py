@@ -129,15 +129,19 @@ def test_an_approved_retraining_is_promoted_as_v2_and_audited(clinic):
     assert lineage[-1]["training_set_digest"] == approved
 
 
-def test_a_rollback_to_an_older_signed_release_is_refused(clinic):
+def test_a_rollback_stays_refused_until_an_operator_acknowledges_it(clinic):
     releases = clinic.defs.resources["releases"]
     pointer = releases.current(MODEL_NAME).parent / "current.json"
-    pointer.write_text(json.dumps({"version": 1}))  # v1 is validly signed, but v2 has been published
+    pointer.write_text(json.dumps({"version": 1}))  # v1 is validly signed, but v2 is on record
     check = release_check(CHAMPION, MODEL_NAME, ARCHITECTURES)
-    result = check(build_asset_check_context(), releases)
-    assert not result.passed and result.description.startswith("rollback: current points at v1")
+    result = check(build_asset_check_context(), releases, clinic.trust)
+    assert not result.passed and "rollback" in result.description and "v2 is the newest on record" in (
+        result.description
+    )
     pointer.write_text(json.dumps({"version": 2}))
-    assert check(build_asset_check_context(), releases).passed
+    assert not check(build_asset_check_context(), releases, clinic.trust).passed  # the alarm stays raised
+    assert clinic.acknowledge_alarms("pointer restored to v2 and checked") == 1
+    assert check(build_asset_check_context(), releases, clinic.trust).passed
 
 
 def test_a_trigger_patch_on_lesion_studies_is_flagged_before_promotion(tmp_path_factory):
