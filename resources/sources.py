@@ -31,6 +31,7 @@ from dagster import ConfigurableResource
 from resources.digests import canonical_json
 
 MANIFEST_SUFFIX = ".manifest.json"
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # a manifest lists a file batch's digests: 8 MiB is ~80,000 files
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,11 @@ class LandedBatch:
     data_path: Path
 
     def read_manifest(self) -> dict:
-        return json.loads(self.manifest_path.read_text())
+        """The manifest, refused unread when it is larger than any real manifest (junk costs nothing)."""
+        size = self.manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"manifest of {size} bytes > {MAX_MANIFEST_BYTES}")
+        return json.loads(self.manifest_path.read_bytes())
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class SourceRegistry(ConfigurableResource):
             return refuse(f"unreadable manifest: {error}")
         if not isinstance(manifest, dict):
             return refuse("unreadable manifest: not a JSON object")
-        source = str(manifest.get("source", "unknown"))
+        source = str(manifest.get("source", "unknown"))[:64]
         policy = policies.get(source)
         if policy is None:
             return refuse(f"unknown source {source!r}", source)

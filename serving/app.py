@@ -16,10 +16,16 @@ Examples add their own endpoints on top::
 
     add_worker_route(app, "/recommend", "recommend", RecommendQuery)  # GET /recommend?user_id=&k=
 
+Request bodies over `max_body_bytes` (default `DEFAULT_MAX_BODY_BYTES`, sized
+for the largest endpoint body, a base64 DICOM) are refused with 413 before
+anything parses them.
+
 Run it (loopback only; put a TLS-terminating proxy in front in production)::
 
     SERVING_MODEL_DIR=... SERVING_TRUSTED_KEYS=keys.json SERVING_HANDLER=module:attr \\
         uvicorn --factory serving.app:app_from_env --host 127.0.0.1 --port 8000
+
+(`SERVING_MAX_BODY_BYTES` overrides the body limit.)
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from starlette.routing import Match
 from resources.release_folder import ReleaseFolder
 from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
+from serving.body_limit import BodyLimit, json_body_limit
 from serving.worker import DEFAULT_MAX_CPU_SECONDS, DEFAULT_MAX_MEMORY_MB
 from serving.worker_client import (
     RequestFailed,
@@ -64,6 +71,10 @@ from serving.worker_client import (
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+# The largest body an endpoint takes is the diagnostic server's: one DICOM file of up to 8 MiB
+# (domain.healthcare.dicom.DEFAULT_MAX_BYTES), base64 in a JSON object (serving.diagnostic_handler
+# .MAX_DICOM_BASE64 characters). Larger bodies get 413 before anything parses them.
+DEFAULT_MAX_BODY_BYTES = json_body_limit(4 * -(-8 * 1024 * 1024 // 3))
 _STATUS_FOR_KIND = {"bad_request": 422, "not_found": 404, "internal": 500}
 
 
@@ -172,7 +183,13 @@ async def _refuse_without_echo(request: Request, exc: RequestValidationError) ->
 
 
 def create_release_app(
-    model_name: str, handler: str, *, title: str, home: RuntimeHome, trust: TrustStore
+    model_name: str,
+    handler: str,
+    *,
+    title: str,
+    home: RuntimeHome,
+    trust: TrustStore,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """A server for the current release of `model_name`, trusting only what the operator's store says.
 
@@ -200,6 +217,7 @@ def create_release_app(
         state_file=home.path("serving") / f"{model_name}-versions.json",
         floor=floor.version if floor else 0,
         title=title,
+        max_body_bytes=max_body_bytes,
     )
 
 
@@ -216,8 +234,14 @@ def create_app(
     load_timeout: float = 120.0,
     restart_backoff: float = 5.0,
     title: str = "Secure model server",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """A FastAPI app serving `model_dir` through one isolated, resource-limited worker."""
+    """A FastAPI app serving `model_dir` through one isolated, resource-limited worker.
+
+    A request body over `max_body_bytes` gets 413 before anything reads or
+    parses it (`serving.body_limit`): by its `Content-Length` at once, or, for
+    a body of unknown length, as soon as the bytes streamed in pass the limit.
+    """
     metrics = ServingMetrics()
     client = WorkerClient(
         model_dir,
@@ -249,6 +273,8 @@ def create_app(
     app.state.worker = client
     app.state.metrics = metrics
     app.state.request_timeout = request_timeout
+    app.state.max_body_bytes = max_body_bytes
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)  # inside `observe`: 413s are counted
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Response:
@@ -303,7 +329,14 @@ def app_from_env() -> FastAPI:
             "(JSON file of trusted release public keys), SERVING_HANDLER (module:attr)."
         ) from exc
     state = os.environ.get("SERVING_STATE_FILE")
-    return create_app(model_dir, keys, handler, state_file=Path(state) if state else _default_state_file())
+    max_body = int(os.environ.get("SERVING_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    return create_app(
+        model_dir,
+        keys,
+        handler,
+        state_file=Path(state) if state else _default_state_file(),
+        max_body_bytes=max_body,
+    )
 
 
 def _default_state_file() -> Path:
@@ -320,9 +353,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--state-file", type=Path, help="accepted versions (default: under $PIPELINE_HOME)")
     parser.add_argument("--host", default=LOOPBACK, help="default 127.0.0.1 (loopback only)")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger request bodies get 413"
+    )
     args = parser.parse_args(argv)
     state_file = args.state_file or _default_state_file()
-    app = create_app(args.model_dir, args.trusted_keys, args.handler, state_file=state_file)
+    app = create_app(
+        args.model_dir,
+        args.trusted_keys,
+        args.handler,
+        state_file=state_file,
+        max_body_bytes=args.max_body_bytes,
+    )
     uvicorn.run(app, host=args.host, port=args.port, server_header=False)
 
 

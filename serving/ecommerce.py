@@ -14,6 +14,9 @@ from domain.ecommerce.release import MODEL_NAME
 from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
 from serving.app import add_worker_route, create_release_app
+from serving.body_limit import json_body_limit
+
+MAX_BODY_BYTES = json_body_limit(0)  # /recommend takes a query string; no endpoint needs a large body
 
 
 class RecommendParams(BaseModel):
@@ -25,6 +28,13 @@ def create_recommender_app(home: RuntimeHome | None = None, trust: TrustStore | 
     """The recommender server for the current release under `home` (default: `$PIPELINE_HOME`)."""
     handler = "serving.recommender_handler:RecommenderHandler"
     home, trust = home or RuntimeHome.from_environment(), trust or TrustStore.from_environment()
-    app = create_release_app(MODEL_NAME, handler, title="E-commerce recommender", home=home, trust=trust)
+    app = create_release_app(
+        MODEL_NAME,
+        handler,
+        title="E-commerce recommender",
+        home=home,
+        trust=trust,
+        max_body_bytes=MAX_BODY_BYTES,
+    )
     add_worker_route(app, "/recommend", "recommend", RecommendParams)
     return app

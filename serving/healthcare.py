@@ -19,7 +19,10 @@ from domain.healthcare.release import MODEL_NAME
 from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
 from serving.app import add_worker_route, create_release_app
+from serving.body_limit import json_body_limit
 from serving.diagnostic_handler import MAX_DICOM_BASE64
+
+MAX_BODY_BYTES = json_body_limit(MAX_DICOM_BASE64)  # one base64 DICOM in a JSON object; more gets 413
 
 
 class DiagnoseParams(BaseModel):
@@ -33,7 +36,12 @@ def create_diagnostic_app(home: RuntimeHome | None = None, trust: TrustStore | N
     handler = "serving.diagnostic_handler:DiagnosticHandler"
     home, trust = home or RuntimeHome.from_environment(), trust or TrustStore.from_environment()
     app = create_release_app(
-        MODEL_NAME, handler, title="Healthcare lesion diagnostic", home=home, trust=trust
+        MODEL_NAME,
+        handler,
+        title="Healthcare lesion diagnostic",
+        home=home,
+        trust=trust,
+        max_body_bytes=MAX_BODY_BYTES,
     )
     add_worker_route(app, "/diagnose", "diagnose", DiagnoseParams, http_method="POST")
     return app

@@ -226,13 +226,11 @@ def test_the_300_mib_drop_costs_a_collection_process_little_resident_memory(junk
     measured = json.loads(probe.stdout.strip().splitlines()[-1])
     maxrss_growth = (measured["maxrss_after_kib"] - measured["maxrss_before_kib"]) / 1024
     peak_growth = (
-        (measured["hwm_after_kib"] - measured["rss_before_kib"]) / 1024 if measured["reset"] else None
+        (measured["hwm_after_kib"] - measured["rss_before_kib"]) / 1024 if measured["reset"] else 0.0
     )
-    print(
-        f"300 MiB drop: ru_maxrss growth {maxrss_growth:.1f} MiB, peak RSS over RSS before {peak_growth} MiB"
-    )
+    print(f"300 MiB drop: ru_maxrss growth {maxrss_growth:.1f} MiB, peak RSS growth {peak_growth:.1f} MiB")
     assert maxrss_growth < 150
-    assert peak_growth is None or peak_growth < 150
+    assert peak_growth < 150  # 0.0 where the peak could not be reset
     assert measured["received"] == measured["quarantined"] == junk_drop["lines"] and measured["rows"] == 1
 
 
