@@ -59,7 +59,7 @@ def test_mlflow_run_holds_the_training_data_digests(shop):
 
 def test_server_answers_recommend_from_the_verified_champion(shop):
     user = shop.stored_table("ecommerce/training_interactions")["user_id"].iloc[0]
-    with TestClient(create_recommender_app(RuntimeHome(shop.home))) as client:
+    with TestClient(create_recommender_app(RuntimeHome(shop.home), shop.trust)) as client:
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["version"] == 1
         answer = client.get("/recommend", params={"user_id": user, "k": 5})

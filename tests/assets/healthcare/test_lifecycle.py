@@ -78,7 +78,7 @@ def test_the_server_diagnoses_a_study_with_the_champion(clinic):
     import base64
 
     study = plan_studies(CohortConfig(seed=11, studies=4), 0)[0]
-    with TestClient(create_diagnostic_app(RuntimeHome(clinic.home))) as client:
+    with TestClient(create_diagnostic_app(RuntimeHome(clinic.home), clinic.trust)) as client:
         answer = client.post("/diagnose", json={"dicom": base64.b64encode(dicom_bytes(study)).decode()})
     assert answer.status_code == 200, answer.text
     assert answer.json()["model_version"] == 1 and 0 <= answer.json()["lesion_probability"] <= 1
