@@ -328,7 +328,8 @@ def test_manifests_are_signed_and_digests_match(landed: dict) -> None:
     for path in manifests:
         manifest = json.loads(path.read_text())
         assert set(manifest) == {
-            "source", "batch_id", "topic", "schema_version", "files", "records", "created_at", "signature",
+            "source", "batch_id", "topic", "schema_version", "files", "records", "created_at", "sequence",
+            "signature",
         }  # fmt: skip
         assert manifest["topic"] == SOURCES[manifest["source"]] == path.parent.name
         assert manifest["schema_version"] == 1 and ISO_MS_Z.fullmatch(manifest["created_at"])

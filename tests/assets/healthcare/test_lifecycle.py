@@ -135,9 +135,8 @@ def test_a_rollback_stays_refused_until_an_operator_acknowledges_it(clinic):
     pointer.write_text(json.dumps({"version": 1}))  # v1 is validly signed, but v2 is on record
     check = release_check(CHAMPION, MODEL_NAME, ARCHITECTURES)
     result = check(build_asset_check_context(), releases, clinic.trust)
-    assert not result.passed and "rollback" in result.description and "v2 is the newest on record" in (
-        result.description
-    )
+    assert not result.passed and "rollback" in result.description
+    assert "older than version 2" in result.description
     pointer.write_text(json.dumps({"version": 2}))
     assert not check(build_asset_check_context(), releases, clinic.trust).passed  # the alarm stays raised
     assert clinic.acknowledge_alarms("pointer restored to v2 and checked") == 1
