@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -204,9 +204,6 @@ class TrustStore:
                 cleared[record["alarm_id"]] = record["at"]
         return cleared
 
-    def _acknowledged(self) -> set[str]:
-        return set(self._acknowledgements())
-
     def acknowledged_at(self, subject_suffix: str) -> str | None:
         """When the operator last acknowledged an alarm whose subject ends with `subject_suffix`."""
         cleared = self._acknowledgements()
@@ -247,7 +244,7 @@ class TrustStore:
         return found
 
     def record_release(self, release: ReleaseRecord) -> None:
-        self._log("releases").append({**release.__dict__, "at": _now()})
+        self._log("releases").append({**asdict(release), "at": _now()})
 
     def releases(self, model: str) -> list[ReleaseRecord]:
         return [
@@ -275,7 +272,7 @@ class TrustStore:
 
     def open_alarms(self, subject: str | None = None) -> list[Alarm]:
         """Alarms no operator has acknowledged with a valid signature."""
-        cleared = self._acknowledged()
+        cleared = self._acknowledgements()
         return [
             Alarm(r["_hash"], r["subject"], r["reason"], r["raised_at"])
             for r in self._log("alarms").records()

@@ -1,5 +1,6 @@
 """Batch authentication and rate limiting against the source registry."""
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from examples.ecommerce.sources import SourceKeys, enrol_sources, kafka_message, write_batch
+from domain.accounting import ReplayGuard
+from examples.ecommerce.sources import SourceKeys, enrol_sources, kafka_message, signed_bytes, write_batch
 from resources.sources import RateLimiter, SourceRegistry, landed_batches
 
 TOPIC = "user-activity"
@@ -121,3 +123,29 @@ def test_file_batches_verify_every_file_and_the_exact_file_set(registry):
     assert reasons["files-changed"].startswith("digest mismatch")
     assert reasons["files-extra"].startswith("file set mismatch")
     assert reasons["files-missing"].startswith("file set mismatch")
+
+
+def test_a_manifest_signed_without_a_sequence_number_is_refused(registry):
+    """A source must sign its batch sequence, or replays could not be told apart after the ledger is lost."""
+    reg, keys = registry
+    manifest = _land(reg, "web-clickstream", keys.signer("web-clickstream"), name="old-style")
+    data = json.loads(manifest.read_text())
+    del data["sequence"], data["signature"]
+    data["signature"] = base64.b64encode(keys.signer("web-clickstream").sign(signed_bytes(data))).decode()
+    manifest.write_text(json.dumps(data))
+    reason = "unsigned sequence: manifest carries no batch sequence number"
+    assert _verdicts(reg) == {"web-clickstream-old-style": reason}
+
+
+def test_a_batch_at_or_below_the_witnessed_sequence_is_a_replay_whatever_the_ledger_lost(registry):
+    reg, keys = registry
+    _land(reg, "web-clickstream", keys.signer("web-clickstream"), name="again")
+    [batch] = landed_batches(reg.landing_dir(), TOPIC)
+    verdict = reg.verify(batch, TOPIC, reg.policies())
+    assert verdict.accepted and verdict.sequence > 0
+    fresh = ReplayGuard(batch_ids=set(), last_sequences={"web-clickstream": verdict.sequence - 1})
+    assert fresh.reason(verdict) == ""
+    fresh.accepted(verdict)
+    assert fresh.reason(verdict) == "replay: batch was already collected"  # twice in one run
+    witnessed = ReplayGuard(batch_ids=set(), last_sequences={"web-clickstream": verdict.sequence})
+    assert witnessed.reason(verdict).startswith(f"replay: sequence {verdict.sequence} is not above")
