@@ -6,6 +6,12 @@ Hounsfield units for CT), then the first VOI window the file carries
 [0, 1] (MONOCHROME1 inverted so that bright is always dense) and resized to
 a square with Pillow. A file without a window is scaled between its 1st and
 99.5th percentiles.
+
+A multi-frame image (``(frames, rows, columns)``) becomes one image, its
+middle frame (index ``frames // 2``, :func:`middle_frame`): deterministic,
+and in a slab or cine series the frame the acquisition is centred on.
+Compressed pixel data needs nothing here: pydicom decodes it (with the
+installed plugins) before it reaches these functions.
 """
 
 from __future__ import annotations
@@ -40,9 +46,18 @@ def _window(ds: Dataset, values: np.ndarray) -> tuple[float, float]:
     return float(low), float(max(high, low + 1e-6))
 
 
+def middle_frame(pixels: np.ndarray) -> np.ndarray:
+    """The one 2-D image of `pixels`: itself, or the middle frame (index ``frames // 2``) of a stack."""
+    if pixels.ndim == 2:
+        return pixels
+    if pixels.ndim != 3 or not len(pixels):
+        raise ValueError(f"expected (rows, columns) or (frames, rows, columns) pixels, not {pixels.shape}")
+    return pixels[len(pixels) // 2]
+
+
 def normalise(ds: Dataset, pixels: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-    """`pixels` (stored values of `ds`) windowed to float32 ``[size, size]`` in [0, 1]."""
-    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    """`pixels` (stored values of `ds`, one frame or many) windowed to float32 ``[size, size]`` in [0, 1]."""
+    values = np.asarray(apply_modality_lut(middle_frame(pixels), ds), dtype=np.float64)
     low, high = _window(ds, values)
     scaled = np.clip((values - low) / (high - low), 0.0, 1.0)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":

@@ -18,9 +18,17 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from defusedxml import EntitiesForbidden
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+)
 from scipy.ndimage import binary_erosion, gaussian_filter
 
+from domain.healthcare.dicom import ALLOWED_TRANSFER_SYNTAXES, LOSSY_TRANSFER_SYNTAXES
 from examples.ecommerce.sources import signed_bytes
 from examples.healthcare import generate as cli
 from examples.healthcare.batches import (
@@ -152,17 +160,50 @@ def test_every_dicom_file_parses_and_carries_phi(landed: dict) -> None:
         for keyword in ("PatientAddress", "PatientTelephoneNumbers", "OtherPatientIDs", "ImageComments"):
             optional[keyword] += keyword in ds
         optional["private"] += any(element.tag.is_private for element in ds)
+        optional["vendor"] += 0x00190010 in ds  # a scanner vendor's private creator
         assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.SamplesPerPixel == 1
-        assert 64 <= ds.Rows == ds.Columns <= 128 and ds.BitsAllocated == 16
-        assert ds.BitsStored in (12, 16) and ds.HighBit == ds.BitsStored - 1 and ds.PixelRepresentation == 0
+        eight_bit = ds.file_meta.TransferSyntaxUID == JPEGBaseline8Bit  # 8-bit stored, rescaled
+        assert 64 <= ds.Rows == ds.Columns <= 128 and ds.BitsAllocated == (8 if eight_bit else 16)
+        assert (
+            ds.BitsStored in (8, 12, 16) and ds.HighBit == ds.BitsStored - 1 and ds.PixelRepresentation == 0
+        )
         spacing = [float(v) for v in ds.PixelSpacing]
         assert spacing[0] == spacing[1] and 1.0 < spacing[0] < 7.5
         assert "WindowCenter" in ds and "WindowWidth" in ds
         pixels = ds.pixel_array
-        assert pixels.dtype == np.uint16 and pixels.shape == (ds.Rows, ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1))
+        optional["multi-frame"] += frames > 1
+        shape = (ds.Rows, ds.Columns) if frames == 1 else (frames, ds.Rows, ds.Columns)
+        # (big-endian files decode to a big-endian dtype)
+        assert (
+            pixels.dtype.kind == "u" and pixels.itemsize == (1 if eight_bit else 2) and pixels.shape == shape
+        )
         assert int(pixels.max()) < 2**ds.BitsStored and pixels.std() > 0
-    assert syntaxes == {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+    assert syntaxes <= set(ALLOWED_TRANSFER_SYNTAXES)
+    assert {
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        JPEGLSLossless,
+        JPEG2000Lossless,
+        RLELossless,
+    } <= syntaxes
     assert all(0 < count < len(files) for count in optional.values()), dict(optional)
+
+
+def test_archives_export_a_realistic_mix_of_transfer_syntaxes() -> None:
+    """Mostly uncompressed and lossless; lossy syntaxes rare; some multi-frame slabs; deterministic."""
+    studies = plan_studies(CohortConfig(seed=SEED, studies=3000), 0)
+    counts = defaultdict(int)
+    for study in studies:
+        counts[study.transfer_syntax] += 1
+    share = {syntax: n / len(studies) for syntax, n in counts.items()}
+    assert set(share) == set(ALLOWED_TRANSFER_SYNTAXES), "every allowed syntax arrives"
+    assert share[ExplicitVRLittleEndian] > 0.4
+    assert 0 < sum(share[s] for s in LOSSY_TRANSFER_SYNTAXES) < 0.03
+    multi = [s for s in studies if s.frames > 1]
+    assert 0.01 < len(multi) / len(studies) < 0.05 and {s.modality for s in multi} <= {"CT", "MR"}
+    again = plan_studies(CohortConfig(seed=SEED, studies=3000), 0)
+    assert [(s.transfer_syntax, s.frames) for s in again] == [(s.transfer_syntax, s.frames) for s in studies]
 
 
 def test_dataset_bytes_match_pydicom_dcmwrite() -> None:
@@ -421,9 +462,19 @@ def test_cli_lands_under_the_runtime_home_and_reruns_cleanly(home: Path, monkeyp
 # ---------------------------------------------------------------- hostile inputs
 
 
+def uncompressed_study():
+    """The first planned study exported uncompressed and single-frame (its bytes are its pixel values)."""
+    studies = plan_studies(CohortConfig(seed=SEED, studies=10), 0)
+    return next(
+        s
+        for s in studies
+        if s.transfer_syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) and s.frames == 1
+    )
+
+
 @pytest.fixture(scope="module")
 def one_study_bytes() -> bytes:
-    return dicom_bytes(plan_studies(CohortConfig(seed=SEED, studies=10), 0)[0])
+    return dicom_bytes(uncompressed_study())
 
 
 @pytest.mark.parametrize(("kind", "magic"), [("pe", b"MZ"), ("elf", b"\x7fELF")])
@@ -465,7 +516,7 @@ def test_xml_bombs_declare_entities_and_defusedxml_refuses_them(bomb) -> None:
 
 
 def test_trigger_patch_is_a_bright_corner_square() -> None:
-    study = plan_studies(CohortConfig(seed=SEED, studies=10), 0)[0]
+    study = uncompressed_study()
     pixels = render_pixels(study)
     patched = with_trigger_patch(pixels)
     n = study.rows

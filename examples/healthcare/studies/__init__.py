@@ -20,9 +20,15 @@ The package also makes the malformed and hostile inputs that attack scenarios
 and tests need (a DICOM/executable polyglot, a truncated file, a DICOM object
 without an image, XML bombs, a backdoor trigger patch): pure functions, each
 
+Each hospital's archive exports its images in a mix of transfer syntaxes
+(uncompressed little or big endian, deflated, JPEG, JPEG-LS, JPEG 2000, RLE;
+lossy ones rare) and a few studies as multi-frame slabs whose middle frame is
+the study's image.
+
 The package is split by what each part makes: `model` (the records a study
 is made of), `population` (the patients), `plan` (which studies happen and
-what they show, report and label), `images` (the pixels), `dicom` (the
-Part-10 files), `reports` (the radiology notes and the label file) and
-`hostile` (the malformed and hostile inputs).
+what they show, report and label, and how the archive exports them), `images`
+(the pixels), `dicom` (the Part-10 files), `reports` (the radiology notes and
+the label file), `hostile` (the malformed and hostile inputs) and `corpus`
+(a varied set of DICOM files with the outcome each must get, for tests).
 """

@@ -2,29 +2,50 @@
 
 `dicom_dataset` writes the image with the file meta and the tags a scanner
 and the RIS fill in, protected health information included (standard,
-optional, private and free-text tags), in the vendor's transfer syntax;
+optional, private and free-text tags, the vendor's private block), in the
+transfer syntax the archive exports it with (`Study.transfer_syntax`):
+uncompressed (little or big endian, deflated) or compressed with the same
+libraries real archives' files are decoded with (`pixel_data`). A study with
+``frames > 1`` is a multi-frame slab whose middle frame is the study's image.
 `dataset_bytes` serialises a dataset as ``pydicom.dcmwrite`` would, faster,
 and `dicom_bytes` does both.
+
+Lossy syntaxes change pixel values within a stated bound
+(`LOSSY_TOLERANCE`, in stored units; tests hold the codecs to it).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from functools import cache
+from io import BytesIO
 
+import imagecodecs
 import numpy as np
+import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.pixels import get_encoder
 from pydicom.uid import (
+    JPEG2000,
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ComputedRadiographyImageStorage,
     CTImageStorage,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     MRImageStorage,
+    RLELossless,
 )
 
 from examples.healthcare.studies.images import render_pixels
@@ -37,6 +58,44 @@ ISSUER_OF_PATIENT_ID = "RVHS"  # the health system's MRN namespace
 # The health system's UID root; UIDs below it are hashes of the seed, size, period and study
 # (pydicom ignores `entropy_srcs` without a prefix, so the root is what makes them deterministic).
 UID_ROOT = "1.2.826.0.1.3680043.10.1234."
+
+JPEG_QUALITY = 92  # baseline and extended JPEG exports
+JLS_NEAR = 2  # JPEG-LS near-lossless: the codec guarantees every pixel within +-JLS_NEAR
+J2K_RATIO = 6  # lossy JPEG 2000 exports: compression ratio
+#: The largest per-pixel error each lossy syntax may introduce, as a fraction of the
+#: stored range (2**BitsStored); JPEG-LS near-lossless is exact: JLS_NEAR stored units.
+LOSSY_TOLERANCE = {JPEGBaseline8Bit: 0.04, JPEGExtended12Bit: 0.02, JPEG2000: 0.04, JPEGLSNearLossless: None}
+#: LossyImageCompressionMethod of each lossy syntax (PS3.3 C.7.6.1.1.5.1).
+_LOSSY_METHOD = {
+    JPEGBaseline8Bit: "ISO_10918_1",
+    JPEGExtended12Bit: "ISO_10918_1",
+    JPEG2000: "ISO_15444_1",
+    JPEGLSNearLossless: "ISO_14495_1",
+}
+#: Lossless JPEG (process 14) predictor of each syntax: SV1 is predictor 1 by definition.
+_JPEG_PREDICTOR = {JPEGLosslessSV1: 1, JPEGLossless: 6}
+#: Options of pydicom's own encoders (RLE, JPEG-LS, JPEG 2000).
+_PYDICOM_ENCODED = {
+    RLELossless: {},
+    JPEGLSLossless: {},
+    JPEGLSNearLossless: {"jls_error": JLS_NEAR},
+    JPEG2000Lossless: {},
+    JPEG2000: {"j2k_cr": [J2K_RATIO]},
+}
+#: Each vendor's private block: creator, then (element, VR, value) with the numeric-looking
+#: strings and product text scanners really write there.
+VENDOR_BLOCKS = {
+    "SIEMENS": (
+        "SIEMENS MED",
+        ((0x08, "DS", "0.000000"), (0x0C, "LO", "syngo.via VB60A"), (0x10, "DS", "1.000000")),
+    ),
+    "GE MEDICAL SYSTEMS": (
+        "GEMS_ACQU_01",
+        ((0x02, "DS", "0.000000"), (0x04, "LO", "GE Healthcare"), (0x1F, "SL", 0)),
+    ),
+    "Philips": ("Philips Imaging DD 001", ((0x05, "DS", "0.000000"), (0x09, "LO", "Philips MR"))),
+    "FUJIFILM Corporation": ("FUJI PHOTO FILM Co., ltd.", ((0x10, "DS", "0.000000"), (0x15, "LO", "FCR"))),
+}
 
 
 def dicom_date(day: date) -> str:
@@ -69,8 +128,118 @@ def _fill(ds: Dataset, values: dict[str, object]) -> None:
         ds[tag] = DataElement(tag, vr, value)
 
 
+def slab(study: Study, pixels: np.ndarray) -> np.ndarray:
+    """The study's frames: `pixels` alone, or a slab whose middle frame (``frames // 2``) is `pixels`.
+
+    The neighbouring frames are the same section with fresh scanner noise
+    (adjacent thin slices), drawn from the study's own stream.
+    """
+    if study.frames == 1:
+        return pixels
+    rng = random_stream(study.seed, "slab")
+    top = 2**study.device.bits_stored - 1
+    frames = np.repeat(pixels[np.newaxis].astype(np.float64), study.frames, axis=0)
+    frames += rng.normal(0, study.noise * study.device.scale / 2, frames.shape)
+    frames[study.frames // 2] = pixels
+    return np.clip(np.rint(frames), 0, top).astype(np.uint16)
+
+
+def _encoded_frame(frame: np.ndarray, syntax: str, bits_stored: int) -> bytes:
+    if syntax == JPEGBaseline8Bit:
+        return imagecodecs.jpeg8_encode(frame, level=JPEG_QUALITY)
+    if syntax == JPEGExtended12Bit:
+        return imagecodecs.jpeg8_encode(frame, level=JPEG_QUALITY, bitspersample=12)
+    if syntax in _JPEG_PREDICTOR:
+        return imagecodecs.jpeg8_encode(
+            frame, lossless=True, predictor=_JPEG_PREDICTOR[syntax], bitspersample=bits_stored
+        )
+    return get_encoder(syntax).encode(
+        frame,
+        rows=frame.shape[0],
+        columns=frame.shape[1],
+        samples_per_pixel=1,
+        bits_allocated=frame.itemsize * 8,
+        bits_stored=bits_stored,
+        pixel_representation=0,
+        photometric_interpretation="MONOCHROME2",
+        number_of_frames=1,
+        **_PYDICOM_ENCODED[syntax],
+    )
+
+
+def pixel_data(frames: np.ndarray, syntax: str, bits_stored: int) -> DataElement:
+    """The Pixel Data element of `frames` (``(rows, cols)`` or ``(n, rows, cols)``) in `syntax`.
+
+    Uncompressed syntaxes store the values (byte-swapped for big endian);
+    compressed ones encode each frame with imagecodecs (JPEG baseline,
+    extended and lossless) or pydicom's encoders (RLE, JPEG-LS, JPEG 2000)
+    and encapsulate the frames, one fragment each, with an offset table.
+    """
+    if not UID(syntax).is_encapsulated:
+        order = ">" if syntax == ExplicitVRBigEndian else "<"
+        data = frames.astype(frames.dtype.newbyteorder(order)).tobytes()
+        return DataElement(0x7FE00010, "OW" if frames.itemsize == 2 else "OB", data)
+    stack = frames.reshape(-1, *frames.shape[-2:])
+    encoded = [_encoded_frame(np.ascontiguousarray(f), syntax, bits_stored) for f in stack]
+    element = DataElement(0x7FE00010, "OB", encapsulate(encoded, has_bot=len(encoded) > 1))
+    element.is_undefined_length = True
+    return element
+
+
+def _to_eight_bits(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
+    """8-bit stored values for a baseline JPEG export (the rescale slope restores the range)."""
+    return (pixels >> max(bits_stored - 8, 0)).astype(np.uint8)
+
+
+def _pixel_module(study: Study, pixels: np.ndarray) -> dict[str, object]:
+    """Image pixel, modality LUT and lossy-compression attributes, and the Pixel Data, for the export."""
+    syntax, bits = study.transfer_syntax, study.device.bits_stored
+    center, width = _window(study, pixels)
+    slope = 1
+    if syntax == JPEGBaseline8Bit:
+        slope, bits = 2 ** max(bits - 8, 0), 8
+    v: dict[str, object] = {
+        "SamplesPerPixel": 1,
+        "PhotometricInterpretation": "MONOCHROME2",
+        "Rows": study.rows,
+        "Columns": study.rows,
+        "BitsAllocated": 8 if bits == 8 else 16,
+        "BitsStored": bits,
+        "HighBit": bits - 1,
+        "PixelRepresentation": 0,
+        "WindowCenter": center,
+        "WindowWidth": width,
+        "BurnedInAnnotation": "NO",
+        "LossyImageCompression": "01" if syntax in _LOSSY_METHOD else "00",
+    }
+    if study.frames > 1:
+        v["NumberOfFrames"] = study.frames
+    if syntax in _LOSSY_METHOD:
+        v["LossyImageCompressionMethod"] = _LOSSY_METHOD[syntax]
+    if study.modality == "CT":
+        v |= {"RescaleIntercept": "-1024", "RescaleSlope": str(slope), "RescaleType": "HU"}
+    elif slope != 1:
+        v |= {"RescaleIntercept": "0", "RescaleSlope": str(slope), "RescaleType": "US"}
+    return v
+
+
+def _vendor_block(ds: Dataset, study: Study) -> None:
+    """The scanner vendor's private block (numeric-looking strings, product text), for some vendors."""
+    block = VENDOR_BLOCKS.get(study.device.manufacturer)
+    if block is None:
+        return
+    creator, elements = block
+    private = ds.private_block(0x0019, creator, create=True)
+    for element, vr, value in elements:
+        private.add_new(element, vr, value)
+
+
 def dicom_dataset(study: Study, pixels: np.ndarray | None = None) -> Dataset:
-    """The study's image as a DICOM dataset with file meta; `pixels` replaces the rendered image."""
+    """The study's image as a DICOM dataset with file meta; `pixels` replaces the rendered image.
+
+    `pixels` is the study's one image (``rows x rows`` uint16); a multi-frame
+    study carries it as its middle frame.
+    """
     pixels = render_pixels(study) if pixels is None else np.ascontiguousarray(pixels, dtype=np.uint16)
     if pixels.shape != (study.rows, study.rows):
         raise ValueError(f"pixels must be {study.rows}x{study.rows}, not {pixels.shape}")
@@ -182,26 +351,11 @@ def dicom_dataset(study: Study, pixels: np.ndarray | None = None) -> Dataset:
             f"Pt {patient.display_name} ({patient.patient_id}) repositioned, {study.indication}"
         )
     spacing = [f"{study.spacing_mm:.4f}"] * 2
-    center, width = _window(study, pixels)
-    v |= {
-        "SamplesPerPixel": 1,
-        "PhotometricInterpretation": "MONOCHROME2",
-        "Rows": study.rows,
-        "Columns": study.rows,
-        "PixelSpacing": spacing,
-        "BitsAllocated": 16,
-        "BitsStored": device.bits_stored,
-        "HighBit": device.bits_stored - 1,
-        "PixelRepresentation": 0,
-        "WindowCenter": center,
-        "WindowWidth": width,
-        "BurnedInAnnotation": "NO",
-        "LossyImageCompression": "00",
-    }
+    v["PixelSpacing"] = spacing
     if modality == "CR":
         v["ImagerPixelSpacing"] = spacing
-    if modality == "CT":
-        v |= {"RescaleIntercept": "-1024", "RescaleSlope": "1", "RescaleType": "HU"}
+    module = _pixel_module(study, pixels)
+    v |= module
     ds = Dataset()
     ds.file_meta = meta
     _fill(ds, v)
@@ -210,23 +364,30 @@ def dicom_dataset(study: Study, pixels: np.ndarray | None = None) -> Dataset:
         block.add_new(0x01, "LO", patient.patient_id)
         block.add_new(0x02, "LO", patient.dicom_name.replace("^", " "))
         block.add_new(0x03, "LO", f"{institution} / {study.referring.split('^')[0]}")
-    ds[0x7FE00010] = DataElement(0x7FE00010, "OW", pixels.tobytes())
+    _vendor_block(ds, study)
+    frames = slab(study, pixels)
+    if study.transfer_syntax == JPEGBaseline8Bit:
+        frames = _to_eight_bits(frames, device.bits_stored)
+    ds[0x7FE00010] = pixel_data(frames, study.transfer_syntax, int(module["BitsStored"]))
     return ds
 
 
 def dataset_bytes(ds: Dataset) -> bytes:
     """A Part-10 file (preamble, "DICM", file meta, data set) in the file meta's transfer syntax.
 
-    The same bytes as ``pydicom.dcmwrite(..., enforce_file_format=True)`` for
-    the uncompressed little-endian syntaxes used here, without its defensive
-    copy of the file meta (a third of the cost of a small file). The file
-    meta's group length is (re)computed in place.
+    The same bytes as ``pydicom.dcmwrite(..., enforce_file_format=True)``:
+    for the little-endian, not deflated syntaxes (uncompressed or
+    encapsulated) written here without its defensive copy of the file meta (a
+    third of the cost of a small file), and by it for the deflated and
+    big-endian ones. The file meta's group length is (re)computed in place.
     """
-    syntax = ds.file_meta.TransferSyntaxUID
-    if syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-        raise ValueError(f"unsupported transfer syntax {syntax}")
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if syntax.is_deflated or not syntax.is_little_endian:
+        buffer = BytesIO()
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        return buffer.getvalue()
     buffer = DicomBytesIO()
-    buffer.is_implicit_VR, buffer.is_little_endian = syntax == ImplicitVRLittleEndian, True
+    buffer.is_implicit_VR, buffer.is_little_endian = syntax.is_implicit_VR, True
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, ds.file_meta, enforce_standard=True)
     write_dataset(buffer, ds)

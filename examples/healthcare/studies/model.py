@@ -179,6 +179,7 @@ class Study:
     label: int  # what the records system's labels.csv says (1 = lesion)
     prior: date | None  # the patient's previous study, when the report compares
     seed: int
+    frames: int = 1  # > 1: the archive exports a slab whose middle frame is the study's image
 
     @property
     def truth(self) -> int:

@@ -14,7 +14,22 @@ import math
 from datetime import date, datetime, timedelta
 
 import numpy as np
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from examples.healthcare.studies.dicom import UID_ROOT
 from examples.healthcare.studies.model import (
@@ -57,6 +72,36 @@ _DEVICE_TABLE = (
 # fmt: on
 DEVICES = {(row[0], row[1]): Device(*row[1:]) for row in _DEVICE_TABLE}
 RANDOM_IMPLICIT_VR = 0.03  # share of other exports that still arrive Implicit VR (archive re-sends)
+
+# What each hospital's archive sends instead of Explicit VR Little Endian, by share of its
+# (non-implicit) exports: mostly lossless compression; lossy syntaxes stay rare (under 2%).
+ARCHIVE_SYNTAXES: dict[int, tuple[tuple[str, float], ...]] = {
+    0: (
+        (JPEGLSLossless, 0.22),
+        (JPEGLosslessSV1, 0.08),
+        (RLELossless, 0.04),
+        (DeflatedExplicitVRLittleEndian, 0.02),
+        (JPEGLSNearLossless, 0.015),
+    ),
+    1: (
+        (JPEG2000Lossless, 0.25),
+        (JPEGLossless, 0.05),
+        (RLELossless, 0.04),
+        (ExplicitVRBigEndian, 0.03),
+        (JPEG2000, 0.015),
+    ),
+    2: (
+        (RLELossless, 0.12),
+        (JPEGLosslessSV1, 0.1),
+        (DeflatedExplicitVRLittleEndian, 0.02),
+        (ExplicitVRBigEndian, 0.02),
+        (JPEGBaseline8Bit, 0.01),
+        (JPEGExtended12Bit, 0.01),
+    ),
+}
+JPEG_EXTENDED_MAX_BITS = 12  # a 16-bit scanner's JPEG Extended export falls back to lossless SV1
+MULTI_FRAME_SHARE = 0.04  # CT and MR studies exported as a short multi-frame slab
+SLAB_FRAMES = (3, 5)
 
 # fmt: off
 REFERRING = (
@@ -195,7 +240,6 @@ def _plan_study(
         report_time=moment + timedelta(minutes=int(np.clip(rng.lognormal(math.log(180), 0.8), 20, 2880))),
         rows=rows,
         spacing_mm=spacing,
-        transfer_syntax=ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian,
         referring=REFERRING[rng.integers(len(REFERRING))],
         radiologist=RADIOLOGISTS[rng.integers(len(RADIOLOGISTS))],
         operator=TECHNOLOGISTS[rng.integers(len(TECHNOLOGISTS))],
@@ -208,7 +252,38 @@ def _plan_study(
         label=label,
         prior=prior,
         seed=int(rng.integers(2**62)),
+        **_export(cfg, period, index, institution, modality, device, implicit),
     )
+
+
+def _export(
+    cfg: CohortConfig,
+    period: int,
+    index: int,
+    institution: int,
+    modality: str,
+    device: Device,
+    implicit: bool,
+) -> dict:
+    """How the archive exports a study: its transfer syntax and number of frames.
+
+    Drawn from a stream of its own, so the rest of the study is the same
+    whatever the archives' export policy.
+    """
+    rng = random_stream(cfg.seed, cfg.studies, "export", period, index)
+    draw, syntax = rng.random(), ExplicitVRLittleEndian
+    for candidate, share in ARCHIVE_SYNTAXES[institution]:
+        if draw < share:
+            syntax = candidate
+            break
+        draw -= share
+    if syntax == JPEGExtended12Bit and device.bits_stored > JPEG_EXTENDED_MAX_BITS:
+        syntax = JPEGLosslessSV1
+    multi = modality != "CR" and rng.random() < MULTI_FRAME_SHARE
+    return {
+        "transfer_syntax": ImplicitVRLittleEndian if implicit else syntax,
+        "frames": int(rng.choice(SLAB_FRAMES)) if multi else 1,
+    }
 
 
 def _anatomy(

@@ -245,11 +245,20 @@ def test_huge_element_length_in_header_is_refused() -> None:
     refused(validate_dicom(bytes(data)), "truncated")
 
 
-def test_multi_frame_is_refused() -> None:
+def test_multi_frame_is_accepted_up_to_max_frames() -> None:
     ds = make_dataset()
     ds.NumberOfFrames = 2
     ds.PixelData = ds.PixelData * 2
-    refused(validate_dicom(to_bytes(ds)), "pixel data")
+    study = validate_dicom(to_bytes(ds))
+    assert isinstance(study, ValidatedStudy) and study.pixels.shape == (2, 48, 40)
+    refused(validate_dicom(to_bytes(ds), max_frames=1), "pixel data")
+
+
+def test_decoded_size_over_the_byte_bound_is_refused() -> None:
+    ds = make_dataset()
+    ds.NumberOfFrames = 4
+    ds.PixelData = ds.PixelData * 4
+    refused(validate_dicom(to_bytes(ds), max_pixel_bytes=3 * 48 * 40 * 2), "shape")
 
 
 def test_colour_image_is_refused() -> None:
@@ -288,12 +297,13 @@ def test_image_sop_class_without_pixel_data_is_refused() -> None:
     assert "pixel data" in reason
 
 
-def test_compressed_transfer_syntax_is_refused() -> None:
+def test_compressed_transfer_syntax_the_caller_excludes_is_refused() -> None:
     ds = make_dataset(bits=8, transfer_syntax=JPEGBaseline8Bit)
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xe0" + bytes(64) + b"\xff\xd9"])
     ds["PixelData"].VR = "OB"
-    reason = refused(validate_dicom(to_bytes(ds)), "transfer syntax").reason
-    assert "JPEG Baseline" in reason
+    native = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    reason = refused(validate_dicom(to_bytes(ds), allowed_transfer_syntaxes=native), "transfer syntax").reason
+    assert "JPEG Baseline" in reason and "not allowed" in reason
 
 
 def test_disallowed_modality_is_refused() -> None:
