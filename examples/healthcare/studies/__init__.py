@@ -19,6 +19,7 @@ the pipeline's de-identification has real work to do.
 The package also makes the malformed and hostile inputs that attack scenarios
 and tests need (a DICOM/executable polyglot, a truncated file, a DICOM object
 without an image, XML bombs, a backdoor trigger patch): pure functions, each
+returning the bytes a source would send.
 
 Each hospital's archive exports its images in a mix of transfer syntaxes
 (uncompressed little or big endian, deflated, JPEG, JPEG-LS, JPEG 2000, RLE;
