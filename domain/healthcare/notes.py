@@ -21,6 +21,12 @@ Parsing uses defusedxml with DTDs, entity declarations and external
 references all forbidden, so a billion-laughs or an external-entity note
 (``file:///etc/passwd``) is refused before anything is expanded or fetched.
 
+De-identification drops the patient element and the author and scrubs the
+free text (findings, impression, diagnosis label) with
+:mod:`domain.healthcare.text_phi`: the note's own identifiers in all their
+forms, PHI-shaped patterns, and names found by their context; a note whose
+scrubbed text still holds an identifier is refused (``phi: ...``).
+
 Lesion findings (negated, uncertain or asserted) come from
 :mod:`domain.healthcare.note_context` (negspacy's NegEx on a blank spaCy
 pipeline); the labels below combine them with the diagnosis code.
@@ -31,7 +37,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
@@ -40,6 +45,7 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 from domain.healthcare.deidentify import deidentified_uid, pseudonym
 from domain.healthcare.dicom import Refusal
 from domain.healthcare.note_context import Finding, extract_findings
+from domain.healthcare.text_phi import Identifiers, declared_identifiers, residual_identifiers, scrub
 
 MAX_NOTE_BYTES = 64 * 1024
 ROOT_TAG = "clinicalNote"
@@ -208,107 +214,68 @@ def _note_from(root: Element) -> Note | Refusal:
 
 
 # ---------------------------------------------------------------------------
-# De-identification
-
-_MONTHS = "January February March April May June July August September October November December".split()
-_MONTH_NAMES = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
-SCRUB_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[EMAIL]"),
-    (re.compile(r"\b\d+(?:\.\d+){3,}\b"), "[UID]"),
-    (
-        re.compile(
-            r"\b(?:MRN|MR#|medical record(?: number| no\.?)?|patient id|ID)"
-            r"\s*[:#]?\s*(?=[A-Z-]*\d)[A-Z0-9-]{4,}\b",
-            re.I,
-        ),
-        "[MRN]",
-    ),
-    (re.compile(r"\b[A-Z]{2,4}-?\d{5,}\b"), "[MRN]"),
-    (re.compile(r"(?:\+?1[-.\s]?)?\(?\b\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b"), "[PHONE]"),
-    (re.compile(r"\b\d{3}[-.]\d{4}\b"), "[PHONE]"),
-    (re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b"), "[DATE]"),
-    (re.compile(r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b"), "[DATE]"),
-    (re.compile(rf"\b{_MONTH_NAMES}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), "[DATE]"),
-    (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH_NAMES}\s+\d{{4}}\b", re.I), "[DATE]"),
-    (re.compile(r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b"), "[DATE]"),
-    (re.compile(r"\b\d{6,}\b"), "[ID]"),
-    (re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+[A-Z][a-zA-Z'-]+(?:\s+[A-Z][a-zA-Z'-]+)?"), "[NAME]"),
-)
+# De-identification (the free-text detectors live in domain.healthcare.text_phi)
 
 
-def _date_variants(value: str) -> list[str]:
-    """Common renderings of an ISO (or DICOM DA) date, to find it in free text."""
-    digits = re.sub(r"\D", "", value)
-    if len(digits) != 8:
-        return []
-    try:
-        day = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
-    except ValueError:
-        return []
-    month = _MONTHS[day.month - 1]
-    return [
-        day.isoformat(),
-        day.strftime("%Y%m%d"),
-        f"{day.month:02d}/{day.day:02d}/{day.year}",
-        f"{day.day:02d}/{day.month:02d}/{day.year}",
-        f"{day.month}/{day.day}/{day.year}",
-        f"{day.day}/{day.month}/{day.year}",
-        f"{day.day:02d}.{day.month:02d}.{day.year}",
-        f"{month} {day.day}, {day.year}",
-        f"{month} {day.day} {day.year}",
-        f"{day.day} {month} {day.year}",
-        f"{month[:3]} {day.day}, {day.year}",
-        f"{day.day} {month[:3]} {day.year}",
-    ]
+def note_identifiers(note: Note) -> Identifiers:
+    """The identifiers the note's own patient and author elements declare, in their free-text forms."""
+    patient = note.patient
+    if patient is None:
+        return declared_identifiers()
+    return declared_identifiers(
+        names=[patient.name, note.author or ""],
+        ids=[patient.patient_id],
+        dates=[patient.birth_date],
+        phones=[patient.phone],
+        addresses=[patient.address],
+    )
 
 
 def note_phi_values(note: Note) -> set[str]:
-    """The PHI strings the note's own patient and author elements reveal."""
-    values: set[str] = set()
-    patient = note.patient
-    if patient is not None:
-        values.update(v for v in (patient.name, patient.patient_id, patient.phone, patient.address) if v)
-        if patient.birth_date:
-            values.add(patient.birth_date)
-            values.update(_date_variants(patient.birth_date))
-        for part in re.split(r"[\s^,]+", patient.name):
-            if len(part.strip(".")) >= 3:
-                values.add(part.strip("."))
-    if note.author:
-        values.add(note.author)
-        for part in re.split(r"[\s,]+", note.author):
-            if len(part.strip(".")) >= 3 and part.strip(".").lower() not in ("dr", "mrs", "prof"):
-                values.add(part.strip("."))
-    return {v for v in values if v.strip()}
+    """The PHI strings the note's patient and author elements reveal, as a store is searched for them.
+
+    Name parts shorter than three letters and initials are left out: matched
+    case-insensitively anywhere, "Le" or "JS" would be found in ordinary text.
+    """
+    return set(note_identifiers(note).exact)
 
 
-def scrub_text(text: str, known: set[str] | frozenset[str] = frozenset()) -> str:
-    """Replace known PHI strings (longest first, case-insensitive) and PHI-shaped patterns."""
-    for value in sorted(known, key=len, reverse=True):
-        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "[REDACTED]", text, flags=re.I)
-    for pattern, replacement in SCRUB_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+def scrub_text(text: str, identifiers: Identifiers | None = None) -> str:
+    """`text` with declared identifiers, PHI-shaped patterns and names in context replaced by placeholders."""
+    return scrub(text, identifiers)
 
 
-def deidentify_note(note: Note, pseudonym_key: bytes) -> Note:
-    """Drop the patient element and author; scrub PHI from the free text.
+def deidentify_note(note: Note, pseudonym_key: bytes) -> Note | Refusal:
+    """Drop the patient element and author; scrub PHI from the free text and verify the scrub.
 
     The study UID and patient ID are replaced by the same keyed values
     :mod:`domain.healthcare.deidentify` gives the images, so a de-identified
-    note still links to its de-identified study.
+    note still links to its de-identified study. Findings, impression and the
+    diagnosis label are scrubbed, then scanned again: a note in which an
+    identifier-shaped token survives is refused (``phi: ...``), never stored.
     """
     if note.patient is None:
         raise ValueError("note has no patient element (already de-identified?)")
-    known = note_phi_values(note)
+    identifiers = note_identifiers(note)
+    fields = {
+        "findings": scrub(note.findings, identifiers),
+        "impression": scrub(note.impression, identifiers),
+        "diagnosis label": scrub(note.diagnosis.label, identifiers),
+    }
+    for field, text in fields.items():
+        residual = residual_identifiers(text, identifiers)
+        if residual:
+            return Refusal(
+                f"phi: {field} free text still holds an identifier after scrubbing ({', '.join(residual)})"
+            )
     return Note(
         study_uid=deidentified_uid(note.study_uid, pseudonym_key),
-        findings=scrub_text(note.findings, known),
-        impression=scrub_text(note.impression, known),
+        findings=fields["findings"],
+        impression=fields["impression"],
         diagnosis=Diagnosis(
             code=note.diagnosis.code,
             system=note.diagnosis.system,
-            label=scrub_text(note.diagnosis.label, known),
+            label=fields["diagnosis label"],
         ),
         patient=None,
         author=None,

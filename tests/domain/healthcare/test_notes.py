@@ -216,7 +216,9 @@ def test_deidentified_note_drops_the_patient_and_scrubs_the_text() -> None:
     )
     phi = note_phi_values(note)
     assert {"Zebediah Quarterman", "Quarterman", "MRN-0012345", "555-201-3344", "04/02/1961"} <= phi
+    assert {"QUARTERMAN^ZEBEDIAH", "Quarterman, Zebediah", "Z. Quarterman", "Grant", "Alan"} <= phi
     clean = deidentify_note(note, KEY)
+    assert isinstance(clean, Note), clean
     assert clean.patient is None and clean.author is None and clean.deidentified
     text = " ".join([clean.findings, clean.impression, clean.diagnosis.label])
     for value in phi | {"0012345", "2023-11-02", "March 3, 2024", "Grant", "Alan"}:
@@ -234,13 +236,27 @@ def test_deidentified_note_drops_the_patient_and_scrubs_the_text() -> None:
 
 def test_scrub_patterns_without_known_values() -> None:
     text = scrub_text("Seen 12/31/2023 by Dr. Smith, ID 44556677, tel (555) 123-4567, 7.5 mm nodule, 3.2 cm.")
-    assert "Smith" not in text and "12/31/2023" not in text and "44556677" not in text
-    assert "123-4567" not in text
-    assert "7.5 mm nodule, 3.2 cm" in text
+    assert text == "Seen [DATE] by [NAME], [ID], tel [PHONE], 7.5 mm nodule, 3.2 cm."
+
+
+def test_names_the_note_does_not_declare_are_scrubbed() -> None:
+    """The issue's case: surnames in free text were stored verbatim."""
+    note = parsed(findings="There is a 7 mm nodule. Findings discussed with O'Connor and Castillo.")
+    clean = deidentify_note(note, KEY)
+    assert isinstance(clean, Note), clean
+    assert clean.findings == "There is a 7 mm nodule. Findings discussed with [NAME] and [NAME]."
+
+
+def test_a_note_whose_scrub_cannot_be_verified_is_refused() -> None:
+    """Fail closed: an identifier-shaped token that survives scrubbing refuses the note."""
+    note = parsed(impression="Solitary pulmonary nodule. Ref_0012345_b.")
+    reason = refused(deidentify_note(note, KEY), "phi").reason
+    assert reason == "phi: impression free text still holds an identifier after scrubbing (id)"
 
 
 def test_deidentifying_twice_is_refused() -> None:
     clean = deidentify_note(parsed(), KEY)
+    assert isinstance(clean, Note)
     with pytest.raises(ValueError):
         deidentify_note(clean, KEY)
 
