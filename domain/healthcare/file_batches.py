@@ -151,13 +151,18 @@ def _leaks(originals: set[str], output: bytes) -> list[str]:
 
     Word boundaries keep "MARY" from matching inside "PRIMARY" and a short
     number inside a UID. Pixel data is not text and is left out of the search.
+    The bytes are read both as Latin-1 and as UTF-8, so a name with accents
+    ("Müller") is found whichever of the two character sets wrote it.
+    What to search for is the caller's choice: `phi_values` leaves numbers
+    out, so kept geometry never reads as a leak.
     """
     header = output[: output.rfind(PIXEL_DATA)] if PIXEL_DATA in output else output
     if not originals:
         return []
     words = "|".join(re.escape(v) for v in sorted(originals, key=len, reverse=True))
     pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])", re.IGNORECASE)
-    return sorted({match.group(0) for match in pattern.finditer(header.decode("latin-1"))})
+    texts = (header.decode("latin-1"), header.decode("utf-8", errors="replace"))
+    return sorted({match.group(0) for text in texts for match in pattern.finditer(text)})
 
 
 def collect_studies(
@@ -217,7 +222,7 @@ def _study_row(data: bytes, key: bytes, seen: set[str]) -> dict | Refusal:
     seen.add(study.study_uid)
     clean = deidentify(study.dataset, pseudonym_key=key)
     output = to_bytes(clean)
-    leaked = _leaks(phi_values(study.dataset), output)
+    leaked = _leaks(phi_values(study.dataset, pseudonym_key=key), output)
     if leaked:
         return Refusal(f"phi leak: {len(leaked)} identifying values survived de-identification")
     return {
@@ -308,6 +313,8 @@ def _note_row(data: bytes, labels: dict[str, int], key: bytes) -> dict | Refusal
     if label is None:
         return Refusal("unlabelled: labels.csv has no label for this study")
     clean = deidentify_note(note, key)
+    if isinstance(clean, Refusal):
+        return clean
     supported = note_label(clean)
     if supported is not None and not consistency(supported, label):
         return Refusal(f"label mismatch: the report says {supported}, labels.csv says {label}")
