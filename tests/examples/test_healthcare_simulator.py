@@ -191,15 +191,18 @@ def test_every_dicom_file_parses_and_carries_phi(landed: dict) -> None:
 
 
 def test_archives_export_a_realistic_mix_of_transfer_syntaxes() -> None:
-    """Mostly uncompressed and lossless; lossy syntaxes rare; some multi-frame slabs; deterministic."""
+    """Mostly uncompressed, the rest lossless; some multi-frame slabs; deterministic.
+
+    Lossy syntaxes are left to the varied corpus (see `plan.ARCHIVE_SYNTAXES`).
+    """
     studies = plan_studies(CohortConfig(seed=SEED, studies=3000), 0)
     counts = defaultdict(int)
     for study in studies:
         counts[study.transfer_syntax] += 1
     share = {syntax: n / len(studies) for syntax, n in counts.items()}
-    assert set(share) == set(ALLOWED_TRANSFER_SYNTAXES), "every allowed syntax arrives"
+    lossless = set(ALLOWED_TRANSFER_SYNTAXES) - LOSSY_TRANSFER_SYNTAXES
+    assert set(share) == lossless, "every lossless syntax arrives, no lossy one"
     assert share[ExplicitVRLittleEndian] > 0.4
-    assert 0 < sum(share[s] for s in LOSSY_TRANSFER_SYNTAXES) < 0.03
     multi = [s for s in studies if s.frames > 1]
     assert 0.01 < len(multi) / len(studies) < 0.05 and {s.modality for s in multi} <= {"CT", "MR"}
     again = plan_studies(CohortConfig(seed=SEED, studies=3000), 0)

@@ -22,9 +22,9 @@ without an image, XML bombs, a backdoor trigger patch): pure functions, each
 returning the bytes a source would send.
 
 Each hospital's archive exports its images in a mix of transfer syntaxes
-(uncompressed little or big endian, deflated, JPEG, JPEG-LS, JPEG 2000, RLE;
-lossy ones rare) and a few studies as multi-frame slabs whose middle frame is
-the study's image.
+(uncompressed little or big endian, deflated, and the lossless JPEG, JPEG-LS,
+JPEG 2000 and RLE; lossy files are in the varied corpus) and a few studies as
+multi-frame slabs whose middle frame is the study's image.
 
 The package is split by what each part makes: `model` (the records a study
 is made of), `population` (the patients), `plan` (which studies happen and
