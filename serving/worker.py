@@ -27,6 +27,9 @@ with ``architectures`` (architecture name -> builder from config) and one
 method per exposed name in ``methods`` (default ``("predict",)``), each called
 as ``method(loaded_model, params) -> dict``. Subclass `ModelHandler` to write
 one. ``info`` is always available and returns the loaded model's identity.
+A handler's ``accept(loaded_model)`` may refuse a verified model it cannot
+serve (ValueError: a fatal refusal at stage ``contract``), e.g. a release
+without the statistics its guard needs.
 
 Nothing crosses the process boundary pickled: only JSON text. stdout is the
 protocol channel, so the worker moves Python's and C libraries' stdout onto
@@ -72,6 +75,9 @@ class ModelHandler:
 
     architectures: Mapping[str, Callable[[dict], torch.nn.Module]] = {}
     methods: tuple[str, ...] = ("predict",)
+
+    def accept(self, model: LoadedModel) -> None:
+        """Refuse (ValueError) a verified model this handler cannot serve safely; called once, at load."""
 
     def predict(self, model: LoadedModel, params: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -235,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         trusted = read_trusted_keys(args.trusted_keys)
         loader = SecureModelLoader(trusted, handler.architectures, args.state_file, floor=args.floor)
         model = loader.load(args.model_dir)
+        try:
+            getattr(handler, "accept", lambda _: None)(model)  # handlers need only `architectures`
+        except ValueError as exc:
+            raise ModelRefused("contract", str(exc)) from exc
     except ModelRefused as exc:
         _send(out, {"error": str(exc), "stage": exc.stage, "fatal": True})
         return 2

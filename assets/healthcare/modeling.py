@@ -40,7 +40,7 @@ from assets.checks.tracking import tracking_check
 from assets.healthcare.monitoring import FEEDBACK_IMAGES_KEY
 from assets.healthcare.processing import STUDY_IMAGES_KEY
 from domain.healthcare import diagnostic_model as cnn
-from domain.healthcare import lesion_cnn
+from domain.healthcare import lesion_cnn, ood
 from domain.healthcare.expectations import TRAINING_SET_SUITE
 from domain.healthcare.release import MODEL_NAME
 from domain.healthcare.robustness import backdoor_report, fgsm_robustness, robustness_check
@@ -111,14 +111,19 @@ def training_set(
 ) -> pd.DataFrame:
     """Every trusted image with its patient split, plus validated new studies (capped).
 
+    New studies the champion's guard put outside its training distribution are left out
+    and counted (`out_of_distribution_feedback`); they stay quarantined in the feedback table.
+
     New studies of a patient already in a held-out split join that split;
     others join training. So the trusted test split stays the yardstick and
     no patient straddles two splits. This table's digest is what a reviewer
     approves before retraining.
     """
-    trusted = trusted.assign(tier="trusted")
+    trusted = trusted.assign(tier="trusted", ood_reason="")
     known = dict(zip(trusted["patient_pseudonym"], trusted["split"], strict=False))
     untrusted = feedback[~feedback["study_uid"].isin(trusted["study_uid"])]
+    outside = untrusted["ood_reason"] != ""  # quarantined by the champion's guard (monitoring)
+    untrusted = untrusted[~outside].drop(columns=["ood_distance"])
     split = untrusted["patient_pseudonym"].map(known).fillna("train")
     untrusted = untrusted.assign(tier="untrusted", split=split)
     share = diagnostic_settings.max_untrusted_share
@@ -130,6 +135,7 @@ def training_set(
         {
             "trusted_studies": len(trusted),
             "untrusted_studies": len(untrusted),
+            "out_of_distribution_feedback": int(outside.sum()),
             "untrusted_share": len(untrusted) / max(len(frame), 1),
             "positive_share": float(frame["label"].mean()) if len(frame) else 0.0,
             "splits": MetadataValue.json(frame["split"].value_counts().to_dict()),
@@ -149,6 +155,26 @@ def untrusted_share_within_cap(
         passed=share <= diagnostic_settings.max_untrusted_share + 1e-9,
         severity=AssetCheckSeverity.ERROR,
         metadata={"untrusted_share": share, "cap": diagnostic_settings.max_untrusted_share},
+    )
+
+
+@asset_check(asset=TRAINING_SET_KEY, name="no_out_of_distribution_studies", blocking=True)
+def no_out_of_distribution_studies(context: AssetCheckExecutionContext, table: TableFile) -> AssetCheckResult:
+    """No study of the stored training set was judged outside the champion's training distribution.
+
+    Re-checks the stored table (not the code that built it): a quarantined feedback study
+    that reached a training set would teach the model a scanner, body part or modality no
+    one validated it on (OWASP LLM04, MITRE ATLAS AML.T0020).
+    """
+    frame = pd.read_parquet(table.path, columns=["study_uid", "ood_reason"])
+    outside = frame[frame["ood_reason"] != ""]
+    return AssetCheckResult(
+        passed=outside.empty,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "out_of_distribution": len(outside),
+            "examples": MetadataValue.json(outside.head(20).to_dict("records")),
+        },
     )
 
 
@@ -193,8 +219,10 @@ def diagnostic_model(
     Once a model is in service, retraining is refused unless a reviewer
     signed an approval for exactly this training set's digest (`make
     approve-retraining`). The decision threshold is chosen on the validation
-    split; the MLflow run records parameters, metrics, the dataset digest,
-    code version and git revision.
+    split; the out-of-distribution guard the server applies (`domain.healthcare.ood`)
+    is fitted on the training split and calibrated on the validation split. The
+    MLflow run records parameters, metrics, the dataset digest, code version and
+    git revision.
     """
     dataset = ledger.latest(TRAINING_SET_KEY.to_user_string())
     approval = None
@@ -206,6 +234,12 @@ def diagnostic_model(
     model = cnn.train_cnn(train_x, train_y, cfg, log=context.log.info)
     threshold = _threshold(model, *_split(training, "validation"))
     metrics = cnn.evaluate(model, *_split(training, "test"), threshold=threshold)
+    train, validation = (training[training["split"] == name] for name in ("train", "validation"))
+    guard = cnn.fit_model_guard(
+        model,
+        (train_x, train_y, ood.acquisition_records(train)),
+        (image_array(validation), ood.acquisition_records(validation)),
+    )
     with tracking.run(
         "healthcare-lesion-cnn",
         tags={"dagster_run_id": context.run_id, "approved_by": approval["reviewer"] if approval else ""},
@@ -220,12 +254,14 @@ def diagnostic_model(
         )
     directory = scratch.path("diagnostic_model")
     directory.mkdir(mode=0o700)
-    cnn.save_model(model, cfg, metrics, directory, version=0, threshold=threshold)
+    cnn.save_model(model, cfg, metrics, directory, version=0, threshold=threshold, guard=guard)
     context.add_output_metadata(
         {
             **{k: MetadataValue.float(float(v)) for k, v in metrics.items() if k != "n"},
             "test_studies": metrics["n"],
             "threshold": threshold,
+            "ood_threshold": guard.threshold,
+            "ood_calibration": MetadataValue.json(guard.calibration),
             "train_studies": len(train_y),
             "mlflow_run_id": run.run_id,
             "approved_by": approval["reviewer"] if approval else "first model: no champion to replace",
@@ -398,6 +434,7 @@ defs = Definitions(
     assets=[training_set, diagnostic_model],
     asset_checks=[
         untrusted_share_within_cap,
+        no_out_of_distribution_studies,
         expectation_check(TRAINING_SET_KEY, TRAINING_SET_SUITE, engine="pandas"),
         stored_digest_check(TRAINING_SET_KEY),
         meets_clinical_minimums,

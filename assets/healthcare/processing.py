@@ -25,7 +25,7 @@ from dagster import (
 from assets.checks.integrity import provenance_check, stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.healthcare.collection import NOTES_KEY, STUDIES_KEY
-from domain.healthcare import transforms
+from domain.healthcare import ood, transforms
 from domain.healthcare.expectations import NOTE_FINDINGS_SUITE, STUDY_IMAGES_SUITE
 from resources.code_approval import CodeApprovals, code_digest
 from resources.tables import TableFile
@@ -45,9 +45,23 @@ class SplitConfig(Config):
 def labelled_images(
     context: AssetExecutionContext, approvals: CodeApprovals, studies: TableFile, notes: TableFile
 ) -> pd.DataFrame:
-    """Studies joined to their reports and normalised by the approved `prepare_images`."""
+    """Studies joined to their reports and normalised by the approved `prepare_images`.
+
+    Each image also carries its study's acquisition metadata (`domain.healthcare.ood.acquisition`):
+    the envelope a model is trained within, and what its out-of-distribution guard compares new
+    studies with.
+    """
     approvals.require("prepare_images", transforms.prepare_images)
-    frame, counts = transforms.prepare_images(pd.read_parquet(studies.path), pd.read_parquet(notes.path))
+    study_frame = pd.read_parquet(studies.path)
+    frame, counts = transforms.prepare_images(study_frame, pd.read_parquet(notes.path))
+    acquired = pd.DataFrame(
+        [{"study_uid": uid, **ood.acquisition_from_bytes(blob)} for uid, blob in zip(
+            study_frame["study_uid"], study_frame["dicom"], strict=True
+        )],
+        columns=["study_uid", *ood.ACQUISITION_COLUMNS],
+    )  # fmt: skip
+    added = [c for c in ood.ACQUISITION_COLUMNS if c not in frame.columns]
+    frame = frame.merge(acquired[["study_uid", *added]], on="study_uid", how="left")
     context.add_output_metadata(
         {
             **counts,

@@ -41,11 +41,13 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
+from domain.healthcare import ood
 from domain.healthcare.lesion_cnn import (
     LesionCNN,
     build_from_architecture,
     check_images,
     check_shape,
+    embed_images,
     predict_proba,
 )
 from resources.model_files import CONFIG_FILE, load_model_dir, save_model_dir
@@ -282,8 +284,14 @@ def save_model(
     *,
     version: int,
     threshold: float = 0.5,
+    guard: ood.OODGuard | None = None,
 ) -> Path:
-    """Write the model, its training config, metrics and decision threshold as a model directory."""
+    """Write the model, its training config, metrics, decision threshold and OOD guard as a model directory.
+
+    The guard (`domain.healthcare.ood`) goes into the config file, so it is
+    signed and verified with the weights; the diagnostic server refuses a
+    release without one.
+    """
     config = {
         "architecture": model.architecture(),
         "train_config": cfg.to_dict(),
@@ -291,7 +299,30 @@ def save_model(
         "threshold": threshold,
         "version": version,
     }
+    if guard is not None:
+        config[ood.CONFIG_KEY] = guard.to_dict()
     return save_model_dir(model, config, directory)
+
+
+def fit_model_guard(
+    model: LesionCNN,
+    train: tuple[np.ndarray, np.ndarray, list[dict[str, Any]]],
+    heldout: tuple[np.ndarray, list[dict[str, Any]]],
+    *,
+    false_refusal_rate: float = ood.DEFAULT_FALSE_REFUSAL_RATE,
+) -> ood.OODGuard:
+    """The model's out-of-distribution guard: `train` is (images, labels, acquisition records), `heldout`
+    (images, records) of studies it was not trained on, for the threshold (`ood.fit_guard`)."""
+    images, labels, records = train
+    heldout_images, heldout_records = heldout
+    return ood.fit_guard(
+        records,
+        embed_images(model, images),
+        labels,
+        heldout_records,
+        embed_images(model, heldout_images),
+        rate=false_refusal_rate,
+    )
 
 
 def load_model(directory: Path) -> tuple[LesionCNN, dict[str, Any]]:

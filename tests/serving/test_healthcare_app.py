@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from domain.healthcare import diagnostic_model, images, lesion_cnn
+from domain.healthcare import diagnostic_model, images, lesion_cnn, ood
 from domain.healthcare.dicom import ValidatedStudy, validate_dicom
 from domain.healthcare.release import MODEL_NAME
 from examples.healthcare.studies.dicom import dicom_bytes
@@ -59,9 +59,13 @@ def served(tmp_path_factory):
     labels = np.array([study.label for study in studies])
     cfg = diagnostic_model.CNNConfig(image_size=IMAGE_SIZE, epochs=1, batch_size=16, adversarial_epsilon=0.0)
     model = diagnostic_model.train_cnn(x, labels, cfg)
+    # The server refuses a release without its OOD guard; these tests send the training studies
+    # themselves, so the guard is calibrated on them (tests/serving/test_diagnostic_ood.py holds out).
+    records = [ood.acquisition(v.dataset) for v in validated]
+    guard = diagnostic_model.fit_model_guard(model, (x, labels, records), (x, records))
 
     root = tmp_path_factory.mktemp("diagnostic")
-    model_dir = diagnostic_model.save_model(model, cfg, {"auc": 0.5}, root / "model", version=1)
+    model_dir = diagnostic_model.save_model(model, cfg, {"auc": 0.5}, root / "model", version=1, guard=guard)
     config = json.loads((model_dir / CONFIG_FILE).read_text())
     (model_dir / CONFIG_FILE).write_text(json.dumps({**config, "threshold": THRESHOLD}, sort_keys=True))
     key = ec.generate_private_key(ec.SECP256R1())
@@ -92,7 +96,14 @@ def test_a_valid_study_is_scored_like_training_scores_it_without_echoing_phi(ser
         answer = served.client.post("/diagnose", json=_b64(served.dicoms[i]))
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        assert set(body) == {"lesion_probability", "lesion", "threshold", "model_version", "modality"}
+        assert set(body) == {
+            "lesion_probability",
+            "lesion",
+            "threshold",
+            "model_version",
+            "modality",
+            "feature_distance",
+        }
         assert 0.0 <= body["lesion_probability"] <= 1.0
         assert body["lesion_probability"] == pytest.approx(expected[i], abs=1e-6)
         assert body["lesion"] == (body["lesion_probability"] >= THRESHOLD)
