@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -121,6 +122,11 @@ class SourceRegistry(ConfigurableResource):
     name: str
     path: str  # the registry file: each source's public key, topics and limits
     landing: str  # where sources deliver
+    #: What happens to a batch's landed originals once it is collected: ``archive``
+    #: encrypts them into the collecting stage's area of the store (digest on the
+    #: ledger) and removes them from the landing zone; ``delete`` removes them.
+    #: Either way the landing zone keeps nothing a sender sent.
+    retention: Literal["archive", "delete"] = "archive"
 
     def _file(self) -> Path:
         return Path(self.path)

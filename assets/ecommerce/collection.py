@@ -131,7 +131,7 @@ def collect_window(
         on_batch=batch_recorder(context, ledger, sources, f"ecommerce/batches/{schema.topic}"),
     )
     result.profile = profile(dest)
-    finish_intake(context, result, inbox, schema.topic, store, ledger, trust_store)
+    finish_intake(context, result, inbox, schema.topic, sources.retention, store, ledger, trust_store)
     return TableFile(path=dest, rows=result.accepted)
 
 

@@ -83,7 +83,7 @@ def collect_window(
         replays=replay_guard(ledger, trust_store),
         on_batch=batch_recorder(context, ledger, sources, f"healthcare/batches/{topic}"),
     )
-    finish_intake(context, result, inbox, topic, store, ledger, trust_store)
+    finish_intake(context, result, inbox, topic, sources.retention, store, ledger, trust_store)
     return TableFile(path=dest, rows=result.accepted), result
 
 

@@ -10,7 +10,7 @@ to decide trust beside the data it protects:
 - **rollback by deletion**: the newest release deleted and `current` pointed
   at the one before, so that the folder's newest *is* the old one;
 - **ledger truncation + replay**: the ledger entries of the last collection
-  deleted, and its validly signed batches landed again.
+  deleted, and its validly signed batches (copied in transit) landed again.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,19 +54,32 @@ def delete_newest_release(instance: PipelineInstance, model_name: str) -> None:
     (releases.root / model_name / "current.json").write_text(json.dumps({"version": newest - 1}))
 
 
+def captured_folder(instance: PipelineInstance) -> Path:
+    """Where the attacker keeps the batches copied off the landing zone before collection."""
+    return instance.home.with_name(f"{instance.home.name}-captured")
+
+
+def capture_inbox(instance: PipelineInstance) -> None:
+    """Copy the batches waiting in the inbox, as an attacker on the delivery path would."""
+    inbox = instance.defs.resources["sources"].landing_dir() / "inbox"
+    shutil.copytree(inbox, captured_folder(instance))
+
+
 def truncate_and_replay(collection: list[str]) -> Callable[[PipelineInstance], None]:
-    """Delete the ledger from the last collection run on, land its batches again, collect, then audit."""
+    """Delete the ledger from the last collection run on, land the captured batches again, collect, audit.
+
+    Collection retires the originals from the landing zone, so the attacker
+    replays the copies taken in transit (`capture_inbox`).
+    """
 
     def mount(instance: PipelineInstance) -> None:
-        landing = instance.defs.resources["sources"].landing_dir()
-        run_id = next(r.run_id for r in reversed(instance.runs) if (landing / "archive" / r.run_id).exists())
+        batches = list(instance.ledger.entries(kind="batch"))
+        run_id = batches[-1].run_id
         first = min(e.seq for e in instance.ledger.entries() if e.run_id == run_id)
         with instance.ledger._db().begin() as connection:  # the attacker writes the ledger's database
             connection.execute(sa.text("DELETE FROM ledger_entries WHERE seq >= :first"), {"first": first})
-        archived = landing / "archive" / run_id / "inbox"
-        for topic in archived.iterdir():
-            for item in topic.iterdir():
-                shutil.move(item, landing / "inbox" / topic.name / item.name)
+        inbox = instance.defs.resources["sources"].landing_dir() / "inbox"
+        shutil.copytree(captured_folder(instance), inbox, dirs_exist_ok=True)
         instance.run_selection(collection)
         instance.run(f"{instance.example}_audit")
 
@@ -81,7 +95,8 @@ def anchor_scenarios(
 ) -> list[Scenario]:
     """The trust-anchor scenarios against `example`'s own release line, ledger and sources."""
 
-    def collected(instance: PipelineInstance) -> None:
+    def capture_then_collect(instance: PipelineInstance) -> None:
+        capture_inbox(instance)
         assert instance.run_selection(collection).success, "the clean collection failed"
 
     return [
@@ -105,6 +120,6 @@ def anchor_scenarios(
             "trust-anchor attack",
             "the ledger entries of the last collection deleted and its signed batches landed again",
             truncate_and_replay(collection),
-            collected,
+            capture_then_collect,
         ),
     ]

@@ -18,7 +18,7 @@ from dagster import AssetKey, build_asset_check_context
 from fastapi.testclient import TestClient
 
 from assets.promotion import release_check
-from examples.attacks.anchors import TRUST_FILE_NAMES, truncate_and_replay
+from examples.attacks.anchors import TRUST_FILE_NAMES, capture_inbox, truncate_and_replay
 from examples.attacks.releases import publish_signed_by_unknown_key
 from examples.ecommerce.attacks.pipeline import COLLECTION
 from examples.ecommerce.shop import Shop
@@ -144,6 +144,7 @@ def test_a_refused_release_stays_refused_until_the_operator_acknowledges(release
 @pytest.mark.slow
 def test_a_deleted_ledger_tail_stays_detected_until_acknowledged_and_replays_are_refused(tmp_path):
     shop = Shop(tmp_path / "home")
+    capture_inbox(shop)
     assert shop.run_selection(COLLECTION).success
     assert shop.run("ecommerce_audit").success
 
