@@ -24,6 +24,7 @@ the seed:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pydicom.dataset import Dataset
@@ -47,7 +48,7 @@ from examples.healthcare.studies.plan import plan_studies
 ACCEPTED = "accepted"
 BOMB_SIZE = 60000  # rows and columns a malformed file declares
 DEFLATE_BOMB_BYTES = DEFAULT_MAX_BYTES + DEFAULT_MAX_PIXEL_BYTES + 1024  # more than collection inflates
-_STUDIES = 24  # planned studies the corpus is drawn from
+_STUDIES = 60  # planned studies the corpus is drawn from (each accepted file takes its own)
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,23 @@ def _jls_declaring(frame: bytes, rows: int, columns: int) -> bytes:
     return frame[: at + 5] + struct.pack(">2H", rows, columns) + frame[at + 9 :]
 
 
-def _syntax_files(studies: list[Study]) -> list[CorpusFile]:
-    twelve_bit = next(s for s in studies if s.device.bits_stored <= 12)
+class _Studies:
+    """Hands out each planned study once, so no two accepted corpus files are the same study."""
+
+    def __init__(self, studies: list[Study]):
+        self._left = list(studies)
+
+    def take(self, wanted: Callable[[Study], bool] = lambda _: True) -> Study:
+        study = next(s for s in self._left if wanted(s))
+        self._left.remove(study)
+        return study
+
+
+def _syntax_files(studies: _Studies) -> list[CorpusFile]:
     files = []
-    for i, syntax in enumerate(ALLOWED_TRANSFER_SYNTAXES):
-        study = twelve_bit if syntax == JPEGExtended12Bit else studies[i % len(studies)]
+    for syntax in ALLOWED_TRANSFER_SYNTAXES:
+        twelve_bit = syntax == JPEGExtended12Bit
+        study = studies.take(lambda s, twelve_bit=twelve_bit: not twelve_bit or s.device.bits_stored <= 12)
         data = dataset_bytes(_exported(study, syntax))
         files.append(
             CorpusFile(f"syntax-{_slug(syntax)}.dcm", data, ACCEPTED, f"{UID(syntax).name} ({syntax})")
@@ -169,11 +182,17 @@ def _malformed(studies: list[Study]) -> list[CorpusFile]:
 
 
 def varied_corpus(seed: int = 7) -> list[CorpusFile]:
-    """The corpus (see the module docstring), the same bytes for the same seed."""
-    studies = plan_studies(CohortConfig(seed=seed, studies=_STUDIES), 0)
+    """The corpus (see the module docstring), the same bytes for the same seed.
+
+    Every accepted file is a different study (a study sent twice is refused as
+    a duplicate); the malformed files are copies of the first planned study.
+    """
+    planned = plan_studies(CohortConfig(seed=seed, studies=_STUDIES), 0)
+    malformed = _malformed(planned)
+    studies = _Studies(planned[1:])
     files = _syntax_files(studies)
-    chest = next(s for s in studies if s.modality == "CT")
-    brain = next((s for s in studies if s.modality == "MR"), chest)
+    chest = studies.take(lambda s: s.modality == "CT")
+    brain = studies.take(lambda s: s.modality in ("MR", "CT"))
     files += [
         CorpusFile(
             "multi-frame-3.dcm",
@@ -188,7 +207,7 @@ def varied_corpus(seed: int = 7) -> list[CorpusFile]:
             "5 frames",
         ),
     ]
-    vendor = next(s for s in studies if s.device.manufacturer in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips"))
+    vendor = studies.take(lambda s: s.device.manufacturer in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips"))
     files.append(
         CorpusFile(
             "vendor-private.dcm",
@@ -197,14 +216,11 @@ def varied_corpus(seed: int = 7) -> list[CorpusFile]:
             vendor.device.manufacturer,
         )
     )
-    files.append(
-        CorpusFile(
-            "person-names.dcm", dataset_bytes(_person_names(studies[1])), ACCEPTED, "multi-component names"
-        )
-    )
-    burned = _exported(studies[2], ExplicitVRLittleEndian)
+    names = _person_names(studies.take())
+    files.append(CorpusFile("person-names.dcm", dataset_bytes(names), ACCEPTED, "multi-component names"))
+    burned = _exported(studies.take(), ExplicitVRLittleEndian)
     burned.BurnedInAnnotation = "YES"
     files.append(
         CorpusFile("burned-in-annotation.dcm", dataset_bytes(burned), "phi", "BurnedInAnnotation YES")
     )
-    return files + _malformed(studies)
+    return files + malformed

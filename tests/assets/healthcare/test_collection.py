@@ -5,16 +5,22 @@ a registered source, or a forged one) and the healthcare lifecycle runs over
 it; clean data passes every check and no PHI reaches the store.
 """
 
+import dataclasses
 import io
+import json
 import re
+import tarfile
+from collections import Counter
+from pathlib import PurePath
 
 import pyarrow.parquet as pq
 import pydicom
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from assets.healthcare.collection import PSEUDONYM_KEY_NAME
 from domain.healthcare import transforms
-from domain.healthcare.deidentify import phi_values
+from domain.healthcare.deidentify import deidentified_uid, phi_values
 from domain.healthcare.notes import note_phi_values, parse_note
 from examples.attacks.storage import flip_a_byte
 from examples.healthcare.attacks.label_flipping import flip_labels
@@ -22,6 +28,7 @@ from examples.healthcare.attacks.processing_manipulation import relabelling_prep
 from examples.healthcare.attacks.retraining_exploitation import scaled_spacing
 from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE
 from examples.healthcare.clinic import Clinic
+from examples.healthcare.studies.corpus import ACCEPTED, varied_corpus
 from examples.healthcare.studies.hostile import (
     billion_laughs_note,
     external_entity_note,
@@ -30,6 +37,9 @@ from examples.healthcare.studies.hostile import (
     truncated,
 )
 from examples.runs import checks, materialized, metadata
+from pipelines import healthcare
+from resources.runtime import RuntimeHome
+from resources.sources import SourceRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -81,14 +91,17 @@ def _cell(value: object) -> bytes:
 
 
 def stored_plaintexts(clinic: Clinic) -> dict[str, bytes]:
-    """Every artifact in the store, decrypted and verified.
+    """Every artifact in the store but the landed originals, decrypted and verified.
 
-    Parquet pages are compressed, where a short number turns up by chance:
-    tables are searched as their decoded cell values instead.
+    The landed originals (`landed-batch` entries) are what the sources sent,
+    PHI included, kept encrypted for audits: they are checked by
+    `test_landed_originals_leave_the_landing_zone_encrypted`. Parquet pages are
+    compressed, where a short number turns up by chance: tables are searched
+    as their decoded cell values instead.
     """
     found = {}
     for entry in clinic.ledger.entries():
-        if not entry.path or entry.path in found:
+        if not entry.path or entry.path in found or entry.kind == "landed-batch":
             continue
         data = clinic.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
         if entry.path.endswith(".parquet"):
@@ -118,14 +131,46 @@ def found_phi(values: set[str], data: bytes) -> list[str]:
     return sorted(found)
 
 
+def dates(ds: pydicom.Dataset) -> set[str]:
+    return {str(e.value) for e in ds.iterall() if e.VR == "DA" and e.value}
+
+
+def original_dates(clinic: Clinic) -> dict[str, set[str]]:
+    """Each landed study's dates, by the de-identified study UID collection will give it."""
+    key = clinic.defs.resources["key_provider"].secret(PSEUDONYM_KEY_NAME)
+    found = {}
+    for path in clinic.paths["inbox"].rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        found[deidentified_uid(str(ds.StudyInstanceUID), key)] = dates(ds)
+    return found
+
+
+def shifted_dates(clinic: Clinic, table: str) -> dict[str, set[str]]:
+    """The dates each stored study of `table` carries, by study UID."""
+    frame = clinic.stored_table(table)
+    rows = zip(frame["study_uid"], frame["dicom"], strict=True)
+    return {uid: dates(pydicom.dcmread(io.BytesIO(data))) for uid, data in rows}
+
+
+def shifted_dates_anywhere(clinic: Clinic) -> set[str]:
+    """Every date the stored studies carry: a shifted date can equal another patient's true date
+    by chance, which is no leak, so the PHI searches leave these out."""
+    tables = ("healthcare/reference_studies", "healthcare/imaging_studies")
+    return {d for table in tables for found in shifted_dates(clinic, table).values() for d in found}
+
+
 def test_clean_window_passes_every_check_and_no_phi_is_stored(clinic):
+    phi, originals = original_phi(clinic), original_dates(clinic)
     result = collect(clinic)
     assert result.success and not failed(result), failed(result)
     assert {"imaging_studies", "clinical_notes", "study_images", "note_findings"} <= materialized(result)
     studies = metadata(result, "imaging_studies")
     assert studies["received"] == studies["accepted"] + studies["quarantined"] == clinic.studies
 
-    phi = original_phi(clinic)
+    # Every kept date is shifted: none is its own study's true date.
+    written = shifted_dates(clinic, "healthcare/imaging_studies")
+    assert any(written.values()) and not any(written[uid] & originals[uid] for uid in written)
+    phi -= shifted_dates_anywhere(clinic)
     assert len(phi) > 1000  # names, MRNs, birth dates, addresses, physicians, institutions, UIDs
     stored = stored_plaintexts(clinic)
     assert any(path.startswith("collection/healthcare/imaging_studies") for path in stored)
@@ -226,3 +271,81 @@ def test_a_changed_byte_in_a_stored_study_table_is_caught_on_load_and_by_the_aud
     assert "changed at rest" in str(failure.event_specific_data.error)
     audit = clinic.run("healthcare_audit")
     assert checks(audit)["integrity_audit:store_matches_ledger"] is False
+
+
+def landed_files(clinic: Clinic, window: str = "inbox") -> dict[str, bytes]:
+    """Every file in a landing window, by its path below the topic folder (`<batch>/<file>`)."""
+    folder = clinic.paths[window]
+    return {
+        str(PurePath(*p.relative_to(folder).parts[1:])): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_landed_originals_leave_the_landing_zone_encrypted(clinic):
+    polyglot = clinic.batch_files("dicom-studies")[0]
+    clinic.reland(polyglot, lambda files: {n: polyglot_preamble(d) for n, d in files.items()})
+    originals = landed_files(clinic)
+    assert collect(clinic).success
+
+    for window in ("reference", "inbox"):  # no PHI, no executable preamble left where sources deliver
+        assert landed_files(clinic, window) == {}
+    archived = {}
+    entries = clinic.ledger.entries(kind="landed-batch")
+    for entry in [e for e in entries if e.subject.removesuffix("/landed-batch") in COLLECTED]:
+        assert b"DICM" not in clinic.store.local_path(entry.path).read_bytes()  # encrypted at rest
+        data = clinic.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive.getmembers():
+                if member.isfile():
+                    archived[member.name] = archive.extractfile(member).read()
+    assert archived == originals
+
+
+def test_delete_retention_keeps_nothing_of_the_landed_batches(clinic):
+    kept = clinic.defs.resources["sources"]
+    sources = SourceRegistry(name=kept.name, path=kept.path, landing=kept.landing, retention="delete")
+    clinic.defs = healthcare.build_definitions(
+        RuntimeHome(clinic.home), clinic.trust, diagnostic_settings=clinic.settings, sources=sources
+    )
+    result = collect(clinic)
+    assert result.success
+    assert landed_files(clinic) == {}
+    assert list(clinic.ledger.entries(kind="landed-batch")) == []
+    assert metadata(result, "imaging_studies")["landing_retention"] == "delete"
+    batches = clinic.ledger.entries(kind="batch")
+    this_run = [e for e in batches if e.run_id == result.run_id and e.subject.endswith("dicom-studies")]
+    assert metadata(result, "imaging_studies")["batches_retired"] == len(this_run) > 0
+
+
+def run_record(clinic: Clinic, result) -> bytes:
+    """What a run left outside the store: every event's message and metadata, and the ledger's entries."""
+    events = clinic.instance.all_logs(result.run_id)
+    texts = [e.message or "" for e in events]
+    texts += [str(e.dagster_event.event_specific_data) for e in events if e.dagster_event is not None]
+    texts += [json.dumps(dataclasses.asdict(entry), default=str) for entry in clinic.ledger.entries()]
+    return "\n".join(texts).encode("utf-8")
+
+
+def test_a_varied_real_world_corpus_is_accounted_for_and_no_identifier_is_kept_anywhere(clinic):
+    corpus = varied_corpus(seed=11)  # a seed the corpus was not written against
+    files = {f"{i:03d}-{f.name}": f.data for i, f in enumerate(corpus)}
+    identifying = set()
+    for file in corpus:
+        if file.outcome in (ACCEPTED, "phi"):  # the malformed ones are copies of these studies
+            identifying |= phi_values(pydicom.dcmread(io.BytesIO(file.data), stop_before_pixels=True))
+    phi = original_phi(clinic) | {v for v in identifying if len(v) >= 4 and not v.isalpha()}
+    clinic.land(IMAGING_SOURCE, files, batch_id="imaging-archive-real-world")
+
+    result = collect(clinic)
+    assert result.success, failed(result)
+    studies = metadata(result, "imaging_studies")
+    refused = Counter(f.outcome for f in corpus if f.outcome != ACCEPTED)
+    assert studies["quarantine_reasons"] == dict(refused)  # no false "phi leak" on any clean file
+    assert studies["received"] == clinic.studies + len(corpus) == studies["accepted"] + studies["quarantined"]
+
+    phi -= shifted_dates_anywhere(clinic)
+    stored = stored_plaintexts(clinic) | {"run events, metadata and ledger": run_record(clinic, result)}
+    leaks = {path: found_phi(phi, data) for path, data in stored.items()}
+    assert not {path: found for path, found in leaks.items() if found}
