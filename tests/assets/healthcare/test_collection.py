@@ -95,7 +95,7 @@ def stored_plaintexts(clinic: Clinic) -> dict[str, bytes]:
 
     The landed originals (`landed-batch` entries) are what the sources sent,
     PHI included, kept encrypted for audits: they are checked by
-    `test_landed_originals_leave_the_landing_zone_encrypted`. Parquet pages are
+    `test_hostile_files_are_quarantined_with_reasons_while_the_batch_goes_on`. Parquet pages are
     compressed, where a short number turns up by chance: tables are searched
     as their decoded cell values instead.
     """
@@ -159,6 +159,30 @@ def shifted_dates_anywhere(clinic: Clinic) -> set[str]:
     return {d for table in tables for found in shifted_dates(clinic, table).values() for d in found}
 
 
+def landed_files(clinic: Clinic, window: str = "inbox") -> dict[str, bytes]:
+    """Every file in a landing window, by its path below the topic folder (`<batch>/<file>`)."""
+    folder = clinic.paths[window]
+    return {
+        str(PurePath(*p.relative_to(folder).parts[1:])): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def archived_batches(clinic: Clinic) -> dict[str, bytes]:
+    """The landed originals the collection assets archived, decrypted: `<batch>/<file>` -> bytes."""
+    archived = {}
+    entries = clinic.ledger.entries(kind="landed-batch")
+    for entry in [e for e in entries if e.subject.removesuffix("/landed-batch") in COLLECTED]:
+        assert b"DICM" not in clinic.store.local_path(entry.path).read_bytes()  # encrypted at rest
+        data = clinic.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive.getmembers():
+                if member.isfile():
+                    archived[member.name] = archive.extractfile(member).read()
+    return archived
+
+
 def test_clean_window_passes_every_check_and_no_phi_is_stored(clinic):
     phi, originals = original_phi(clinic), original_dates(clinic)
     result = collect(clinic)
@@ -191,6 +215,7 @@ def test_hostile_files_are_quarantined_with_reasons_while_the_batch_goes_on(clin
     notes = clinic.batch_files("clinical-notes")[0]
     bombs = {"bomb.xml": billion_laughs_note("1.2.3.4"), "xxe.xml": external_entity_note("1.2.3.5")}
     clinic.reland(notes, lambda files: files | bombs)
+    originals = landed_files(clinic)
 
     result = collect(clinic)
     studies, reports = metadata(result, "imaging_studies"), metadata(result, "clinical_notes")
@@ -204,6 +229,10 @@ def test_hostile_files_are_quarantined_with_reasons_while_the_batch_goes_on(clin
     assert len(stored) == clinic.studies and all(not any(d[:128]) for d in stored["dicom"])
     quarantine = clinic.stored_table("healthcare/imaging_studies/quarantine", kind="quarantine")
     assert quarantine["raw"].str.startswith("dcm file of ").all()  # sizes and digests, never content
+    # Nothing the sources sent, the polyglot included, stays where they deliver: it is archived encrypted.
+    for window in ("reference", "inbox"):
+        assert landed_files(clinic, window) == {}
+    assert archived_batches(clinic) == originals
 
 
 def test_a_diagnosis_label_mismatch_is_flagged_and_kept_out_of_training(clinic):
@@ -273,52 +302,6 @@ def test_a_changed_byte_in_a_stored_study_table_is_caught_on_load_and_by_the_aud
     assert checks(audit)["integrity_audit:store_matches_ledger"] is False
 
 
-def landed_files(clinic: Clinic, window: str = "inbox") -> dict[str, bytes]:
-    """Every file in a landing window, by its path below the topic folder (`<batch>/<file>`)."""
-    folder = clinic.paths[window]
-    return {
-        str(PurePath(*p.relative_to(folder).parts[1:])): p.read_bytes()
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
-
-
-def test_landed_originals_leave_the_landing_zone_encrypted(clinic):
-    polyglot = clinic.batch_files("dicom-studies")[0]
-    clinic.reland(polyglot, lambda files: {n: polyglot_preamble(d) for n, d in files.items()})
-    originals = landed_files(clinic)
-    assert collect(clinic).success
-
-    for window in ("reference", "inbox"):  # no PHI, no executable preamble left where sources deliver
-        assert landed_files(clinic, window) == {}
-    archived = {}
-    entries = clinic.ledger.entries(kind="landed-batch")
-    for entry in [e for e in entries if e.subject.removesuffix("/landed-batch") in COLLECTED]:
-        assert b"DICM" not in clinic.store.local_path(entry.path).read_bytes()  # encrypted at rest
-        data = clinic.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
-        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            for member in archive.getmembers():
-                if member.isfile():
-                    archived[member.name] = archive.extractfile(member).read()
-    assert archived == originals
-
-
-def test_delete_retention_keeps_nothing_of_the_landed_batches(clinic):
-    kept = clinic.defs.resources["sources"]
-    sources = SourceRegistry(name=kept.name, path=kept.path, landing=kept.landing, retention="delete")
-    clinic.defs = healthcare.build_definitions(
-        RuntimeHome(clinic.home), clinic.trust, diagnostic_settings=clinic.settings, sources=sources
-    )
-    result = collect(clinic)
-    assert result.success
-    assert landed_files(clinic) == {}
-    assert list(clinic.ledger.entries(kind="landed-batch")) == []
-    assert metadata(result, "imaging_studies")["landing_retention"] == "delete"
-    batches = clinic.ledger.entries(kind="batch")
-    this_run = [e for e in batches if e.run_id == result.run_id and e.subject.endswith("dicom-studies")]
-    assert metadata(result, "imaging_studies")["batches_retired"] == len(this_run) > 0
-
-
 def run_record(clinic: Clinic, result) -> bytes:
     """What a run left outside the store: every event's message and metadata, and the ledger's entries."""
     events = clinic.instance.all_logs(result.run_id)
@@ -329,6 +312,12 @@ def run_record(clinic: Clinic, result) -> bytes:
 
 
 def test_a_varied_real_world_corpus_is_accounted_for_and_no_identifier_is_kept_anywhere(clinic):
+    """Run with `delete` retention: nothing of what was landed is kept, not even encrypted."""
+    kept = clinic.defs.resources["sources"]
+    sources = SourceRegistry(name=kept.name, path=kept.path, landing=kept.landing, retention="delete")
+    clinic.defs = healthcare.build_definitions(
+        RuntimeHome(clinic.home), clinic.trust, diagnostic_settings=clinic.settings, sources=sources
+    )
     corpus = varied_corpus(seed=11)  # a seed the corpus was not written against
     files = {f"{i:03d}-{f.name}": f.data for i, f in enumerate(corpus)}
     identifying = set()
@@ -344,6 +333,10 @@ def test_a_varied_real_world_corpus_is_accounted_for_and_no_identifier_is_kept_a
     refused = Counter(f.outcome for f in corpus if f.outcome != ACCEPTED)
     assert studies["quarantine_reasons"] == dict(refused)  # no false "phi leak" on any clean file
     assert studies["received"] == clinic.studies + len(corpus) == studies["accepted"] + studies["quarantined"]
+    assert landed_files(clinic) == {} and list(clinic.ledger.entries(kind="landed-batch")) == []
+    batches = clinic.ledger.entries(kind="batch")
+    this_run = [e for e in batches if e.run_id == result.run_id and e.subject.endswith("dicom-studies")]
+    assert studies["landing_retention"] == "delete" and studies["batches_retired"] == len(this_run) > 1
 
     phi -= shifted_dates_anywhere(clinic)
     stored = stored_plaintexts(clinic) | {"run events, metadata and ledger": run_record(clinic, result)}
