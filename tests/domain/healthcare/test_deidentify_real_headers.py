@@ -208,7 +208,11 @@ def test_dates_shift_by_one_keyed_offset_per_patient() -> None:
     later = deidentify(real_header(study_date="20240612", seed=1), pseudonym_key=KEY)
     other = deidentify(real_header(patient_id="MRN-2", study_date="20240315"), pseudonym_key=KEY)
     days = date_offset_days("MRN-0012345", KEY)
-    assert 1 <= days <= MAX_DATE_SHIFT_DAYS
+    # Offsets spread over the whole window, and never zero (a zero shift would keep the true date).
+    offsets = [date_offset_days(f"MRN-{i:07d}", KEY) for i in range(3000)]
+    assert min(offsets) == 1 and max(offsets) == MAX_DATE_SHIFT_DAYS
+    assert len(set(offsets)) > 0.9 * MAX_DATE_SHIFT_DAYS
+    assert first.StudyDate != "20240315"
     assert first.PatientID == later.PatientID == pseudonym("MRN-0012345", KEY)
     for out, original in ((first, "20240315"), (later, "20240612")):
         for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "AcquisitionDateTime"):
