@@ -3,18 +3,166 @@
 Drift is always measured against the baseline a human trusted, never
 against the previous batch, so an attacker cannot walk the distribution
 somewhere else in steps that each look small.
+
+Limits are calibrated to the samples at hand rather than fixed: the same
+PSI is noise between two windows of 60 items and a large shift between two
+windows of 100,000 interactions. A calibrated test draws the statistic's null
+distribution from the reference itself (both sides sampled from the
+reference's shares at their own sizes), and fails when the observed value is
+beyond the quantile that a clean window exceeds with probability
+`false_alarm_rate` — split over the `tests` a check makes at once
+(Bonferroni), so a check over five features still false-alarms at the stated
+rate, not five times it. The null is drawn from a generator seeded by the
+check's name, so the same data always gives the same verdict.
 """
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
+DEFAULT_FALSE_ALARM_RATE = 0.001
+NULL_DRAWS = 20_000
+SHARE_FLOOR = 1e-4  # an empty bin must not make PSI infinite
 
-def psi(expected: dict[str, float], actual: dict[str, float], floor: float = 1e-4) -> float:
+
+def psi(expected: dict[str, float], actual: dict[str, float], floor: float = SHARE_FLOOR) -> float:
     """Population stability index between two categorical share tables.
 
     Below 0.1 is usually read as stable, 0.1-0.25 as a moderate shift,
-    above 0.25 as a large one.
+    above 0.25 as a large one — rules of thumb that ignore sample size; the
+    calibrated tests below do not.
     """
     keys = sorted(set(expected) | set(actual))
     e = np.array([max(expected.get(k, 0.0), floor) for k in keys])
     a = np.array([max(actual.get(k, 0.0), floor) for k in keys])
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+@dataclass(frozen=True)
+class CalibratedTest:
+    """One statistic against the limit its null distribution gives at these sample sizes."""
+
+    statistic: float
+    limit: float
+    p_value: float
+    reference_n: int
+    current_n: int
+    null_median: float
+    null_p99: float
+    false_alarm_rate: float
+    tests: int
+
+    @property
+    def passed(self) -> bool:
+        return self.statistic <= self.limit
+
+    def metadata(self) -> dict[str, float | int]:
+        """Flat numbers for a check's metadata (the UI plots each one's history)."""
+        return {
+            "statistic": self.statistic,
+            "limit": self.limit,
+            "p_value": self.p_value,
+            "reference_n": self.reference_n,
+            "current_n": self.current_n,
+            "null_median": self.null_median,
+            "null_p99": self.null_p99,
+            "false_alarm_rate": self.false_alarm_rate,
+            "tests": self.tests,
+        }
+
+
+def _generator(name: str) -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little"))
+
+
+def _calibrate(
+    observed: float, null: np.ndarray, reference_n: int, current_n: int, false_alarm_rate: float, tests: int
+) -> CalibratedTest:
+    if not 0 < false_alarm_rate < 1 or tests < 1:
+        raise ValueError("a calibrated test needs 0 < false_alarm_rate < 1 and tests >= 1")
+    limit = float(np.quantile(null, 1 - false_alarm_rate / tests, method="higher"))
+    return CalibratedTest(
+        statistic=float(observed),
+        limit=limit,
+        p_value=float((1 + np.count_nonzero(null >= observed)) / (null.size + 1)),
+        reference_n=int(reference_n),
+        current_n=int(current_n),
+        null_median=float(np.median(null)),
+        null_p99=float(np.quantile(null, 0.99)),
+        false_alarm_rate=false_alarm_rate,
+        tests=tests,
+    )
+
+
+def _smoothed(counts: np.ndarray, n: int, outcomes: int) -> np.ndarray:
+    """Shares with half a count added to every outcome (Jeffreys): a reference that saw
+    none of something in a small sample does not make seeing a little of it impossible."""
+    return (counts + 0.5) / (n + 0.5 * outcomes)
+
+
+def _psi_rows(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    e, a = np.maximum(expected, SHARE_FLOOR), np.maximum(actual, SHARE_FLOOR)
+    return np.sum((a - e) * np.log(a / e), axis=-1)
+
+
+def histogram_shift(
+    name: str,
+    reference: dict[str, float],
+    reference_n: int,
+    current: dict[str, float],
+    current_n: int,
+    *,
+    tests: int = 1,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+) -> CalibratedTest:
+    """PSI of `current` against `reference` (share tables over the same bins), calibrated.
+
+    The null: two windows of `reference_n` and `current_n` values drawn from
+    the reference's shares, compared with the same PSI. A bin the reference
+    never saw has no null mass, so a current window that fills it fails.
+    """
+    if reference_n < 1 or current_n < 1:
+        raise ValueError(f"{name}: a calibrated test needs values on both sides")
+    keys = sorted(set(reference) | set(current))
+    counts = np.array([reference.get(k, 0.0) for k in keys]) / sum(reference.values()) * reference_n
+    shares = _smoothed(counts, reference_n, len(keys))
+    rng = _generator(name)
+    null = _psi_rows(
+        rng.multinomial(reference_n, shares, size=NULL_DRAWS) / reference_n,
+        rng.multinomial(current_n, shares, size=NULL_DRAWS) / current_n,
+    )
+    observed = psi(reference, current)
+    return _calibrate(observed, null, reference_n, current_n, false_alarm_rate, tests)
+
+
+def share_shift(
+    name: str,
+    reference: float,
+    reference_n: int,
+    current: float,
+    current_n: int,
+    *,
+    one_sided: bool = False,
+    tests: int = 1,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+) -> CalibratedTest:
+    """How far a share (label balance, new accounts, label issues) moved from the reference's, calibrated.
+
+    The statistic is `current - reference` when only a rise is a threat
+    (`one_sided`), else its absolute value; the null draws both shares from
+    binomials at the reference's share and the two sizes.
+    """
+    if reference_n < 1 or current_n < 1:
+        raise ValueError(f"{name}: a calibrated test needs values on both sides")
+    p = float(_smoothed(np.array([reference * reference_n]), reference_n, 2)[0])
+    rng = _generator(name)
+    difference = (
+        rng.binomial(current_n, p, size=NULL_DRAWS) / current_n
+        - rng.binomial(reference_n, p, size=NULL_DRAWS) / reference_n
+    )
+    null = difference if one_sided else np.abs(difference)
+    observed = current - reference if one_sided else abs(current - reference)
+    return _calibrate(observed, null, reference_n, current_n, false_alarm_rate, tests)

@@ -31,8 +31,14 @@ from assets.checks.tracking import tracking_check
 from assets.ecommerce.collection import REFERENCE_EVENTS_KEY, REFERENCE_REVIEWS_KEY
 from assets.ecommerce.monitoring import FEEDBACK_INTERACTIONS_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY, SCORED_REVIEWS_KEY
+from domain.distribution import DEFAULT_FALSE_ALARM_RATE, CalibratedTest
 from domain.ecommerce import ranking_metrics, recommender, shilling, transforms
-from domain.ecommerce.training_data import label_issue_share, profile_drift, training_profile
+from domain.ecommerce.training_data import (
+    label_balance_shift,
+    label_issue_share,
+    profile_drift,
+    training_profile,
+)
 from resources.code_approval import CodeApprovals, code_digest
 from resources.digests import git_revision
 from resources.integrity import IntegrityLedger
@@ -46,8 +52,7 @@ TRAINING_SET_KEY = AssetKey(["ecommerce", "training_interactions"])
 MODEL_KEY = AssetKey(["ecommerce", "recommender_model"])
 OWNER = "team:ml-engineering"
 
-MAX_LABEL_SHARE_SHIFT = 0.05
-MAX_FEATURE_PSI = 0.25
+FALSE_ALARM_RATE = DEFAULT_FALSE_ALARM_RATE  # per check, on clean data: the calibrated limits' one knob
 MAX_LABEL_ISSUE_EXCESS = 0.05
 
 
@@ -205,24 +210,53 @@ def untrusted_share_within_cap(
 def label_balance_matches_reference(
     context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
 ) -> AssetCheckResult:
-    """The share of positive (cart/purchase) labels stays near the trusted reference's."""
-    share = float(training_interactions["label"].mean())
-    expected = reference["training"]["label_share"]
+    """The share of positive (cart/purchase) labels stays near the trusted reference's.
+
+    The limit is what a clean set of this size would exceed one time in a
+    thousand (two binomial samples at the reference's share), so flipped or
+    injected labels are caught at any scale without false alarms on small ones.
+    """
+    current = training_profile(training_interactions, reference["training"])
+    test = label_balance_shift(reference["training"], current, false_alarm_rate=FALSE_ALARM_RATE)
     return AssetCheckResult(
-        passed=abs(share - expected) <= MAX_LABEL_SHARE_SHIFT,
+        passed=test.passed,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"label_share": share, "reference": expected, "max_shift": MAX_LABEL_SHARE_SHIFT},
+        metadata={
+            "label_share": current["label_share"],
+            "reference_share": reference["training"]["label_share"],
+            **test.metadata(),
+        },
     )
 
 
 def _distribution_result(interactions: pd.DataFrame, reference: dict) -> AssetCheckResult:
     current = training_profile(interactions, reference["training"])
-    drift = profile_drift(reference["training"], current)
+    drift = profile_drift(reference["training"], current, false_alarm_rate=FALSE_ALARM_RATE)
+    shifted = [name for name, test in drift.items() if not test.passed]
     return AssetCheckResult(
-        passed=max(drift.values()) <= MAX_FEATURE_PSI,
+        passed=not shifted,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"psi": MetadataValue.json(drift), "max_psi": MAX_FEATURE_PSI, "rows": len(interactions)},
+        description=_drift_description(drift, shifted),
+        metadata={"rows": len(interactions), **_flat(drift)},
     )
+
+
+def _drift_description(drift: dict[str, CalibratedTest], shifted: list[str]) -> str:
+    if not shifted:
+        return "Every feature is within what a clean window of this size shows."
+    return "Shifted beyond a clean window of this size: " + ", ".join(
+        f"{name} (PSI {drift[name].statistic:.3f} > {drift[name].limit:.3f})" for name in shifted
+    )
+
+
+def _flat(drift: dict[str, CalibratedTest]) -> dict[str, float | int]:
+    """`<feature>_psi`, `<feature>_limit`, ... as numbers, so each one's history can be plotted."""
+    return {
+        f"{name}_{field}": value
+        for name, test in drift.items()
+        for field, value in test.metadata().items()
+        if field not in ("false_alarm_rate", "tests")
+    } | {"false_alarm_rate": FALSE_ALARM_RATE, "tests": len(drift)}
 
 
 @asset_check(
@@ -237,7 +271,9 @@ def distribution_matches_reference(
     """The trusted rows' confidence, items-per-user and users-per-item distributions match the reference.
 
     Fake accounts with bursts of purchases and items pushed by bot traffic
-    show up here before they show up in recommendations. (The untrusted
+    show up here before they show up in recommendations. Each feature's PSI
+    is held to the limit a clean window of the same size exceeds with the
+    check's false-alarm rate, split over the three features. (The untrusted
     rows are checked as a whole window at `feedback_interactions`.)
     """
     return _distribution_result(training_interactions[training_interactions["tier"] == "trusted"], reference)
@@ -252,7 +288,7 @@ def distribution_matches_reference(
 def feedback_distribution_matches_reference(
     context: AssetCheckExecutionContext, feedback_interactions: TableFile, reference: dict
 ) -> AssetCheckResult:
-    """A window of feedback interactions looks like a window of trusted ones (PSI per feature)."""
+    """A window of feedback interactions looks like a window of trusted ones (calibrated PSI per feature)."""
     frame = pd.read_parquet(feedback_interactions.path)
     if frame.empty:
         return AssetCheckResult(passed=True, description="No feedback in this window.")

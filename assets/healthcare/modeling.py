@@ -37,6 +37,7 @@ from assets.checks.evidence import materialization_metadata
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.checks.tracking import tracking_check
+from assets.healthcare.collection import BASELINE_KEY, FALSE_ALARM_RATE
 from assets.healthcare.monitoring import FEEDBACK_IMAGES_KEY
 from assets.healthcare.processing import STUDY_IMAGES_KEY
 from domain.healthcare import diagnostic_model as cnn
@@ -45,6 +46,7 @@ from domain.healthcare.expectations import TRAINING_SET_SUITE
 from domain.healthcare.release import MODEL_NAME
 from domain.healthcare.robustness import backdoor_report, fgsm_robustness, robustness_check
 from domain.healthcare.transforms import image_array
+from domain.subgroups import SubgroupShift, label_share_shifts
 from resources.code_approval import code_digest
 from resources.digests import git_revision
 from resources.integrity import IntegrityLedger
@@ -82,6 +84,9 @@ class DiagnosticSettings(ConfigurableResource):
     max_fgsm_accuracy_drop: float = 0.15
     backdoor_poison_fraction: float = 0.05
     max_label_issue_share: float = 0.1
+    # Columns whose values are tested one by one (label shares now; any of
+    # `collection.BASELINE_SUBGROUPS`, which the trusted baseline keeps shares for).
+    subgroups: list[str] = ["modality", "body_part"]
 
     def train_config(self) -> cnn.CNNConfig:
         return cnn.CNNConfig(
@@ -176,6 +181,68 @@ def no_out_of_distribution_studies(context: AssetCheckExecutionContext, table: T
             "examples": MetadataValue.json(outside.head(20).to_dict("records")),
         },
     )
+
+
+def subgroup_label_check(key: AssetKey):
+    """Blocking check that each configured subgroup's lesion share stays near the trusted baseline's."""
+
+    @asset_check(
+        asset=key,
+        name="label_shares_within_baseline",
+        blocking=True,
+        additional_ins={"baseline": AssetIn(key=BASELINE_KEY)},
+    )
+    def label_shares_within_baseline(
+        context: AssetCheckExecutionContext,
+        diagnostic_settings: DiagnosticSettings,
+        table: TableFile,
+        baseline: dict,
+    ) -> AssetCheckResult:
+        """The lesion share of every subgroup (modality, body part…) stays near the trusted baseline's.
+
+        Relabelling one modality's lesion studies as normal, with reports rewritten to
+        agree, barely moves the overall share but teaches the model to miss lesions on
+        that modality (OWASP LLM04, MITRE ATLAS AML.T0020). Each subgroup is tested at
+        its own size; the false-alarm rate is split over all subgroups tested.
+        """
+        columns = diagnostic_settings.subgroups
+        frame = pd.read_parquet(table.path, columns=["label", *columns])
+        shifts, unseen = label_share_shifts(
+            baseline["labels"], frame, columns, false_alarm_rate=FALSE_ALARM_RATE
+        )
+        moved = [s for s in shifts if not s.test.passed]
+        return AssetCheckResult(
+            passed=not moved,
+            severity=AssetCheckSeverity.ERROR,
+            description=(
+                "Lesion share moved beyond a clean window of this size: "
+                + ", ".join(f"{s.name} {s.share:.3f} (baseline {s.reference_share:.3f})" for s in moved)
+                if moved
+                else f"{len(shifts)} subgroups within what a clean window of their size shows."
+            ),
+            metadata={
+                "subgroups_tested": len(shifts),
+                "smallest_p_value": min((s.test.p_value for s in shifts), default=1.0),
+                "subgroups": MetadataValue.md(_subgroup_table(shifts)),
+                "unseen_subgroups": MetadataValue.json(unseen),
+                "false_alarm_rate": FALSE_ALARM_RATE,
+            },
+        )
+
+    return label_shares_within_baseline
+
+
+def _subgroup_table(shifts: list[SubgroupShift]) -> str:
+    rows = [
+        "| subgroup | studies | lesion share | baseline | shift | limit | p |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {s.name} | {s.test.current_n} | {s.share:.3f} | {s.reference_share:.3f} | "
+        f"{s.test.statistic:.3f} | {s.test.limit:.3f} | {s.test.p_value:.4f} |"
+        for s in shifts
+    ]
+    return "\n".join(rows)
 
 
 def _split(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -435,6 +502,8 @@ defs = Definitions(
     asset_checks=[
         untrusted_share_within_cap,
         no_out_of_distribution_studies,
+        subgroup_label_check(STUDY_IMAGES_KEY),
+        subgroup_label_check(TRAINING_SET_KEY),
         expectation_check(TRAINING_SET_KEY, TRAINING_SET_SUITE, engine="pandas"),
         stored_digest_check(TRAINING_SET_KEY),
         meets_clinical_minimums,

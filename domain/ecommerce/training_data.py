@@ -13,7 +13,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
-from domain.distribution import psi
+from domain.distribution import CalibratedTest, histogram_shift, share_shift
 
 DECILES = np.linspace(0, 1, 11)[1:-1]
 LABEL_ISSUE_FOLDS = 5
@@ -44,7 +44,7 @@ def training_profile(interactions: pd.DataFrame, reference: dict | None = None) 
             if reference
             else sorted(set(np.quantile(values, DECILES).tolist()))
         )
-        histograms[name] = {"edges": edges, "shares": _histogram(values, edges)}
+        histograms[name] = {"edges": edges, "shares": _histogram(values, edges), "n": len(values)}
     return {
         "rows": len(interactions),
         "label_share": float(interactions["label"].mean()) if len(interactions) else 0.0,
@@ -52,12 +52,35 @@ def training_profile(interactions: pd.DataFrame, reference: dict | None = None) 
     }
 
 
-def profile_drift(reference: dict, current: dict) -> dict[str, float]:
-    """PSI of each binned feature between the reference and current profiles."""
+def profile_drift(reference: dict, current: dict, *, false_alarm_rate: float) -> dict[str, CalibratedTest]:
+    """PSI of each binned feature between the reference and current profiles, each against the
+    limit a clean window of the current one's size exceeds with `false_alarm_rate` (shared
+    by the features)."""
+    features = current["histograms"]
     return {
-        name: psi(reference["histograms"][name]["shares"], hist["shares"])
-        for name, hist in current["histograms"].items()
+        name: histogram_shift(
+            f"profile:{name}",
+            reference["histograms"][name]["shares"],
+            reference["histograms"][name]["n"],
+            hist["shares"],
+            hist["n"],
+            tests=len(features),
+            false_alarm_rate=false_alarm_rate,
+        )
+        for name, hist in features.items()
     }
+
+
+def label_balance_shift(reference: dict, current: dict, *, false_alarm_rate: float) -> CalibratedTest:
+    """How far the positive-label share moved from the reference's, against its calibrated limit."""
+    return share_shift(
+        "label_share",
+        reference["label_share"],
+        reference["rows"],
+        current["label_share"],
+        current["rows"],
+        false_alarm_rate=false_alarm_rate,
+    )
 
 
 def sentiment_labels(reviews: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,72 @@
+"""Calibrated limits: the stated false-alarm rate holds at any sample size, and real shifts still fail."""
+
+import numpy as np
+import pytest
+
+from domain.distribution import histogram_shift, share_shift
+
+BINS = {str(i): 0.1 for i in range(10)}
+
+
+def _shares(values: np.ndarray) -> dict[str, float]:
+    counts = np.bincount(values, minlength=10)
+    return {str(i): c / values.size for i, c in enumerate(counts)}
+
+
+@pytest.mark.parametrize("n", [50, 5_000])
+def test_clean_windows_fail_at_about_the_stated_rate_whatever_their_size(n):
+    rng = np.random.default_rng(n)
+    alarms = sum(
+        not histogram_shift(
+            "clean",
+            _shares(rng.integers(0, 10, n)),
+            n,
+            _shares(rng.integers(0, 10, n)),
+            n,
+            false_alarm_rate=0.1,
+        ).passed
+        for _ in range(150)
+    )
+    assert 4 <= alarms <= 30, alarms  # 15 expected; a fixed PSI limit would give ~all or ~none
+
+
+def test_the_rate_is_shared_by_the_features_a_check_tests_at_once():
+    one = histogram_shift("f", BINS, 1_000, BINS, 1_000)
+    five = histogram_shift("f", BINS, 1_000, BINS, 1_000, tests=5)
+    assert five.limit > one.limit and five.tests == 5
+
+
+def test_the_same_shift_is_noise_in_a_small_window_and_an_attack_in_a_large_one():
+    moved = {str(i): (0.13 if i < 5 else 0.07) for i in range(10)}
+    assert histogram_shift("f", BINS, 100, moved, 100).passed
+    large = histogram_shift("f", BINS, 20_000, moved, 20_000)
+    assert not large.passed and large.p_value < 0.001
+    assert large.metadata()["current_n"] == 20_000 and large.metadata()["limit"] == large.limit
+
+
+def test_a_category_the_reference_never_saw_fails_when_it_is_more_than_a_trace():
+    unseen = {**{k: v * 0.9 for k, v in BINS.items()}, "new": 0.1}
+    assert not histogram_shift("f", BINS, 10_000, unseen, 10_000).passed
+
+
+def test_verdicts_are_reproducible():
+    first = share_shift("label", 0.3, 800, 0.36, 900)
+    assert first == share_shift("label", 0.3, 800, 0.36, 900)
+
+
+def test_one_sided_share_tests_only_fail_on_a_rise():
+    assert share_shift("issues", 0.05, 2_000, 0.02, 2_000, one_sided=True).passed
+    assert not share_shift("issues", 0.05, 2_000, 0.02, 2_000).passed
+    assert not share_shift("issues", 0.05, 2_000, 0.08, 2_000, one_sided=True).passed
+
+
+def test_a_reference_that_saw_none_does_not_make_a_little_impossible():
+    assert share_shift("rare", 0.0, 200, 1 / 200, 200, one_sided=True).passed
+    assert not share_shift("rare", 0.0, 200, 0.1, 200, one_sided=True).passed
+
+
+def test_impossible_arguments_are_refused():
+    with pytest.raises(ValueError, match="values on both sides"):
+        histogram_shift("f", BINS, 0, BINS, 10)
+    with pytest.raises(ValueError, match="false_alarm_rate"):
+        share_shift("f", 0.3, 10, 0.3, 10, false_alarm_rate=1.5)
