@@ -166,3 +166,19 @@ def share_shift(
     null = difference if one_sided else np.abs(difference)
     observed = current - reference if one_sided else abs(current - reference)
     return _calibrate(observed, null, reference_n, current_n, false_alarm_rate, tests)
+
+
+def paired_drop_lower_bound(
+    name: str, lost: int, gained: int, n: int, *, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE
+) -> float:
+    """The least accuracy drop the evidence supports: of `n` cases, `lost` became wrong and `gained` right.
+
+    Bootstrap over the cases (each lost, gained or unchanged), seeded by
+    `name`; the drop is above the returned bound with probability
+    1 - `false_alarm_rate`. A gate that fails only when this bound exceeds
+    its budget false-alarms at that rate on a model within it.
+    """
+    if n < 1 or lost < 0 or gained < 0 or lost + gained > n:
+        raise ValueError(f"{name}: need 0 <= lost + gained <= n and n >= 1, got {lost}, {gained}, {n}")
+    draws = _generator(name).multinomial(n, [lost / n, gained / n, 1 - (lost + gained) / n], size=NULL_DRAWS)
+    return float(np.quantile((draws[:, 0] - draws[:, 1]) / n, false_alarm_rate, method="lower"))

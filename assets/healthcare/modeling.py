@@ -44,7 +44,12 @@ from domain.healthcare import diagnostic_model as cnn
 from domain.healthcare import lesion_cnn, ood
 from domain.healthcare.expectations import TRAINING_SET_SUITE
 from domain.healthcare.release import MODEL_NAME
-from domain.healthcare.robustness import backdoor_report, fgsm_robustness, robustness_check
+from domain.healthcare.robustness import (
+    accuracy_drop_lower_bound,
+    backdoor_report,
+    fgsm_robustness,
+    robustness_check,
+)
 from domain.healthcare.transforms import image_array
 from domain.subgroups import SubgroupShift, label_share_shifts
 from resources.code_approval import code_digest
@@ -438,18 +443,23 @@ def robust_to_fgsm(
     """An imperceptible FGSM perturbation costs at most the allowed accuracy on the test patients.
 
     A model that learned a faint shortcut (a scanner artefact) instead of the
-    lesion collapses under it.
+    lesion collapses under it. The budget is judged on the drop's lower
+    confidence bound over the test studies: a model fails when they show it
+    over budget, not when a couple of hundred studies' noise puts it there.
     """
     model, _ = cnn.load_model(diagnostic_model.path)
     images, labels = _split(training, "test")
     report = fgsm_robustness(model, images, labels, epsilon=diagnostic_settings.fgsm_epsilon)
     limit = diagnostic_settings.max_fgsm_accuracy_drop
     return AssetCheckResult(
-        passed=robustness_check(report, max_accuracy_drop=limit),
+        passed=robustness_check(report, max_accuracy_drop=limit, false_alarm_rate=FALSE_ALARM_RATE),
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "epsilon": report["epsilon"],
             "accuracy_drop": report["accuracy_drop"],
+            "accuracy_drop_lower_bound": accuracy_drop_lower_bound(report, FALSE_ALARM_RATE),
+            "test_studies": report["n"],
+            "false_alarm_rate": FALSE_ALARM_RATE,
             "auc_drop": report["auc_drop"],
             "max_accuracy_drop": limit,
             "clean_accuracy": report["clean"]["accuracy"],

@@ -47,7 +47,10 @@ testing"). FGSM (Goodfellow et al., 2015) and PGD (Madry et al., 2018) with
 an L-infinity budget ``epsilon`` in input space (pixels in [0, 1], perturbed
 images clipped back to [0, 1]); the report compares accuracy and AUC on
 clean and perturbed inputs, and `robustness_check` fails a model whose
-accuracy drops more than allowed. A model that relies on faint,
+accuracy drops more than allowed — given a false-alarm rate, only when the
+test set shows it (the drop's lower confidence bound is above the budget),
+so a few hundred test studies' sampling noise does not stop a release
+that is within it. A model that relies on faint,
 high-frequency patterns (a shortcut) rather than the lesion fails it.
 """
 
@@ -65,6 +68,7 @@ from sklearn.metrics import silhouette_score
 from torch import nn
 from torch.nn import functional as F
 
+from domain.distribution import paired_drop_lower_bound
 from domain.healthcare.diagnostic_model import binary_metrics, check_labels
 from domain.healthcare.lesion_cnn import EVAL_BATCH_SIZE, check_images, embed_images, model_device
 
@@ -338,6 +342,8 @@ def _robustness(
     adversarial_p = torch.sigmoid(torch.cat(adversarial_logits)).double().numpy()
     clean = binary_metrics(labels, clean_p, threshold)
     perturbed = binary_metrics(labels, adversarial_p, threshold)
+    truth = labels.astype(bool)
+    clean_right, adversarial_right = (clean_p >= threshold) == truth, (adversarial_p >= threshold) == truth
     return {
         "attack": attack,
         "epsilon": epsilon,
@@ -349,6 +355,8 @@ def _robustness(
         "accuracy_drop": clean["accuracy"] - perturbed["accuracy"],
         "auc_drop": clean["auc"] - perturbed["auc"],
         "flipped_fraction": float(((clean_p >= threshold) != (adversarial_p >= threshold)).mean()),
+        "lost": int((clean_right & ~adversarial_right).sum()),
+        "gained": int((~clean_right & adversarial_right).sum()),
         "max_abs_perturbation": largest,
     }
 
@@ -379,11 +387,35 @@ def _attack(
     return adversarial.detach()
 
 
+def accuracy_drop_lower_bound(report: dict[str, Any], false_alarm_rate: float) -> float:
+    """The least accuracy drop the report's test cases support at confidence 1 - `false_alarm_rate`."""
+    return paired_drop_lower_bound(
+        f"{report['attack']}:accuracy_drop",
+        report["lost"],
+        report["gained"],
+        report["n"],
+        false_alarm_rate=false_alarm_rate,
+    )
+
+
 def robustness_check(
-    report: dict[str, Any], *, max_accuracy_drop: float, max_auc_drop: float | None = None
+    report: dict[str, Any],
+    *,
+    max_accuracy_drop: float,
+    max_auc_drop: float | None = None,
+    false_alarm_rate: float | None = None,
 ) -> bool:
-    """True when the attack cost at most `max_accuracy_drop` accuracy (and `max_auc_drop` AUC, if given)."""
-    passed = report["accuracy_drop"] <= max_accuracy_drop
+    """True when the attack cost at most `max_accuracy_drop` accuracy (and `max_auc_drop` AUC, if given).
+
+    With `false_alarm_rate`, the accuracy budget is judged on the drop's lower
+    confidence bound: a model fails when its test cases show it over budget.
+    """
+    drop = (
+        report["accuracy_drop"]
+        if false_alarm_rate is None
+        else accuracy_drop_lower_bound(report, false_alarm_rate)
+    )
+    passed = drop <= max_accuracy_drop
     if max_auc_drop is not None:
         passed = passed and report["auc_drop"] <= max_auc_drop
     return bool(passed)

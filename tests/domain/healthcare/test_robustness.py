@@ -31,6 +31,7 @@ from domain.healthcare.diagnostic_model import CNNConfig, evaluate, train_cnn
 from domain.healthcare.lesion_cnn import LesionCNN, predict_proba
 from domain.healthcare.robustness import (
     BackdoorThresholds,
+    accuracy_drop_lower_bound,
     activation_clusters,
     backdoor_report,
     fgsm_robustness,
@@ -224,7 +225,10 @@ def test_fgsm_fails_a_shortcut_model() -> None:
     print(f"shortcut CNN, FGSM {EPSILON * 255:.0f}/255: {report}")
     assert report["clean"]["accuracy"] > 0.95  # looks perfect on clean data...
     assert report["accuracy_drop"] > 0.5  # ...and collapses under a 2/255 nudge
+    assert report["accuracy_drop"] == pytest.approx((report["lost"] - report["gained"]) / report["n"])
     assert not robustness_check(report, max_accuracy_drop=MAX_ACCURACY_DROP)
+    # the evidence is overwhelming: judged on its lower confidence bound it fails too
+    assert not robustness_check(report, max_accuracy_drop=MAX_ACCURACY_DROP, false_alarm_rate=0.001)
 
 
 def test_pgd_is_at_least_as_strong_as_fgsm() -> None:
@@ -240,6 +244,16 @@ def test_pgd_is_at_least_as_strong_as_fgsm() -> None:
     assert pgd["max_abs_perturbation"] <= EPSILON + 1e-6
     assert pgd["adversarial"]["accuracy"] <= fgsm["adversarial"]["accuracy"] + 0.02
     assert pgd_robustness(model, images, labels, epsilon=EPSILON, steps=5, seed=0) == pgd  # seeded
+
+
+def test_a_drop_just_over_budget_on_a_few_hundred_cases_is_noise_not_evidence() -> None:
+    """The same 17% drop: on 200 test studies it may be sampling noise, on 5,000 it is shown."""
+    few = {"attack": "fgsm", "accuracy_drop": 0.17, "auc_drop": 0.0, "lost": 40, "gained": 6, "n": 200}
+    many = {"attack": "fgsm", "accuracy_drop": 0.17, "auc_drop": 0.0, "lost": 1000, "gained": 150, "n": 5000}
+    assert not robustness_check(few, max_accuracy_drop=0.15)  # the plain rule stops it
+    assert robustness_check(few, max_accuracy_drop=0.15, false_alarm_rate=0.001)
+    assert not robustness_check(many, max_accuracy_drop=0.15, false_alarm_rate=0.001)
+    assert accuracy_drop_lower_bound(few, 0.001) < 0.15 < accuracy_drop_lower_bound(many, 0.001) < 0.17
 
 
 def test_robustness_check_thresholds() -> None:
