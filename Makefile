@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 SEED ?= 7
 EVENTS ?= 1000000
 STUDIES ?= 3000
+SEEDS ?= 10
+SIZE ?= lab
 export PIPELINE_HOME ?= $(CURDIR)/.runtime
 export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
 # The operator's trust store and key live outside the pipeline's home: the pipeline cannot rewrite them.
@@ -58,8 +60,8 @@ demo: install data approve-code trust-release-key $(DAGSTER_HOME)/dagster.yaml  
 test: install $(DAGSTER_HOME)/dagster.yaml  ## the whole test suite
 	$(PY) -m pytest
 
-scorecard: install $(DAGSTER_HOME)/dagster.yaml  ## every attack on fresh pipelines + clean runs; writes reports/scorecard.json
-	$(PY) -m examples.attacks scorecard
+scorecard: install $(DAGSTER_HOME)/dagster.yaml  ## every attack on fresh pipelines + clean runs (SEEDS=10, SIZE=lab|large); writes reports/scorecard.json
+	$(PY) -m examples.attacks scorecard --seeds $(SEEDS) --size $(SIZE)
 
 attack: install $(DAGSTER_HOME)/dagster.yaml  ## one attack: make attack SCENARIO=healthcare/backdoor (no SCENARIO: the list)
 	@if [ -z "$(SCENARIO)" ]; then $(PY) -m examples.attacks list; else $(PY) -m examples.attacks attack $(SCENARIO); fi

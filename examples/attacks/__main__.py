@@ -20,7 +20,7 @@ from collections.abc import Collection
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from examples.attacks.definitions import EXAMPLES, build_definitions
-from examples.attacks.scorecard import CLEAN_SEEDS, markdown, merge, summary
+from examples.attacks.scorecard import CLEAN_SEEDS, SIZES, markdown, merge, summary
 from resources.atomic import atomic_write_bytes
 from resources.runtime import REPO_ROOT, RuntimeHome
 from resources.trust_store import TrustStore
@@ -53,10 +53,11 @@ def materialise_scorecard(
     *,
     scenarios: Collection[str] = (),
     seeds: Collection[int] = (),
+    size: str = "lab",
 ) -> dict:
-    """Materialise `example`'s scorecard for `scenarios` (all when empty) and `seeds`; returns it."""
+    """Materialise `example`'s scorecard for `scenarios` (all when empty), `seeds` and `size`; returns it."""
     result = run_attack_lab(
-        example, instance, home, trust, scenarios=list(scenarios), clean_seeds=list(seeds)
+        example, instance, home, trust, scenarios=list(scenarios), clean_seeds=list(seeds), size=size
     )
     if not result.get_asset_materialization_events():
         failure = next((e for e in result.all_events if e.is_step_failure), None)
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     full = commands.add_parser("scorecard", help="every scenario of both examples and the clean runs")
     full.add_argument("--seeds", type=int, default=len(CLEAN_SEEDS), help="clean runs per example")
+    full.add_argument("--size", choices=sorted(SIZES), default="lab", help="world size (large: 3x the lab's)")
     one = commands.add_parser("attack", help="run the named scenarios")
     one.add_argument("names", nargs="+", metavar="SCENARIO")
     commands.add_parser("list", help="list the scenarios")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scorecard":
         seeds = list(range(1, args.seeds + 1))
         cards = [
-            materialise_scorecard(ex, DagsterInstance.get(), home, trust, seeds=seeds) for ex in EXAMPLES
+            materialise_scorecard(ex, DagsterInstance.get(), home, trust, seeds=seeds, size=args.size)
+            for ex in EXAMPLES
         ]
         return report(cards, write=True)
     unknown = [n for n in args.names if not any(n in names for names in known.values())]

@@ -142,13 +142,16 @@ def run_scenario(
     root: Path,
     *,
     switched_off: Collection[str] = (),
+    scale: int = 1,
 ) -> Outcome:
     """Mount `scenario` on a fresh pipeline instance under `root` and read what stopped it.
 
     A scenario that breaks (its clean history fails, its mounting raises) is
     reported with the error and counts as missed; the lab goes on.
     """
-    instance = pipeline(fresh_home(root / scenario.name), switched_off=switched_off, log_level="CRITICAL")
+    instance = pipeline(
+        fresh_home(root / scenario.name), scale=scale, switched_off=switched_off, log_level="CRITICAL"
+    )
     before, started, broke = None, time.perf_counter(), None
     try:
         scenario.prepare(instance)
@@ -163,23 +166,44 @@ def run_scenario(
     return outcome
 
 
+@dataclass
+class CleanRun:
+    """What failed when the whole lifecycle ran on clean data: blocking checks and step errors
+    (each stopped the run: a false alarm), and advisory (WARN) checks."""
+
+    blocking: list[str]
+    warnings: list[str]
+
+
 def clean_run(
     lifecycle: Callable[[PipelineInstance], None],
     pipeline: Callable[..., PipelineInstance],
     home: Path,
     seed: int,
-) -> list[str]:
-    """Every check that failed (any severity) when the whole lifecycle ran on clean data from `seed`."""
-    instance = pipeline(fresh_home(home), seed=seed, log_level="CRITICAL")
+    scale: int = 1,
+) -> CleanRun:
+    """The checks that failed when the whole lifecycle ran on clean data from `seed`."""
+    instance = pipeline(fresh_home(home), scale=scale, seed=seed, log_level="CRITICAL")
     lifecycle(instance)
-    return [
-        f"{e.asset_key.path[-1]}:{e.check_name}"
-        for result in instance.runs
-        for e in result.get_asset_check_evaluations()
-        if not e.passed
-    ] + [
+    evaluations = [
+        e for result in instance.runs for e in result.get_asset_check_evaluations() if not e.passed
+    ]
+    errors = [
         f"{event.step_key}: {_first_line(event.event_specific_data.error)}"
         for result in instance.runs
         for event in result.all_events
         if event.is_step_failure and CHECK_FAILED not in _error_classes(event.event_specific_data.error)
     ]
+    return CleanRun(
+        blocking=[
+            f"{e.asset_key.path[-1]}:{e.check_name}"
+            for e in evaluations
+            if e.severity == AssetCheckSeverity.ERROR
+        ]
+        + errors,
+        warnings=[
+            f"{e.asset_key.path[-1]}:{e.check_name}"
+            for e in evaluations
+            if e.severity != AssetCheckSeverity.ERROR
+        ],
+    )

@@ -7,13 +7,19 @@ The JSON schema is stable so that scorecards of two versions can be compared
       "schema_version": 1,
       "attacks": [{"scenario", "attack", "example", "detected", "stage", "check",
                    "materialised_before_stop", "seconds", "controls_failed", "errors"}],
-      "clean_runs": {"seeds": N, "failed_checks": N, "failures": ["<seed>: <asset>:<check>", ...]}
+      "clean_runs": {"seeds": N, "scale": N, "failed_checks": N, "failures": ["<seed>: <asset>:<check>", ...],
+                     "warnings": ["<seed>: <asset>:<check>", ...],
+                     "false_alarms": {"<asset>:<check>": <clean runs it stopped>, ...}}
     }
+
+`failed_checks` and `failures` count blocking checks (and step errors) only: each stopped
+a clean run. Advisory (WARN) checks that failed are listed under `warnings`.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +27,8 @@ from pathlib import Path
 from examples.attacks.lab import clean_run, run_scenario
 
 SCHEMA_VERSION = 1
-CLEAN_SEEDS = (1, 2, 3)
+CLEAN_SEEDS = tuple(range(1, 11))
+SIZES = {"lab": 1, "large": 3}  # multiples of each example's lab window (`make scorecard SIZE=large`)
 
 
 def run_lab(
@@ -31,27 +38,35 @@ def run_lab(
     only: Collection[str] = (),
     seeds: Collection[int] = CLEAN_SEEDS,
     switched_off: Collection[str] = (),
+    scale: int = 1,
 ) -> dict:
-    """Run `example`'s scenarios (or `only` those) and its clean lifecycle once per seed."""
+    """Run `example`'s scenarios (or `only` those) and its clean lifecycle once per seed, at `scale`."""
     lab = importlib.import_module(f"examples.{example}.attacks")
     unknown = set(only) - {s.name for s in lab.SCENARIOS}
     if unknown:
         names = ", ".join(s.name for s in lab.SCENARIOS)
         raise ValueError(f"No scenario named {', '.join(sorted(unknown))} in {example}; there are: {names}")
     outcomes = [
-        run_scenario(s, lab.pipeline, root, switched_off=switched_off)
+        run_scenario(s, lab.pipeline, root, switched_off=switched_off, scale=scale)
         for s in lab.SCENARIOS
         if not only or s.name in only
     ]
-    failures = [
-        f"{seed}: {failure}"
+    runs = {
+        seed: clean_run(lab.clean_lifecycle, lab.pipeline, root / example / f"clean-{seed}", seed, scale)
         for seed in seeds
-        for failure in clean_run(lab.clean_lifecycle, lab.pipeline, root / example / f"clean-{seed}", seed)
-    ]
+    }
+    failures = [f"{seed}: {failure}" for seed, run in runs.items() for failure in run.blocking]
     return {
         "schema_version": SCHEMA_VERSION,
         "attacks": [asdict(o) for o in outcomes],
-        "clean_runs": {"seeds": len(seeds), "failed_checks": len(failures), "failures": failures},
+        "clean_runs": {
+            "seeds": len(seeds),
+            "scale": scale,
+            "failed_checks": len(failures),
+            "failures": failures,
+            "warnings": [f"{seed}: {warning}" for seed, run in runs.items() for warning in run.warnings],
+            "false_alarms": dict(Counter(f for run in runs.values() for f in dict.fromkeys(run.blocking))),
+        },
     }
 
 
@@ -62,8 +77,11 @@ def merge(cards: list[dict]) -> dict:
         "attacks": [a for card in cards for a in card["attacks"]],
         "clean_runs": {
             "seeds": min((c["clean_runs"]["seeds"] for c in cards), default=0),
+            "scale": max((c["clean_runs"]["scale"] for c in cards), default=1),
             "failed_checks": sum(c["clean_runs"]["failed_checks"] for c in cards),
             "failures": [f for c in cards for f in c["clean_runs"]["failures"]],
+            "warnings": [w for c in cards for w in c["clean_runs"]["warnings"]],
+            "false_alarms": dict(sum((Counter(c["clean_runs"]["false_alarms"]) for c in cards), Counter())),
         },
     }
 
@@ -89,9 +107,14 @@ def markdown(card: dict) -> str:
     if clean["seeds"]:
         lines.append("")
         lines.append(
-            f"Clean runs: {clean['seeds']} seeds, {clean['failed_checks']} failed checks"
+            f"Clean runs: {clean['seeds']} seeds at {clean['scale']}x the lab's size, "
+            f"{clean['failed_checks']} blocking checks failed"
             + (f" ({'; '.join(clean['failures'])})" if clean["failures"] else "")
+            + f", {len(clean['warnings'])} warnings"
         )
+        if clean["false_alarms"]:
+            lines += ["", "| check (false alarms on clean runs) | runs stopped |", "|---|---:|"]
+            lines += [f"| `{check}` | {n} |" for check, n in sorted(clean["false_alarms"].items())]
     return "\n".join(lines)
 
 
@@ -101,5 +124,5 @@ def summary(card: dict) -> str:
     clean = card["clean_runs"]
     line = f"{detected} of {len(card['attacks'])} attacks detected"
     if clean["seeds"]:
-        line += f"; {clean['failed_checks']} checks failed on clean runs over {clean['seeds']} seeds"
+        line += f"; {clean['failed_checks']} blocking checks failed on clean runs over {clean['seeds']} seeds"
     return line

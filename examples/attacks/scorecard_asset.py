@@ -22,16 +22,17 @@ from dagster import (
     asset,
 )
 
-from examples.attacks.scorecard import CLEAN_SEEDS, markdown, run_lab, summary
+from examples.attacks.scorecard import CLEAN_SEEDS, SIZES, markdown, run_lab, summary
 
 OWNER = "team:security"
 
 
 class AttackLabConfig(Config):
-    """Which scenarios to run (all by default), the clean runs' seeds, controls to leave out."""
+    """Which scenarios to run (all by default), clean runs' seeds, world size, controls left out."""
 
     scenarios: list[str] = []
     clean_seeds: list[int] = list(CLEAN_SEEDS)
+    size: str = "lab"  # or "large": 3x the lab's window
     switched_off: list[str] = []  # "asset:check" names: shows what the attacks do without them
 
 
@@ -57,19 +58,22 @@ def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
             AssetCheckSpec(
                 "clean_runs_pass",
                 asset=key,
-                description="No check failed when the lifecycle ran on clean data.",
+                description="No blocking check failed when the lifecycle ran on clean data.",
             ),
         ],
         description=f"Each attack of the catalogue mounted on a fresh {example} pipeline: detected or "
         "missed, the stage and check that caught it, how far it got; plus clean runs over several seeds.",
     )
     def _scorecard(config: AttackLabConfig):
+        if config.size not in SIZES:
+            raise ValueError(f"size must be one of {', '.join(SIZES)}, got {config.size!r}")
         card = run_lab(
             example,
             lab_root,
             only=config.scenarios,
             seeds=config.clean_seeds,
             switched_off=config.switched_off,
+            scale=SIZES[config.size],
         )
         missed = [a["scenario"] for a in card["attacks"] if not a["detected"]]
         clean = card["clean_runs"]
@@ -94,7 +98,13 @@ def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
             check_name="clean_runs_pass",
             passed=clean["failed_checks"] == 0,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"seeds": clean["seeds"], "failures": clean["failures"]},
+            metadata={
+                "seeds": clean["seeds"],
+                "scale": clean["scale"],
+                "failures": clean["failures"],
+                "false_alarms": MetadataValue.json(clean["false_alarms"]),
+                "warnings": len(clean["warnings"]),
+            },
         )
 
     return _scorecard

@@ -7,7 +7,7 @@ from dagster import DagsterInstance
 
 from examples.attacks.__main__ import main as lab_main
 from examples.attacks.__main__ import run_attack_lab
-from examples.attacks.scorecard import run_lab
+from examples.attacks.scorecard import markdown, merge, run_lab, summary
 from examples.runs import checks, metadata
 from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
@@ -28,7 +28,14 @@ def test_flipped_sentiment_labels_are_caught_by_the_label_issue_check(tmp_path):
     assert (row["stage"], row["check"]) == ("processing", CONTROL)
     assert "scored_reviews" in row["materialised_before_stop"]
     assert "recommender_model" not in row["materialised_before_stop"]
-    assert card["clean_runs"] == {"seeds": 0, "failed_checks": 0, "failures": []}
+    assert card["clean_runs"] == {
+        "seeds": 0,
+        "scale": 1,
+        "failed_checks": 0,
+        "failures": [],
+        "warnings": [],
+        "false_alarms": {},
+    }
     assert json.loads(json.dumps(card)) == card
 
 
@@ -57,3 +64,43 @@ def test_with_that_control_switched_off_the_scorecard_asset_reports_the_attack_m
 def test_an_unknown_scenario_is_refused_with_the_list_of_names(capsys):
     assert lab_main(["attack", "ecommerce/no-such-attack"]) == 2
     assert "ecommerce/rollback" in capsys.readouterr().err
+
+
+def _card(example: str, failures: list[str], warnings: list[str]) -> dict:
+    alarms: dict[str, int] = {}
+    for failure in failures:
+        check = failure.split(": ", 1)[1]
+        alarms[check] = alarms.get(check, 0) + 1
+    return {
+        "schema_version": 1,
+        "attacks": [],
+        "clean_runs": {
+            "seeds": 10,
+            "scale": 1,
+            "failed_checks": len(failures),
+            "failures": failures,
+            "warnings": warnings,
+            "false_alarms": alarms,
+        },
+    }
+
+
+def test_false_alarms_are_counted_per_check_across_examples_and_warnings_kept_apart():
+    card = merge(
+        [
+            _card(
+                "ecommerce", ["2: training_interactions:distribution_matches_reference"], ["3: events:mix"]
+            ),
+            _card(
+                "healthcare", ["2: diagnostic_model:robust_to_fgsm", "5: diagnostic_model:robust_to_fgsm"], []
+            ),
+        ]
+    )
+    assert card["clean_runs"]["false_alarms"] == {
+        "training_interactions:distribution_matches_reference": 1,
+        "diagnostic_model:robust_to_fgsm": 2,
+    }
+    assert card["clean_runs"]["failed_checks"] == 3 and card["clean_runs"]["warnings"] == ["3: events:mix"]
+    table = markdown(card)
+    assert "| `diagnostic_model:robust_to_fgsm` | 2 |" in table and "1 warnings" in table
+    assert "3 blocking checks failed on clean runs over 10 seeds" in summary(card)

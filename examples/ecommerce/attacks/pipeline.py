@@ -10,9 +10,12 @@ COLLECTION = ["ecommerce/activity_events", "ecommerce/product_reviews"]
 PROCESSING = [f"ecommerce/{name}" for name in ("sessions", "interactions", "scored_reviews", "item_features")]
 
 
-def pipeline(home: Path, **options) -> Shop:
-    """A fresh shop large enough for every stage's controls, the recommender's included."""
-    return Shop(home, events=MODEL_EVENTS, **options)
+def pipeline(home: Path, scale: int = 1, **options) -> Shop:
+    """A fresh shop large enough for every stage's controls, the recommender's included.
+
+    `scale` multiplies the lab's window (`make scorecard SIZE=large` runs 3x).
+    """
+    return Shop(home, events=scale * MODEL_EVENTS, **options)
 
 
 def one_release(shop: Shop) -> None:

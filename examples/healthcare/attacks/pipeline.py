@@ -12,9 +12,12 @@ LAB_STUDIES = 1_500
 COLLECTION = ["healthcare/imaging_studies", "healthcare/clinical_notes"]
 
 
-def pipeline(home: Path, **options) -> Clinic:
-    """A fresh clinic large enough for every stage's controls, the CNN's included."""
-    return Clinic(home, studies=LAB_STUDIES, **options)
+def pipeline(home: Path, scale: int = 1, **options) -> Clinic:
+    """A fresh clinic large enough for every stage's controls, the CNN's included.
+
+    `scale` multiplies the lab's window (`make scorecard SIZE=large` runs 3x).
+    """
+    return Clinic(home, studies=scale * LAB_STUDIES, **options)
 
 
 def one_release(clinic: Clinic) -> None:
