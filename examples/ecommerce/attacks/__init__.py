@@ -30,6 +30,7 @@ SCENARIOS = [
     processing_manipulation.SCENARIO,
     *trojan_scenarios("ecommerce", MODEL_NAME, one_release),
     retraining_exploitation.SCENARIO,
+    retraining_exploitation.SLOW_SCENARIO,
     rollback_scenario("ecommerce", MODEL_NAME, two_releases),
     *anchor_scenarios("ecommerce", MODEL_NAME, COLLECTION, one_release, two_releases),
 ]

@@ -15,6 +15,7 @@ from examples.healthcare.attacks import (
     processing_manipulation,
     retraining_exploitation,
     storage_tampering,
+    subgroup_label_flip,
 )
 from examples.healthcare.attacks.pipeline import (
     COLLECTION,
@@ -27,6 +28,7 @@ from examples.healthcare.attacks.pipeline import (
 SCENARIOS = [
     data_poisoning.SCENARIO,
     label_flipping.SCENARIO,
+    subgroup_label_flip.SCENARIO,
     storage_tampering.SCENARIO,
     processing_manipulation.SCENARIO,
     backdoor.SCENARIO,
