@@ -1,9 +1,11 @@
 """ATTACK SIMULATION — subgroup label flip: one modality's lesions reported as normal.
 
-A compromised records export relabels lesion studies of one modality only
-(radiographs) as normal, and rewrites their reports to say so: report and
-coded label agree, the overall lesion share barely moves, yet the model
-learns to miss lesions on exactly that modality.
+A compromised records export relabels lesion studies of one modality
+(radiographs) as normal and rewrites their reports to say so, and — to keep
+the overall lesion share where the baseline has it — relabels as many normal
+studies of another modality (CT) as lesions, reports agreeing. No report
+contradicts its label and the overall share does not move, yet the model
+learns to miss lesions on radiographs.
 """
 
 import csv
@@ -18,38 +20,40 @@ from examples.healthcare.studies.model import CohortConfig, Study
 from examples.healthcare.studies.plan import plan_studies
 from examples.healthcare.studies.reports import note_xml
 
-MODALITY = "CR"
-SHARE = 0.08  # relabelled studies, as a share of the window: about a third of the modality's lesions
+TARGET, COVER = "CR", "CT"  # lesions missed on radiographs; CT normals called lesions to hide it
+SHARE = 0.08  # of the window relabelled each way: about a third of the radiographs' lesions
 
 
 def victims(clinic: Clinic) -> dict[str, Study]:
-    """The inbox's lesion studies of `MODALITY` the attacker relabels, by study UID."""
+    """The inbox studies the attacker relabels, by study UID, each with its new label."""
     planned = plan_studies(CohortConfig(seed=clinic.seed, studies=clinic.studies), 0)
-    lesions = [s for s in planned if s.modality == MODALITY and s.label == 1]
-    return {s.study_uid: s for s in lesions[: int(SHARE * clinic.studies)]}
+    count = int(SHARE * clinic.studies)
+    hidden = [s for s in planned if s.modality == TARGET and s.label == 1][:count]
+    cover = [s for s in planned if s.modality == COVER and s.label == 0][: len(hidden)]
+    return {s.study_uid: relabelled(s, 1 - s.label) for s in hidden + cover}
 
 
-def relabel_as_normal(chosen: dict[str, Study]) -> Callable[[dict[str, bytes]], dict[str, bytes]]:
-    """A change to a records batch: the chosen studies' labels and reports say normal."""
+def relabel(chosen: dict[str, Study]) -> Callable[[dict[str, bytes]], dict[str, bytes]]:
+    """A change to a records batch: the chosen studies' labels and reports say what the attacker wants."""
 
     def change(files: dict[str, bytes]) -> dict[str, bytes]:
         rows = list(csv.DictReader(io.StringIO(files[LABELS_FILE].decode())))
         hit = [chosen[row["study_uid"]] for row in rows if row["study_uid"] in chosen]
         for row in rows:
             if row["study_uid"] in chosen:
-                row["label"] = "0"
+                row["label"] = str(chosen[row["study_uid"]].label)
         out = io.StringIO()
         writer = csv.DictWriter(out, ["study_uid", "label"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        notes = {s.note_name: note_xml(relabelled(s, 0), positive=False) for s in hit}
+        notes = {s.note_name: note_xml(s, positive=bool(s.label)) for s in hit}
         return files | notes | {LABELS_FILE: out.getvalue().encode()}
 
     return change
 
 
 def mount(clinic: Clinic) -> None:
-    change = relabel_as_normal(victims(clinic))
+    change = relabel(victims(clinic))
     for folder in clinic.batch_files(NOTES_TOPIC):
         clinic.reland(folder, change)
     clinic.lifecycle()
@@ -58,7 +62,7 @@ def mount(clinic: Clinic) -> None:
 SCENARIO = Scenario(
     "healthcare/subgroup-label-flip",
     "label flipping",
-    f"lesion studies of one modality ({MODALITY}), {SHARE:.0%} of the window, relabelled normal "
-    "with reports rewritten to agree",
+    f"{TARGET} lesion studies ({SHARE:.0%} of the window) relabelled normal and as many {COVER} normals "
+    "relabelled lesion, reports agreeing: the overall lesion share unchanged",
     mount,
 )
