@@ -4,7 +4,7 @@ The JSON schema is stable so that scorecards of two versions can be compared
 (`docs/threat-model.md` documents it):
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "attacks": [{"scenario", "attack", "example", "detected", "stage", "check",
                    "materialised_before_stop", "seconds", "controls_failed", "errors"}],
       "clean_runs": {"seeds": N, "scale": N, "failed_checks": N, "failures": ["<seed>: <asset>:<check>", ...],
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from examples.attacks.lab import clean_run, run_scenario
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: failed_checks counts blocking checks only; scale, warnings, false_alarms added
 CLEAN_SEEDS = tuple(range(1, 11))
 SIZES = {"lab": 1, "large": 3}  # multiples of each example's lab window (`make scorecard SIZE=large`)
 

@@ -72,7 +72,7 @@ def _card(example: str, failures: list[str], warnings: list[str]) -> dict:
         check = failure.split(": ", 1)[1]
         alarms[check] = alarms.get(check, 0) + 1
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "attacks": [],
         "clean_runs": {
             "seeds": 10,
