@@ -201,22 +201,8 @@ def untrusted_share_within_cap(
     )
 
 
-@asset_check(
-    asset=TRAINING_SET_KEY,
-    name="label_balance_matches_reference",
-    blocking=True,
-    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
-)
-def label_balance_matches_reference(
-    context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
-) -> AssetCheckResult:
-    """The share of positive (cart/purchase) labels stays near the trusted reference's.
-
-    The limit is what a clean set of this size would exceed one time in a
-    thousand (two binomial samples at the reference's share), so flipped or
-    injected labels are caught at any scale without false alarms on small ones.
-    """
-    current = training_profile(training_interactions, reference["training"])
+def _label_balance_result(interactions: pd.DataFrame, reference: dict) -> AssetCheckResult:
+    current = training_profile(interactions, reference["training"])
     test = label_balance_shift(reference["training"], current, false_alarm_rate=FALSE_ALARM_RATE)
     return AssetCheckResult(
         passed=test.passed,
@@ -227,6 +213,48 @@ def label_balance_matches_reference(
             **test.metadata(),
         },
     )
+
+
+@asset_check(
+    asset=TRAINING_SET_KEY,
+    name="label_balance_matches_reference",
+    blocking=True,
+    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+)
+def label_balance_matches_reference(
+    context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
+) -> AssetCheckResult:
+    """The share of positive (cart/purchase) labels among the trusted rows stays near the reference's.
+
+    The limit is what a clean window of this size would exceed one time in a
+    thousand (two binomial samples at the reference's share), so flipped or
+    injected labels are caught at any scale without false alarms on small
+    ones. The untrusted rows are not a window but the pairs the trusted data
+    lacks (fewer carts by construction): their window is checked whole at
+    `feedback_interactions`.
+    """
+    return _label_balance_result(training_interactions[training_interactions["tier"] == "trusted"], reference)
+
+
+@asset_check(
+    asset=FEEDBACK_INTERACTIONS_KEY,
+    name="label_balance_matches_reference",
+    blocking=True,
+    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+)
+def feedback_label_balance_matches_reference(
+    context: AssetCheckExecutionContext, feedback_interactions: TableFile, reference: dict
+) -> AssetCheckResult:
+    """A window of feedback interactions has the reference's share of carts and purchases.
+
+    Feedback whose views were turned into purchases — a few points a week, so
+    that no week looks far from the last — is held to a trusted window of its
+    own size, not to the previous week.
+    """
+    frame = pd.read_parquet(feedback_interactions.path, columns=["user_id", "item_id", "confidence", "label"])
+    if frame.empty:
+        return AssetCheckResult(passed=True, description="No feedback in this window.")
+    return _label_balance_result(frame, reference)
 
 
 def _distribution_result(interactions: pd.DataFrame, reference: dict) -> AssetCheckResult:
@@ -436,6 +464,7 @@ defs = Definitions(
     asset_checks=[
         untrusted_share_within_cap,
         label_balance_matches_reference,
+        feedback_label_balance_matches_reference,
         distribution_matches_reference,
         feedback_distribution_matches_reference,
         sentiment_label_issues,

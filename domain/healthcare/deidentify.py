@@ -90,6 +90,7 @@ import hashlib
 import hmac
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import date, timedelta
 from io import BytesIO
 from pathlib import Path
@@ -565,9 +566,39 @@ def _is_number(text: str) -> bool:
 
 def _written_by_us(text: str) -> bool:
     """Whether `text` is (whole words of) what :func:`deidentify` writes itself, e.g. "anon"."""
-    return (
-        re.search(rf"(?<![A-Za-z0-9]){re.escape(text)}(?![A-Za-z0-9])", _OWN_TEXT, re.IGNORECASE) is not None
-    )
+    return bool(whole_word_matches([text], _OWN_TEXT))
+
+
+def _word_character(text: str, index: int) -> bool:
+    return 0 <= index < len(text) and text[index].isascii() and text[index].isalnum()
+
+
+def whole_word_matches(values: Iterable[str], text: str) -> set[str]:
+    """The places in `text` where one of `values` occurs as whole words, ignoring case, as written there.
+
+    "Whole" means no ASCII letter or digit right before or after, so "MARY"
+    is not found inside "PRIMARY" nor a short number inside a UID. Plain
+    string search (one regular expression per call cost more than the rest of
+    de-identification); where lower-casing changes a string's length (a few
+    non-Latin letters) the same search runs as a regular expression instead.
+    """
+    values = [v for v in values if v]
+    folded = text.lower()
+    if len(folded) != len(text) or any(len(v.lower()) != len(v) for v in values):
+        if not values:
+            return set()
+        words = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+        pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])", re.IGNORECASE)
+        return {match.group(0) for match in pattern.finditer(text)}
+    found = set()
+    for value in values:
+        needle, start = value.lower(), folded.find(value.lower())
+        while start != -1:
+            end = start + len(needle)
+            if not _word_character(folded, start - 1) and not _word_character(folded, end):
+                found.add(text[start:end])
+            start = folded.find(needle, start + 1)
+    return found
 
 
 def _kept_code_strings(dataset: Dataset) -> set[str]:

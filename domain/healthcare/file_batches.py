@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from domain.accounting import IntakeResult, ReplayGuard, refused, summarise_files
-from domain.healthcare.deidentify import deidentify, phi_values, to_bytes
+from domain.healthcare.deidentify import deidentify, phi_values, to_bytes, whole_word_matches
 from domain.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
 from domain.healthcare.images import first_number
 from domain.healthcare.notes import (
@@ -157,12 +156,8 @@ def _leaks(originals: set[str], output: bytes) -> list[str]:
     out, so kept geometry never reads as a leak.
     """
     header = output[: output.rfind(PIXEL_DATA)] if PIXEL_DATA in output else output
-    if not originals:
-        return []
-    words = "|".join(re.escape(v) for v in sorted(originals, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])", re.IGNORECASE)
     texts = (header.decode("latin-1"), header.decode("utf-8", errors="replace"))
-    return sorted({match.group(0) for text in texts for match in pattern.finditer(text)})
+    return sorted(set().union(*(whole_word_matches(originals, text) for text in texts)))
 
 
 def collect_studies(
