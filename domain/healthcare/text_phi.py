@@ -626,16 +626,20 @@ def _run(tokens: list[_Token], i: int) -> int:
     return j
 
 
-def _trigger_at(tokens: list[_Token], i: int) -> int:
-    """The number of tokens of a name trigger that starts at token `i` (0 for none)."""
-    for trigger in _TRIGGER_WORDS:
-        n = len(trigger)
-        if i + n <= len(tokens) and tuple(t.text.lower().rstrip(".:") for t in tokens[i : i + n]) == trigger:
-            return n
+def _trigger_at(keys: list[str], i: int) -> int:
+    """The number of tokens of a name trigger that starts at token `i` (0 for none).
+
+    `keys` are the tokens' texts lower-cased without a trailing "." or ":".
+    """
+    for trigger in _TRIGGERS_BY_FIRST_WORD.get(keys[i], ()):
+        if tuple(keys[i : i + len(trigger)]) == trigger:
+            return len(trigger)
     return 0
 
 
-_TRIGGER_WORDS = tuple(sorted((tuple(_TOKEN.findall(t)) for t in NAME_TRIGGERS), key=len, reverse=True))
+_TRIGGERS_BY_FIRST_WORD: dict[str, list[tuple[str, ...]]] = {}
+for _trigger in sorted((tuple(_TOKEN.findall(t)) for t in NAME_TRIGGERS), key=len, reverse=True):
+    _TRIGGERS_BY_FIRST_WORD.setdefault(_trigger[0], []).append(_trigger)
 
 
 def _name_list(tokens: list[_Token], i: int) -> list[tuple[int, int]]:
@@ -673,11 +677,12 @@ def _name_list(tokens: list[_Token], i: int) -> list[tuple[int, int]]:
 
 def _name_spans(text: str) -> list[tuple[int, int]]:
     tokens = [_Token(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    keys = [t.text.lower().rstrip(".:") for t in tokens]
     hits: list[tuple[int, int]] = []  # token index ranges
     for i, token in enumerate(tokens):
         if token.lower in TITLES and i + 1 < len(tokens):
             hits += _name_list(tokens, i)
-        n = _trigger_at(tokens, i)
+        n = _trigger_at(keys, i)
         if n:
             hits += _name_list(tokens, i + n)
         if token.bare in POSTNOMINALS and i >= 1:
