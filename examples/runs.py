@@ -24,6 +24,16 @@ from resources.store import ArtifactStore
 from resources.trust_store import TrustStore
 
 
+def trust_folder(home: Path) -> Path:
+    """Where the instance over `home` keeps its operator trust store."""
+    return home.with_name(f"{home.name}-trust")
+
+
+def operator_key_file(home: Path) -> Path:
+    """Where the instance over `home` keeps its operator's signing key."""
+    return home.with_name(f"{home.name}-operator.key")
+
+
 @dataclass
 class PipelineInstance:
     """One example's definitions, resolved over `home`, with an ephemeral Dagster instance.
@@ -48,7 +58,7 @@ class PipelineInstance:
     @property
     def trust(self) -> TrustStore:
         """This instance's operator trust store: beside its runtime home, never inside it."""
-        return TrustStore(self.home.with_name(f"{self.home.name}-trust"))
+        return TrustStore(trust_folder(self.home))
 
     def trust_release_key(self) -> None:
         """The operator's act: list this instance's release public key in its trust store."""
@@ -56,7 +66,7 @@ class PipelineInstance:
         self.trust.trust_release_key(self.defs.resources["signer"].public_key_pem(), operator="examples")
 
     def _operator_key(self) -> Ed25519PrivateKey:
-        return operator_key(self.home.with_name(f"{self.home.name}-operator.key"), self.trust)
+        return operator_key(operator_key_file(self.home), self.trust)
 
     def acknowledge_alarms(self, note: str) -> int:
         """The operator's act: clear every open alarm with a signed acknowledgement; returns how many."""

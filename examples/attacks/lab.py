@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dagster import AssetCheckSeverity, AssetKey, ExecuteInProcessResult
 
-from examples.runs import PipelineInstance
+from examples.runs import PipelineInstance, operator_key_file, trust_folder
 
 CHECK_FAILED = "DagsterAssetCheckFailedError"  # how Dagster fails the step of a failed blocking check
 # Exceptions by which a control refuses a step (anything else failing a step is an error, not a catch).
@@ -68,8 +68,12 @@ class Outcome:
 
 
 def fresh_home(home: Path) -> Path:
-    """`home`, emptied: each scenario and clean run starts from nothing."""
+    """`home`, emptied, with its trust store and operator key: each scenario and clean run starts
+    from nothing (a trust store left from an earlier run would remember its sources' batches and
+    refuse the new run's as replays)."""
     shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(trust_folder(home), ignore_errors=True)
+    operator_key_file(home).unlink(missing_ok=True)
     home.mkdir(mode=0o700, parents=True)
     return home
 

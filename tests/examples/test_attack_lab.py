@@ -7,8 +7,9 @@ from dagster import DagsterInstance
 
 from examples.attacks.__main__ import main as lab_main
 from examples.attacks.__main__ import run_attack_lab
+from examples.attacks.lab import fresh_home
 from examples.attacks.scorecard import markdown, merge, run_lab, summary
-from examples.runs import checks, metadata
+from examples.runs import checks, metadata, operator_key_file, trust_folder
 from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
 
@@ -104,3 +105,15 @@ def test_false_alarms_are_counted_per_check_across_examples_and_warnings_kept_ap
     table = markdown(card)
     assert "| `diagnostic_model:robust_to_fgsm` | 2 |" in table and "1 warnings" in table
     assert "3 blocking checks failed on clean runs over 10 seeds" in summary(card)
+
+
+def test_a_fresh_home_starts_without_the_previous_runs_trust_store(tmp_path):
+    """A second `make scorecard` must not find the first one's batch sequences and call them replays."""
+    home = tmp_path / "clean-1"
+    (home / "ledger").mkdir(parents=True)
+    trust_folder(home).mkdir()
+    (trust_folder(home) / "sources.json").write_text("{}")
+    operator_key_file(home).write_bytes(b"key")
+    assert fresh_home(home) == home
+    assert list(home.iterdir()) == []
+    assert not trust_folder(home).exists() and not operator_key_file(home).exists()
