@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+from scipy import stats
 
 from domain.distribution import CalibratedTest, share_shift
 
@@ -86,3 +87,65 @@ def label_share_shifts(
         for column, value, stats in cells
     ]
     return shifts, unseen
+
+
+def rate_upper_bound(successes: int, n: int, false_alarm_rate: float) -> float:
+    """One-sided Clopper-Pearson upper bound of a rate (the true rate is above it with
+    probability `false_alarm_rate` at most); 1 when there is nothing to measure."""
+    if n < 1 or successes >= n:
+        return 1.0
+    return float(stats.beta.ppf(1 - false_alarm_rate, successes + 1, n - successes))
+
+
+@dataclass(frozen=True)
+class SubgroupRates:
+    """A model's sensitivity and specificity on one subgroup of held-out cases, with their upper bounds."""
+
+    column: str
+    value: str
+    positives: int
+    sensitivity: float | None  # None: no case of that class in the subgroup
+    sensitivity_upper: float
+    negatives: int
+    specificity: float | None
+    specificity_upper: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}={self.value}"
+
+
+def subgroup_rates(
+    frame: pd.DataFrame,
+    predicted: Sequence[bool],
+    columns: Sequence[str],
+    *,
+    false_alarm_rate: float,
+    label: str = "label",
+) -> list[SubgroupRates]:
+    """Sensitivity and specificity per subgroup of `frame` (held-out cases with their true `label`).
+
+    The upper bounds share `false_alarm_rate` over every rate tested (two per
+    subgroup), so "the upper bound is below the clinical minimum" is evidence
+    the model falls short on that subgroup, not the noise of a few dozen cases.
+    """
+    cases = frame.assign(_predicted=list(predicted))
+    groups = [(c, str(v), rows) for c in columns for v, rows in cases.groupby(cases[c].astype(str))]
+    rate = false_alarm_rate / max(2 * len(groups), 1)
+    rates = []
+    for column, value, rows in groups:
+        positive, negative = rows[rows[label] == 1], rows[rows[label] == 0]
+        found, cleared = int(positive["_predicted"].sum()), int((~negative["_predicted"].astype(bool)).sum())
+        rates.append(
+            SubgroupRates(
+                column,
+                value,
+                len(positive),
+                found / len(positive) if len(positive) else None,
+                rate_upper_bound(found, len(positive), rate),
+                len(negative),
+                cleared / len(negative) if len(negative) else None,
+                rate_upper_bound(cleared, len(negative), rate),
+            )
+        )
+    return rates

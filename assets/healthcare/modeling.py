@@ -10,6 +10,8 @@ penultimate layer), stay accurate under an FGSM perturbation, and find no
 more label issues (cleanlab) than a clean set has. Nothing is pickled.
 """
 
+from dataclasses import asdict
+
 import numpy as np
 import pandas as pd
 import torch
@@ -51,7 +53,7 @@ from domain.healthcare.robustness import (
     robustness_check,
 )
 from domain.healthcare.transforms import image_array
-from domain.subgroups import SubgroupShift, label_share_shifts
+from domain.subgroups import SubgroupRates, SubgroupShift, label_share_shifts, subgroup_rates
 from resources.code_approval import code_digest
 from resources.digests import git_revision
 from resources.integrity import IntegrityLedger
@@ -305,7 +307,15 @@ def diagnostic_model(
     train_x, train_y = _split(training, "train")
     model = cnn.train_cnn(train_x, train_y, cfg, log=context.log.info)
     threshold = _threshold(model, *_split(training, "validation"))
-    metrics = cnn.evaluate(model, *_split(training, "test"), threshold=threshold)
+    test_x, test_y = _split(training, "test")
+    test_p = lesion_cnn.predict_proba(model, test_x)
+    metrics = cnn.binary_metrics(test_y, test_p, threshold)
+    rates = subgroup_rates(
+        training[training["split"] == "test"],
+        test_p >= threshold,
+        diagnostic_settings.subgroups,
+        false_alarm_rate=FALSE_ALARM_RATE,
+    )
     train, validation = (training[training["split"] == name] for name in ("train", "validation"))
     guard = cnn.fit_model_guard(
         model,
@@ -335,6 +345,8 @@ def diagnostic_model(
             "ood_threshold": guard.threshold,
             "ood_calibration": MetadataValue.json(guard.calibration),
             "train_studies": len(train_y),
+            "subgroup_rates": MetadataValue.json([asdict(r) for r in rates]),
+            "subgroups": MetadataValue.md(_rates_table(rates)),
             "mlflow_run_id": run.run_id,
             "approved_by": approval["reviewer"] if approval else "first model: no champion to replace",
         }
@@ -342,11 +354,35 @@ def diagnostic_model(
     return ModelDir(path=directory, details={"metrics": metrics, "mlflow_run_id": run.run_id})
 
 
+def _rates_table(rates: list[SubgroupRates]) -> str:
+    rows = [
+        "| subgroup | lesions | sensitivity (upper bound) | normals | specificity (upper bound) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {r.name} | {r.positives} | {_rate(r.sensitivity, r.sensitivity_upper)} | "
+        f"{r.negatives} | {_rate(r.specificity, r.specificity_upper)} |"
+        for r in rates
+    ]
+    return "\n".join(rows)
+
+
+def _rate(value: float | None, upper: float) -> str:
+    return "-" if value is None else f"{value:.3f} ({upper:.3f})"
+
+
 @asset_check(asset=MODEL_KEY, name="meets_clinical_minimums", blocking=True)
 def meets_clinical_minimums(
     context: AssetCheckExecutionContext, diagnostic_settings: DiagnosticSettings
 ) -> AssetCheckResult:
-    """AUC, sensitivity and specificity on the held-out patients reach the configured minimums."""
+    """AUC, sensitivity and specificity on the held-out patients reach the configured minimums,
+    and no subgroup (modality, body part…) is shown to fall short of them.
+
+    Overall figures can hide a subgroup the model fails (OWASP LLM04, MITRE ATLAS
+    AML.T0020: a flip aimed at one modality). A subgroup fails when even the
+    upper confidence bound of its sensitivity or specificity is below the
+    minimum: evidence on its own held-out studies, not the noise of a few dozen.
+    """
     meta = materialization_metadata(context, MODEL_KEY)
     minimums = {
         "auc": diagnostic_settings.min_auc,
@@ -354,12 +390,20 @@ def meets_clinical_minimums(
         "specificity": diagnostic_settings.min_specificity,
     }
     short = {name: meta.get(name, 0.0) for name, floor in minimums.items() if meta.get(name, 0.0) < floor}
+    subgroups = meta.get("subgroup_rates", [])
+    short |= {
+        f"{r['column']}={r['value']}:{rate}": r[rate]
+        for r in subgroups
+        for rate in ("sensitivity", "specificity")
+        if r[f"{rate}_upper"] < minimums[rate]
+    }
     return AssetCheckResult(
         passed=not short,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "measured": MetadataValue.json({name: meta.get(name, 0.0) for name in minimums}),
             "minimums": MetadataValue.json(minimums),
+            "subgroups_tested": len(subgroups),
             "below": MetadataValue.json(short),
         },
     )

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from domain.distribution import share_shift
-from domain.subgroups import label_share_shifts, label_shares
+from domain.subgroups import label_share_shifts, label_shares, subgroup_rates
 from examples.healthcare.studies.model import CohortConfig
 from examples.healthcare.studies.plan import plan_studies
 
@@ -76,3 +76,34 @@ def test_a_subgroup_column_the_baseline_lacks_says_what_to_do():
         label_share_shifts(
             reference, pd.DataFrame({"label": [1], "site": ["a"]}), ["site"], false_alarm_rate=0.001
         )
+
+
+def _cases(modality: str, lesions: int, found: int, normals: int, cleared: int) -> pd.DataFrame:
+    labels = [1] * lesions + [0] * normals
+    predicted = [True] * found + [False] * (lesions - found)
+    predicted += [False] * cleared + [True] * (normals - cleared)
+    return pd.DataFrame({"modality": modality, "label": labels, "predicted": predicted})
+
+
+def test_a_subgroup_is_shown_short_of_a_minimum_only_with_the_cases_to_show_it():
+    cases = pd.concat(
+        [
+            _cases("CT", lesions=60, found=54, normals=120, cleared=110),  # fine
+            _cases("CR", lesions=60, found=24, normals=120, cleared=110),  # misses most lesions: shown
+            _cases("MR", lesions=6, found=3, normals=12, cleared=11),  # 3 of 6: too few to tell
+        ],
+        ignore_index=True,
+    )
+    rates = {
+        r.value: r for r in subgroup_rates(cases, cases["predicted"], ["modality"], false_alarm_rate=0.001)
+    }
+    minimum = 0.75
+    assert rates["CR"].sensitivity == pytest.approx(0.4) and rates["CR"].sensitivity_upper < minimum
+    assert rates["MR"].sensitivity == pytest.approx(0.5) and rates["MR"].sensitivity_upper > minimum
+    assert rates["CT"].sensitivity_upper > minimum and rates["CT"].specificity_upper > minimum
+
+
+def test_a_subgroup_without_a_class_has_no_rate_for_it():
+    cases = _cases("PT", lesions=0, found=0, normals=5, cleared=5)
+    [rate] = subgroup_rates(cases, cases["predicted"], ["modality"], false_alarm_rate=0.001)
+    assert rate.sensitivity is None and rate.sensitivity_upper == 1.0 and rate.specificity == 1.0
