@@ -8,11 +8,14 @@ recall@10 and NDCG@10, must not be easy to push around with fake accounts
 digests it learned from. Weights are safetensors plus JSON: nothing pickled.
 """
 
+from collections.abc import Callable
+
 import pandas as pd
 import torch
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
@@ -215,48 +218,6 @@ def _label_balance_result(interactions: pd.DataFrame, reference: dict) -> AssetC
     )
 
 
-@asset_check(
-    asset=TRAINING_SET_KEY,
-    name="label_balance_matches_reference",
-    blocking=True,
-    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
-)
-def label_balance_matches_reference(
-    context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
-) -> AssetCheckResult:
-    """The share of positive (cart/purchase) labels among the trusted rows stays near the reference's.
-
-    The limit is what a clean window of this size would exceed one time in a
-    thousand (two binomial samples at the reference's share), so flipped or
-    injected labels are caught at any scale without false alarms on small
-    ones. The untrusted rows are not a window but the pairs the trusted data
-    lacks (fewer carts by construction): their window is checked whole at
-    `feedback_interactions`.
-    """
-    return _label_balance_result(training_interactions[training_interactions["tier"] == "trusted"], reference)
-
-
-@asset_check(
-    asset=FEEDBACK_INTERACTIONS_KEY,
-    name="label_balance_matches_reference",
-    blocking=True,
-    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
-)
-def feedback_label_balance_matches_reference(
-    context: AssetCheckExecutionContext, feedback_interactions: TableFile, reference: dict
-) -> AssetCheckResult:
-    """A window of feedback interactions has the reference's share of carts and purchases.
-
-    Feedback whose views were turned into purchases — a few points a week, so
-    that no week looks far from the last — is held to a trusted window of its
-    own size, not to the previous week.
-    """
-    frame = pd.read_parquet(feedback_interactions.path, columns=["user_id", "item_id", "confidence", "label"])
-    if frame.empty:
-        return AssetCheckResult(passed=True, description="No feedback in this window.")
-    return _label_balance_result(frame, reference)
-
-
 def _distribution_result(interactions: pd.DataFrame, reference: dict) -> AssetCheckResult:
     current = training_profile(interactions, reference["training"])
     drift = profile_drift(reference["training"], current, false_alarm_rate=FALSE_ALARM_RATE)
@@ -287,40 +248,61 @@ def _flat(drift: dict[str, CalibratedTest]) -> dict[str, float | int]:
     } | {"false_alarm_rate": FALSE_ALARM_RATE, "tests": len(drift)}
 
 
-@asset_check(
-    asset=TRAINING_SET_KEY,
-    name="distribution_matches_reference",
-    blocking=True,
-    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
-)
-def distribution_matches_reference(
-    context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
-) -> AssetCheckResult:
-    """The trusted rows' confidence, items-per-user and users-per-item distributions match the reference.
+def reference_checks(
+    name: str, judge: Callable[[pd.DataFrame, dict], AssetCheckResult], protects: str
+) -> list[AssetChecksDefinition]:
+    """Blocking check `name` twice: on the training set's trusted rows, and on each feedback window.
 
-    Fake accounts with bursts of purchases and items pushed by bot traffic
-    show up here before they show up in recommendations. Each feature's PSI
-    is held to the limit a clean window of the same size exceeds with the
-    check's false-alarm rate, split over the three features. (The untrusted
-    rows are checked as a whole window at `feedback_interactions`.)
+    The training set's untrusted rows are not a window but the pairs its trusted
+    data lacks (fewer carts by construction), so they are judged where they
+    arrive, as a whole window, against a trusted window of the same size.
     """
-    return _distribution_result(training_interactions[training_interactions["tier"] == "trusted"], reference)
+
+    @asset_check(
+        asset=TRAINING_SET_KEY,
+        name=name,
+        blocking=True,
+        additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+        description=f"The training set's trusted rows: {protects}",
+    )
+    def on_trusted_rows(
+        context: AssetCheckExecutionContext, training_interactions: pd.DataFrame, reference: dict
+    ) -> AssetCheckResult:
+        return judge(training_interactions[training_interactions["tier"] == "trusted"], reference)
+
+    @asset_check(
+        asset=FEEDBACK_INTERACTIONS_KEY,
+        name=name,
+        blocking=True,
+        additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+        description=f"A window of feedback, before any of it reaches a training set: {protects}",
+    )
+    def on_feedback_window(
+        context: AssetCheckExecutionContext, feedback_interactions: TableFile, reference: dict
+    ) -> AssetCheckResult:
+        frame = pd.read_parquet(feedback_interactions.path)
+        if frame.empty:
+            return AssetCheckResult(passed=True, description="No feedback in this window.")
+        return judge(frame, reference)
+
+    return [on_trusted_rows, on_feedback_window]
 
 
-@asset_check(
-    asset=FEEDBACK_INTERACTIONS_KEY,
-    name="distribution_matches_reference",
-    blocking=True,
-    additional_ins={"reference": AssetIn(key=TRAINING_REFERENCE_KEY)},
+LABEL_BALANCE_CHECKS = reference_checks(
+    "label_balance_matches_reference",
+    _label_balance_result,
+    "the share of positive (cart/purchase) labels stays within what a trusted window of this size "
+    "shows (0.1% false alarms). Flipped or injected labels, and views turned into purchases a few "
+    "points a week so that no week looks far from the last, move it (OWASP LLM04, MITRE ATLAS AML.T0020).",
 )
-def feedback_distribution_matches_reference(
-    context: AssetCheckExecutionContext, feedback_interactions: TableFile, reference: dict
-) -> AssetCheckResult:
-    """A window of feedback interactions looks like a window of trusted ones (calibrated PSI per feature)."""
-    frame = pd.read_parquet(feedback_interactions.path)
-    if frame.empty:
-        return AssetCheckResult(passed=True, description="No feedback in this window.")
-    return _distribution_result(frame, reference)
+DISTRIBUTION_CHECKS = reference_checks(
+    "distribution_matches_reference",
+    _distribution_result,
+    "the confidence, items-per-user and users-per-item distributions stay within what a trusted "
+    "window of this size shows (PSI per feature, 0.1% false alarms shared by the three). Fake "
+    "accounts with bursts of purchases and items pushed by bot traffic show up here before they "
+    "show up in recommendations (OWASP LLM04, MITRE ATLAS AML.T0020).",
+)
 
 
 @asset_check(
@@ -463,10 +445,8 @@ defs = Definitions(
     assets=[training_reference, training_interactions, recommender_model],
     asset_checks=[
         untrusted_share_within_cap,
-        label_balance_matches_reference,
-        feedback_label_balance_matches_reference,
-        distribution_matches_reference,
-        feedback_distribution_matches_reference,
+        *LABEL_BALANCE_CHECKS,
+        *DISTRIBUTION_CHECKS,
         sentiment_label_issues,
         beats_popularity_baseline,
         shilling_sensitivity_within_limit,
