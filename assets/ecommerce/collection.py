@@ -180,7 +180,7 @@ defs = Definitions(
     asset_checks=[
         *source_checks(ACTIVITY_KEY),
         *baseline_checks(ACTIVITY_KEY, BASELINE_KEY, "activity"),
-        mix_check(ACTIVITY_KEY, BASELINE_KEY, "activity", "event_type_shares"),
+        mix_check(ACTIVITY_KEY, BASELINE_KEY, "activity", "event_type_shares", blocking=True),
         expectation_check(ACTIVITY_KEY, ACTIVITY_SUITE),
         stored_digest_check(ACTIVITY_KEY),
         *source_checks(REVIEWS_KEY),

@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from assets.checks.evidence import intake_report
-from assets.checks.sources import source_checks
+from assets.checks.sources import mix_check, source_checks
 from assets.checks.window_drift import drift_error_check, window_drift
 from assets.ecommerce.collection import BASELINE_KEY, REFERENCE_EVENTS_KEY, collect_window
 from assets.ecommerce.shilling_checks import baseline_checks, near_duplicate_check
@@ -163,6 +163,7 @@ defs = Definitions(
     asset_checks=[
         *source_checks(FEEDBACK_EVENTS_KEY, allow_empty=True),
         *baseline_checks(FEEDBACK_EVENTS_KEY, BASELINE_KEY, "activity"),
+        mix_check(FEEDBACK_EVENTS_KEY, BASELINE_KEY, "activity", "event_type_shares", blocking=True),
         no_coordinated_item_push,
         *source_checks(FEEDBACK_REVIEWS_KEY, allow_empty=True),
         near_duplicate_check(FEEDBACK_REVIEWS_KEY, BASELINE_KEY),

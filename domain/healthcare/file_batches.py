@@ -199,6 +199,7 @@ def collect_studies(
             result.accepted += len(rows)
             writer.write_table(pa.Table.from_pylist(rows, schema=STUDY_SCHEMA))
     result.profile = {
+        "rows": result.accepted,
         "modality_shares": {m: n / max(result.accepted, 1) for m, n in sorted(modalities.items())},
         "preambles_neutralised": preambles,
     }

@@ -3,8 +3,9 @@
 One pipeline instance (a 30k-event shop) is shared and advanced in order:
 the first model is trained, checked and promoted; a challenger that fails a
 blocking check is not promoted; poisoned feedback is stopped before it
-reaches training; a skew fed in as feedback is stopped at its first cycle,
-because each window is measured against the trusted baseline, at its size.
+reaches training; a skew of two points fed in as feedback is stopped at its
+first cycle, because each window is measured against the trusted baseline,
+at its size.
 """
 
 import pytest
@@ -113,21 +114,21 @@ def test_poisoned_feedback_never_reaches_a_promoted_model(shop):
     assert champion_version(shop) == 2
 
 
-def test_gradual_skew_is_stopped_at_its_first_cycle_by_the_calibrated_distribution_check(shop):
-    """9% of views turned into purchases: under the drift report's fixed error level (0.25 PSI),
-    which let the lab's campaign into two releases, but far outside what a clean window of
-    this size shows."""
+def test_a_two_point_skew_is_stopped_at_its_first_cycle_by_the_calibrated_mix_check(shop):
+    """2% of views turned into purchases: a PSI of ~0.002, far under any rule of thumb (the fixed
+    0.25 limit let the lab's 9-point steps into two releases), but outside what a clean window
+    of 30,000 events shows."""
     champion_before = champion_version(shop)
-    shop.feedback(cycle=3, transform=gradual_skew(step=9, cycle=1))
+    shop.feedback(cycle=3, transform=gradual_skew(step=2, cycle=1))
     result = shop.run("ecommerce_retraining")
-    assert metadata(result, "feedback_drift")["level"] != "error"
-    assert checks(result)["feedback_interactions:distribution_matches_reference"] is False
+    assert checks(result)["feedback_events:event_type_shares_stable"] is False
     evaluation = next(
-        e for e in result.get_asset_check_evaluations() if e.check_name == "distribution_matches_reference"
+        e for e in result.get_asset_check_evaluations() if e.check_name == "event_type_shares_stable"
     )
-    confidence = {k: v.value for k, v in evaluation.metadata.items() if k.startswith("confidence_")}
-    assert confidence["confidence_statistic"] > confidence["confidence_limit"] > 0
-    assert not {"training_interactions", "recommender_model", "champion_model"} & materialized(result)
+    mix = {k: v.value for k, v in evaluation.metadata.items()}
+    assert mix["limit"] < mix["statistic"] < mix["rule_of_thumb_psi"]
+    assert mix["current_n"] > 10_000 and mix["p_value"] < 0.001
+    assert not {"feedback_interactions", "training_interactions", "champion_model"} & materialized(result)
     assert champion_version(shop) == champion_before
 
 
