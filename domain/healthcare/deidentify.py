@@ -573,29 +573,44 @@ def _word_character(text: str, index: int) -> bool:
     return 0 <= index < len(text) and text[index].isascii() and text[index].isalnum()
 
 
+def _whole(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` stands alone: no letter or digit on either side, and a number
+    is not the whole part or the decimals of a longer one (a study id "1615" is not the window
+    centre "1615.0")."""
+    if _word_character(text, start - 1) or _word_character(text, end):
+        return False
+    if text[start:end].isdigit():
+        if start >= 2 and text[start - 1] == "." and text[start - 2].isdigit():
+            return False
+        if end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit():
+            return False
+    return True
+
+
 def whole_word_matches(values: Iterable[str], text: str) -> set[str]:
     """The places in `text` where one of `values` occurs as whole words, ignoring case, as written there.
 
     "Whole" means no ASCII letter or digit right before or after, so "MARY"
-    is not found inside "PRIMARY" nor a short number inside a UID. Plain
-    string search (one regular expression per call cost more than the rest of
-    de-identification); where lower-casing changes a string's length (a few
-    non-Latin letters) the same search runs as a regular expression instead.
+    is not found inside "PRIMARY" nor a short number inside a UID or a
+    decimal. Plain string search (one regular expression per call cost more
+    than the rest of de-identification); where lower-casing changes a
+    string's length (a few non-Latin letters) each value is searched as a
+    regular expression instead.
     """
     values = [v for v in values if v]
     folded = text.lower()
-    if len(folded) != len(text) or any(len(v.lower()) != len(v) for v in values):
-        if not values:
-            return set()
-        words = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-        pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])", re.IGNORECASE)
-        return {match.group(0) for match in pattern.finditer(text)}
     found = set()
+    if len(folded) != len(text) or any(len(v.lower()) != len(v) for v in values):
+        for value in values:
+            for match in re.finditer(re.escape(value), text, re.IGNORECASE):
+                if _whole(text, match.start(), match.end()):
+                    found.add(match.group(0))
+        return found
     for value in values:
         needle, start = value.lower(), folded.find(value.lower())
         while start != -1:
             end = start + len(needle)
-            if not _word_character(folded, start - 1) and not _word_character(folded, end):
+            if _whole(folded, start, end):
                 found.add(text[start:end])
             start = folded.find(needle, start + 1)
     return found

@@ -375,3 +375,18 @@ def test_the_survivor_search_reads_utf8_and_latin1() -> None:
     for encoding in ("utf-8", "latin-1"):
         assert _leaks({"Müller"}, b"\x00PN " + "MÜLLER^Hans".encode(encoding)) == ["MÜLLER"], encoding
     assert _leaks({"Мюллер"}, "Мюллер^Ганс".encode()) == ["Мюллер"]
+
+
+def test_a_numeric_id_equal_to_a_kept_decimal_is_no_leak_but_standing_alone_it_is() -> None:
+    """Found on a seed nobody had run: study id ``1615`` and window centre ``1615.0``.
+
+    The id is removed; the window centre is kept geometry. ``1615`` inside ``1615.0`` is
+    another number, not the identifier, so the study is accepted; the id on its own is found.
+    """
+    ds = real_header()
+    ds.StudyID, ds.WindowCenter = "1615", "1615.0"
+    row = _study_row(write_original(ds), KEY, set())
+    assert not isinstance(row, Refusal), row
+    assert _leaks({"1615"}, row["dicom"]) == []
+    assert _leaks({"1615"}, b"\x00SH 1615 ") == ["1615"]
+    assert _leaks({"1615"}, b"\x00DS 2.1615 ") == []  # the decimals of another number
