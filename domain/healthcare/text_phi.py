@@ -637,9 +637,15 @@ def _trigger_at(keys: list[str], i: int) -> int:
     return 0
 
 
-_TRIGGERS_BY_FIRST_WORD: dict[str, list[tuple[str, ...]]] = {}
-for _trigger in sorted((tuple(_TOKEN.findall(t)) for t in NAME_TRIGGERS), key=len, reverse=True):
-    _TRIGGERS_BY_FIRST_WORD.setdefault(_trigger[0], []).append(_trigger)
+def _triggers_by_first_word() -> dict[str, list[tuple[str, ...]]]:
+    """`NAME_TRIGGERS` as token tuples grouped by their first token, longest first."""
+    grouped: dict[str, list[tuple[str, ...]]] = {}
+    for trigger in sorted((tuple(_TOKEN.findall(t)) for t in NAME_TRIGGERS), key=len, reverse=True):
+        grouped.setdefault(trigger[0], []).append(trigger)
+    return grouped
+
+
+_TRIGGERS_BY_FIRST_WORD = _triggers_by_first_word()
 
 
 def _name_list(tokens: list[_Token], i: int) -> list[tuple[int, int]]:
