@@ -76,3 +76,28 @@ def test_the_label_issue_check_flags_flipped_diagnoses_and_passes_clean_labels(t
     flagged = set(outcomes["flipped"].metadata["examples"].value)  # up to 20, as evidence
     # the flagged studies are mostly flipped ones: several times the 15% base rate (measured 11 of 20)
     assert len(flagged & {f"2.25.{i}" for i in chosen}) >= 0.4 * len(flagged) > 0
+
+
+def test_clinical_minimums_fail_a_subgroup_the_model_is_shown_to_miss():
+    """Overall figures above the minimums, but radiograph lesions found 24 times in 60."""
+    from dagster import AssetMaterialization, DagsterInstance
+
+    from assets.healthcare.modeling import MODEL_KEY, meets_clinical_minimums
+
+    def rates(value: str, found: int, upper: float) -> dict:
+        return {
+            "column": "modality", "value": value, "positives": 60, "sensitivity": found / 60,
+            "sensitivity_upper": upper, "negatives": 120, "specificity": 0.92, "specificity_upper": 0.97,
+        }  # fmt: skip
+
+    settings = DiagnosticSettings()
+    for subgroups, passed in (
+        ([rates("CT", 54, 0.97)], True),
+        ([rates("CT", 54, 0.97), rates("CR", 24, 0.62)], False),
+    ):
+        instance = DagsterInstance.ephemeral()
+        metadata = {"auc": 0.9, "sensitivity": 0.8, "specificity": 0.9, "subgroup_rates": subgroups}
+        instance.report_runless_asset_event(AssetMaterialization(MODEL_KEY, metadata=metadata))
+        result = meets_clinical_minimums(build_asset_check_context(instance=instance), settings)
+        assert result.passed is passed, result.metadata["below"]
+    assert result.metadata["below"].value == {"modality=CR:sensitivity": 0.4}
