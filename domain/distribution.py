@@ -168,6 +168,28 @@ def share_shift(
     return _calibrate(observed, null, reference_n, current_n, false_alarm_rate, tests)
 
 
+def design_effect(cluster_sizes: np.ndarray, cluster_positives: np.ndarray) -> float:
+    """How much wider a share's spread is because its cases come in correlated clusters (Kish).
+
+    A patient's studies mostly share a diagnosis, so 500 studies of 380
+    patients carry less evidence about the lesion share than 500 independent
+    studies: the variance of the share over clusters (ratio estimator),
+    divided by the binomial variance at the same size. Dividing a sample's
+    size by this gives the size of independent sample with the same spread.
+    Never below 1: clusters that disagree more than chance are not evidence
+    of extra precision.
+    """
+    sizes, positives = np.asarray(cluster_sizes, float), np.asarray(cluster_positives, float)
+    k, n = sizes.size, sizes.sum()
+    if k < 2 or n < 1:
+        return 1.0
+    p = positives.sum() / n
+    if p in (0.0, 1.0):
+        return 1.0
+    clustered = k / (k - 1) * np.sum((positives - p * sizes) ** 2) / n**2
+    return float(max(1.0, clustered / (p * (1 - p) / n)))
+
+
 def paired_drop_lower_bound(
     name: str, lost: int, gained: int, n: int, *, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE
 ) -> float:

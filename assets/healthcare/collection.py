@@ -214,6 +214,12 @@ clinical_notes = window_asset(
 QUIET = AssetCheckResult(passed=True, description="Nothing arrived in this window.")
 
 
+def _effective(studies: int, design_effect: float) -> int:
+    """The number of independent studies that `studies` clustered by patient are worth. The trusted
+    reference's design effect is used on both sides: the window under test cannot widen its own limit."""
+    return max(1, round(studies / design_effect))
+
+
 def label_checks(key: AssetKey) -> list:
     """Blocking checks on a notes table: label balance and report/label agreement against the baseline."""
 
@@ -252,23 +258,28 @@ def label_checks(key: AssetKey) -> list:
         """The share of lesion labels stays near the reference's (injected or relabelled studies move it).
 
         The limit is what a clean window of this many reports exceeds one time
-        in a thousand; `label_shares_within_baseline` at processing tests each
+        in a thousand, counting a patient's studies as the correlated evidence
+        they are (the reference's design effect); `label_shares_within_baseline` at processing tests each
         subgroup (a flip aimed at one modality barely moves this overall share).
         """
         report = intake_report(context, key)
         if report.received == 0:
             return QUIET
         share = report.profile.get("positive_share", -1.0)
-        trusted = baseline["notes"]["profile"]["positive_share"]
+        trusted = baseline["notes"]["profile"]
+        deff = trusted.get("design_effect", 1.0)
         test = share_shift(
-            "positive_share", trusted, baseline["notes"]["accepted"], share, report.accepted,
-            false_alarm_rate=FALSE_ALARM_RATE,
+            "positive_share", trusted["positive_share"], _effective(baseline["notes"]["accepted"], deff),
+            share, _effective(report.accepted, deff), false_alarm_rate=FALSE_ALARM_RATE,
         )  # fmt: skip
         return AssetCheckResult(
             passed=test.passed,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"positive_share": share, "baseline_share": trusted, **test.metadata()},
-        )
+            metadata={
+                "positive_share": share, "baseline_share": trusted["positive_share"],
+                "design_effect": deff, **test.metadata(),
+            },
+        )  # fmt: skip
 
     return [label_mismatches_within_baseline, label_share_within_baseline]
 

@@ -28,10 +28,12 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from domain.accounting import IntakeResult, ReplayGuard, refused, summarise_files
+from domain.distribution import design_effect
 from domain.healthcare.deidentify import deidentify, phi_values, to_bytes, whole_word_matches
 from domain.healthcare.dicom import Refusal, neutralise_preamble, validate_dicom
 from domain.healthcare.images import first_number
@@ -267,7 +269,8 @@ def collect_notes(
 ) -> IntakeResult:
     """Parse, de-identify and label-check every landed note into the Parquet file `dest`."""
     result = IntakeResult()
-    positives = unconfirmed = 0
+    unconfirmed = 0
+    per_patient: dict[str, list[int]] = {}  # pseudonym -> [studies, lesion studies]
     with pq.ParquetWriter(dest, NOTE_SCHEMA) as writer:
         batches = _authenticated(
             registry,
@@ -289,12 +292,17 @@ def collect_notes(
                     result.refuse(verdict, i, reason, _describe(path, data))
                     continue
                 rows.append(row | {"source": verdict.source, "batch_id": verdict.batch.batch_id})
-                positives += row["label"]
+                counts = per_patient.setdefault(row["patient_pseudonym"], [0, 0])
+                counts[0] += 1
+                counts[1] += row["label"]
                 unconfirmed += row["note_label"] is None
             result.accepted += len(rows)
             writer.write_table(pa.Table.from_pylist(rows, schema=NOTE_SCHEMA))
+    sizes, positives = np.array(list(per_patient.values()) or [[0, 0]]).T
     result.profile = {
-        "positive_share": positives / max(result.accepted, 1),
+        "positive_share": int(positives.sum()) / max(result.accepted, 1),
+        "patients": len(per_patient),
+        "design_effect": design_effect(sizes, positives),
         "unconfirmed_share": unconfirmed / max(result.accepted, 1),
         "label_mismatch_share": result.reasons().get("label mismatch", 0) / max(result.received, 1),
     }
