@@ -187,7 +187,8 @@ def design_effect(cluster_sizes: np.ndarray, cluster_positives: np.ndarray) -> f
     if p in (0.0, 1.0):
         return 1.0
     clustered = k / (k - 1) * np.sum((positives - p * sizes) ** 2) / n**2
-    return float(max(1.0, clustered / (p * (1 - p) / n)))
+    independent = p * (1 - p) / (n - 1)  # the same small-sample correction: single studies give exactly 1
+    return float(max(1.0, clustered / independent))
 
 
 def paired_drop_lower_bound(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from domain.distribution import histogram_shift, share_shift
+from domain.distribution import design_effect, histogram_shift, share_shift
 
 BINS = {str(i): 0.1 for i in range(10)}
 
@@ -70,3 +70,41 @@ def test_impossible_arguments_are_refused():
         histogram_shift("f", BINS, 0, BINS, 10)
     with pytest.raises(ValueError, match="false_alarm_rate"):
         share_shift("f", 0.3, 10, 0.3, 10, false_alarm_rate=1.5)
+
+
+def _clustered_windows(
+    rng: np.random.Generator, patients: int, correlated: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per patient: how many studies (1-4) and how many show a lesion (30% of patients are ill)."""
+    sizes = rng.integers(1, 5, patients)
+    if correlated:
+        positives = np.where(rng.random(patients) < 0.3, sizes, 0)  # a patient's studies share a diagnosis
+    else:
+        positives = rng.binomial(sizes, 0.3)
+    return sizes, positives
+
+
+def test_clustered_studies_are_worth_fewer_independent_ones_and_the_limit_holds_with_them():
+    rng = np.random.default_rng(4)
+    assert design_effect(*_clustered_windows(rng, 2_000, correlated=False)) == pytest.approx(1.0, abs=0.15)
+    deff = design_effect(*_clustered_windows(rng, 2_000, correlated=True))
+    assert 2.2 < deff < 3.2  # 1 + (mean studies per study's patient - 1): a patient's studies agree
+
+    naive = corrected = 0
+    for _ in range(200):
+        reference, window = (_clustered_windows(rng, 150, correlated=True) for _ in range(2))
+        shares = [p.sum() / s.sum() for s, p in (reference, window)]
+        sizes = [int(s.sum()) for s, _ in (reference, window)]
+        naive += not share_shift("c", shares[0], sizes[0], shares[1], sizes[1], false_alarm_rate=0.05).passed
+        corrected += not share_shift(
+            "c", shares[0], round(sizes[0] / deff), shares[1], round(sizes[1] / deff), false_alarm_rate=0.05
+        ).passed
+    assert naive > 30  # counting every study as independent: several times the stated 5%
+    assert corrected <= 20, corrected  # 10 expected
+
+
+def test_a_design_effect_never_claims_more_precision_than_independent_cases():
+    assert design_effect(np.array([1, 1, 1, 1]), np.array([0, 1, 0, 1])) == 1.0
+    assert design_effect(np.array([2, 2]), np.array([1, 1])) == 1.0  # clusters disagree less than chance
+    assert design_effect(np.array([3]), np.array([1])) == 1.0  # one cluster: nothing to estimate
+    assert design_effect(np.array([2, 2]), np.array([0, 0])) == 1.0  # no variation at all
