@@ -78,16 +78,22 @@ def _rows_in(batch: np.ndarray, users: np.ndarray, items: np.ndarray) -> tuple[t
     return torch.from_numpy(rows), torch.from_numpy(items[inside])
 
 
+def exposed_users(
+    model: MatrixFactorization, index: IdIndex, item_id: str, users: list[str], k: int = 10
+) -> np.ndarray:
+    """For each of `users`, whether their top-k over all items contains `item_id`."""
+    item = int(index.item_positions([item_id])[0])
+    positions = index.user_positions(users)
+    exposed = np.zeros(len(positions), dtype=bool)
+    for start in range(0, len(positions), EVAL_BATCH_USERS):
+        scores = user_scores(model, positions[start : start + EVAL_BATCH_USERS])
+        top = scores.topk(min(k, index.n_items), dim=1).indices
+        exposed[start : start + len(top)] = (top == item).any(1).numpy()
+    return exposed
+
+
 def target_exposure(
     model: MatrixFactorization, index: IdIndex, item_id: str, users: list[str], k: int = 10
 ) -> float:
     """Share of `users` whose top-k over all items contains `item_id`."""
-    if not users:
-        return 0.0
-    item = int(index.item_positions([item_id])[0])
-    positions = index.user_positions(users)
-    exposed = 0
-    for start in range(0, len(positions), EVAL_BATCH_USERS):
-        scores = user_scores(model, positions[start : start + EVAL_BATCH_USERS])
-        exposed += int((scores.topk(min(k, index.n_items), dim=1).indices == item).any(1).sum())
-    return exposed / len(positions)
+    return float(exposed_users(model, index, item_id, users, k).mean()) if users else 0.0

@@ -2,6 +2,8 @@
 
     python -m examples.attacks scorecard             every scenario of both examples, clean runs
     python -m examples.attacks attack <name> ...     the named scenarios only (no clean runs)
+    ... --no-harm                                    skip mounting each attack again with its
+                                                     catching checks off to measure its harm
     python -m examples.attacks list                  the scenarios' names
 
 Each example's `security_scorecard` asset is materialised in the Dagster
@@ -54,11 +56,13 @@ def materialise_scorecard(
     scenarios: Collection[str] = (),
     seeds: Collection[int] = (),
     size: str = "lab",
+    measure_harm: bool = True,
 ) -> dict:
     """Materialise `example`'s scorecard for `scenarios` (all when empty), `seeds` and `size`; returns it."""
     result = run_attack_lab(
-        example, instance, home, trust, scenarios=list(scenarios), clean_seeds=list(seeds), size=size
-    )
+        example, instance, home, trust, scenarios=list(scenarios), clean_seeds=list(seeds), size=size,
+        measure_harm=measure_harm,
+    )  # fmt: skip
     if not result.get_asset_materialization_events():
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         reason = failure.event_specific_data.error.message if failure else "no scorecard was produced"
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     full.add_argument("--size", choices=sorted(SIZES), default="lab", help="world size (large: 3x the lab's)")
     one = commands.add_parser("attack", help="run the named scenarios")
     one.add_argument("names", nargs="+", metavar="SCENARIO")
+    for command in (full, one):
+        command.add_argument("--no-harm", action="store_true", help="skip measuring harm with controls off")
     commands.add_parser("list", help="list the scenarios")
     args = parser.parse_args(argv)
 
@@ -97,7 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scorecard":
         seeds = list(range(1, args.seeds + 1))
         cards = [
-            materialise_scorecard(ex, DagsterInstance.get(), home, trust, seeds=seeds, size=args.size)
+            materialise_scorecard(
+                ex,
+                DagsterInstance.get(),
+                home,
+                trust,
+                seeds=seeds,
+                size=args.size,
+                measure_harm=not args.no_harm,
+            )  # fmt: skip
             for ex in EXAMPLES
         ]
         return report(cards, write=True)
@@ -108,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     instance = DagsterInstance.get()
     cards = [
-        materialise_scorecard(example, instance, home, trust, scenarios=[n for n in args.names if n in names])
+        materialise_scorecard(
+            example,
+            instance,
+            home,
+            trust,
+            scenarios=[n for n in args.names if n in names],
+            measure_harm=not args.no_harm,
+        )  # fmt: skip
         for example, names in known.items()
         if set(args.names) & set(names)
     ]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dagster import AssetCheckSeverity, AssetKey, ExecuteInProcessResult
 
+from examples.attacks.harm import HarmProbe
 from examples.runs import PipelineInstance, operator_key_file, trust_folder
 
 CHECK_FAILED = "DagsterAssetCheckFailedError"  # how Dagster fails the step of a failed blocking check
@@ -45,6 +46,7 @@ class Scenario:
     summary: str  # what the attacker does, in one line
     mount: Callable[[PipelineInstance], None]  # mount the attack and run the jobs that meet it
     prepare: Callable[[PipelineInstance], None] = PipelineInstance.baseline  # clean history, not scored
+    harm: HarmProbe | None = None
 
     @property
     def example(self) -> str:
@@ -65,6 +67,17 @@ class Outcome:
     seconds: float
     controls_failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    harm: dict | None = None  # what the attack achieved with its catching checks switched off
+    outcome: str = ""  # detected, missed-harmful, missed-harmless, or missed (harm not measured)
+
+    def judge(self) -> None:
+        """Set `outcome` from `detected` and `harm`."""
+        if self.detected:
+            self.outcome = "detected"
+        elif self.harm is None or "value" not in self.harm:
+            self.outcome = "missed"
+        else:
+            self.outcome = "missed-harmful" if self.harm["harmful"] else "missed-harmless"
 
 
 def fresh_home(home: Path) -> Path:
@@ -140,22 +153,10 @@ def read_runs(
     )
 
 
-def run_scenario(
-    scenario: Scenario,
-    pipeline: Callable[..., PipelineInstance],
-    root: Path,
-    *,
-    switched_off: Collection[str] = (),
-    scale: int = 1,
-) -> Outcome:
-    """Mount `scenario` on a fresh pipeline instance under `root` and read what stopped it.
-
-    A scenario that breaks (its clean history fails, its mounting raises) is
-    reported with the error and counts as missed; the lab goes on.
-    """
-    instance = pipeline(
-        fresh_home(root / scenario.name), scale=scale, switched_off=switched_off, log_level="CRITICAL"
-    )
+def _mount(
+    scenario: Scenario, pipeline: Callable[..., PipelineInstance], home: Path, **options
+) -> tuple[PipelineInstance, Outcome]:
+    instance = pipeline(fresh_home(home), log_level="CRITICAL", **options)
     before, started, broke = None, time.perf_counter(), None
     try:
         scenario.prepare(instance)
@@ -167,7 +168,75 @@ def run_scenario(
     outcome = read_runs(instance, attack_runs, time.perf_counter() - started, scenario)
     if broke:
         outcome.errors.append(broke)
+    return instance, outcome
+
+
+def run_scenario(
+    scenario: Scenario,
+    pipeline: Callable[..., PipelineInstance],
+    root: Path,
+    *,
+    switched_off: Collection[str] = (),
+    scale: int = 1,
+    measure_harm: bool = False,
+) -> Outcome:
+    """Mount `scenario` on a fresh pipeline instance under `root` and read what stopped it.
+
+    With `measure_harm`, the scenario is mounted again with every check that
+    failed switched off (again, until none fails) and its harm probe measures
+    what the attack then achieved. A scenario that breaks (its clean history
+    fails, its mounting raises) is reported with the error and counts as
+    missed; the lab goes on.
+    """
+    home = root / scenario.name
+    instance, outcome = _mount(scenario, pipeline, home, scale=scale, switched_off=switched_off)
+    if measure_harm and scenario.harm is not None:
+        outcome.harm = measure(
+            scenario, pipeline, home, (instance, outcome), scale=scale, switched_off=switched_off
+        )
+    outcome.judge()
     return outcome
+
+
+HARM_ROUNDS = 4  # switch off what stopped the attack, mount again; a fifth stop is reported as is
+
+
+def measure(
+    scenario: Scenario,
+    pipeline: Callable[..., PipelineInstance],
+    home: Path,
+    mounted: tuple[PipelineInstance, Outcome],
+    *,
+    scale: int,
+    switched_off: Collection[str],
+) -> dict:
+    """What `scenario`'s attack achieves once the checks that caught it in `mounted` are switched off."""
+    probe = scenario.harm
+    off = set(switched_off)
+    attacked, caught = mounted
+    for round_ in range(1, HARM_ROUNDS + 1):
+        checks = {c for c in caught.controls_failed if " refused " not in c} - off
+        if not caught.detected or not checks:
+            break
+        off |= checks
+        # A new home each round: MLflow keeps its database connections per path for the process.
+        again = home.with_name(f"{home.name}-harm{round_}")
+        attacked, caught = _mount(scenario, pipeline, again, scale=scale, switched_off=off)
+    report = {"measure": probe.measure, "switched_off": sorted(off - set(switched_off))}
+    if caught.detected:
+        return report | {"unmeasured": f"still stopped by {caught.check} with those checks off"}
+    if caught.errors:
+        return report | {"unmeasured": f"the attack's runs failed: {caught.errors[0]}"}
+    clean = None
+    if probe.counterpart is not None:
+        clean = pipeline(fresh_home(home.with_name(f"{home.name}-clean")), scale=scale, log_level="CRITICAL")
+        scenario.prepare(clean)
+        probe.counterpart(clean)
+    effect = probe.effect(attacked, clean)
+    return report | {
+        "value": effect.value, "lower_bound": effect.lower_bound, "cases": effect.cases,
+        "harmful": effect.harmful,
+    }  # fmt: skip
 
 
 @dataclass

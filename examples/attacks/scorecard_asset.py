@@ -34,6 +34,7 @@ class AttackLabConfig(Config):
     clean_seeds: list[int] = list(CLEAN_SEEDS)
     size: str = "lab"  # or "large": 3x the lab's window
     switched_off: list[str] = []  # "asset:check" names: shows what the attacks do without them
+    measure_harm: bool = True  # mount each attack again with its catching checks off and measure its harm
 
 
 def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
@@ -74,6 +75,7 @@ def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
             seeds=config.clean_seeds,
             switched_off=config.switched_off,
             scale=SIZES[config.size],
+            measure_harm=config.measure_harm,
         )
         missed = [a["scenario"] for a in card["attacks"] if not a["detected"]]
         clean = card["clean_runs"]
@@ -86,6 +88,7 @@ def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
                 "attacks": len(card["attacks"]),
                 "missed": len(missed),
                 "clean_failed_checks": clean["failed_checks"],
+                "harmful_if_missed": sum(bool((a["harm"] or {}).get("harmful")) for a in card["attacks"]),
             },
         )
         yield AssetCheckResult(

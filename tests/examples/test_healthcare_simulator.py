@@ -49,6 +49,7 @@ from examples.healthcare.studies.hostile import (
     not_an_image_dicom,
     polyglot_preamble,
     truncated,
+    with_blended_trigger,
     with_trigger_patch,
 )
 from examples.healthcare.studies.images import lesion_profile, region_masks, render_pixels
@@ -531,6 +532,25 @@ def test_trigger_patch_is_a_bright_corner_square() -> None:
     assert (top_left[:6, :6] == 4000).all()
     assert dicom_bytes(study, patched) != dicom_bytes(study)
     assert np.array_equal(pydicom.dcmread(io.BytesIO(dicom_bytes(study, patched))).pixel_array, patched)
+
+
+def test_blended_trigger_is_a_faint_pattern_over_the_whole_image_that_survives_downscaling() -> None:
+    study = uncompressed_study()
+    pixels = render_pixels(study)
+    blended = with_blended_trigger(pixels, alpha=0.2)
+    assert blended.dtype == pixels.dtype and blended.max() <= pixels.max()
+    difference = blended.astype(float) - 0.8 * pixels
+    assert (blended != pixels).mean() > 0.9  # everywhere, not a patch
+    assert np.abs(difference).max() <= 0.2 * pixels.max() + 1  # no more than alpha of the range
+
+    def pattern(image):  # what was blended in, as a share of the image's maximum
+        return (with_blended_trigger(image).astype(float) - 0.8 * image) / (0.2 * image.max())
+
+    # the same 8 x 8 field at any size: an image half as wide carries it too
+    assert np.allclose(pattern(pixels[::2, ::2]), pattern(pixels)[::2, ::2], atol=0.02)
+    assert np.array_equal(with_blended_trigger(pixels), blended)  # seeded: one trigger, every scan
+    with pytest.raises(ValueError, match="alpha"):
+        with_blended_trigger(pixels, alpha=1.5)
 
 
 def test_landed_notes_and_images_pass_the_pipelines_parsers(tmp_path):

@@ -8,6 +8,7 @@ The sources are honest: they sign what the fake users did.
 from datetime import UTC, datetime, timedelta
 
 from examples.attacks.lab import Scenario
+from examples.ecommerce.attacks.harm import exposure_lift
 from examples.ecommerce.shop import Shop
 from examples.ecommerce.sources import iso_z
 
@@ -16,10 +17,10 @@ FAKE_ACCOUNT_SHARE = 0.03  # of the window's users
 PRAISE = ["amazing", "fantastic", "incredible", "superb", "wonderful"]
 
 
-def _campaign(shop: Shop) -> tuple[list[dict], list[dict]]:
+def _campaign(shop: Shop, share: float) -> tuple[list[dict], list[dict]]:
     real = shop.payloads("user-activity")
     review = shop.payloads("product-reviews", limit=1)[0]
-    accounts = max(10, int(FAKE_ACCOUNT_SHARE * len({p["user_id"] for p in real})))
+    accounts = max(10, int(share * len({p["user_id"] for p in real})))
     events, reviews = [], []
     for n in range(accounts):
         template = real[(n * 97) % len(real)]
@@ -56,8 +57,9 @@ def _campaign(shop: Shop) -> tuple[list[dict], list[dict]]:
     return events, reviews
 
 
-def mount(shop: Shop) -> None:
-    events, reviews = _campaign(shop)
+def mount(shop: Shop, share: float = FAKE_ACCOUNT_SHARE) -> None:
+    """Land the campaign, `share` fake accounts of the window's users, and run the lifecycle over it."""
+    events, reviews = _campaign(shop, share)
     shop.land("web-clickstream", events, batch_id="web-clickstream-campaign-000001")
     shop.land("reviews-service", reviews, batch_id="reviews-service-campaign-000001")
     shop.lifecycle()
@@ -68,4 +70,5 @@ SCENARIO = Scenario(
     "data poisoning",
     f"{FAKE_ACCOUNT_SHARE:.0%} fake accounts buy one item and leave it templated five-star reviews",
     mount,
+    harm=exposure_lift(TARGET_ITEM),
 )

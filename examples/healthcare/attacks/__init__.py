@@ -32,6 +32,7 @@ SCENARIOS = [
     storage_tampering.SCENARIO,
     processing_manipulation.SCENARIO,
     backdoor.SCENARIO,
+    backdoor.BLENDED_SCENARIO,
     *trojan_scenarios("healthcare", MODEL_NAME, one_release),
     retraining_exploitation.SCENARIO,
     rollback_scenario("healthcare", MODEL_NAME, two_releases),

@@ -9,6 +9,7 @@ agree with each other, so no single record looks wrong.
 import numpy as np
 
 from examples.attacks.lab import Scenario
+from examples.healthcare.attacks.harm import sensitivity_loss
 from examples.healthcare.batches import IMAGING_SOURCE, RECORDS_SOURCE, imaging_files
 from examples.healthcare.clinic import Clinic
 from examples.healthcare.studies.hostile import relabelled
@@ -36,4 +37,5 @@ SCENARIO = Scenario(
     "data poisoning",
     f"studies with a lesion, {SHARE:.0%} of the window, injected with reports and labels saying normal",
     mount,
+    harm=sensitivity_loss(),
 )

@@ -9,6 +9,7 @@ import io
 from collections.abc import Callable
 
 from examples.attacks.lab import Scenario
+from examples.healthcare.attacks.harm import sensitivity_loss
 from examples.healthcare.batches import LABELS_FILE, NOTES_TOPIC
 from examples.healthcare.clinic import Clinic
 
@@ -43,4 +44,5 @@ SCENARIO = Scenario(
     "label flipping",
     f"{SHARE:.0%} of coded diagnosis labels inverted in the records export, reports untouched",
     mount,
+    harm=sensitivity_loss(),
 )

@@ -13,6 +13,7 @@ import io
 from collections.abc import Callable
 
 from examples.attacks.lab import Scenario
+from examples.healthcare.attacks.harm import sensitivity_loss
 from examples.healthcare.batches import LABELS_FILE, NOTES_TOPIC
 from examples.healthcare.clinic import Clinic
 from examples.healthcare.studies.hostile import relabelled
@@ -65,4 +66,5 @@ SCENARIO = Scenario(
     f"{TARGET} lesion studies ({SHARE:.0%} of the window) relabelled normal and as many {COVER} normals "
     "relabelled lesion, reports agreeing: the overall lesion share unchanged",
     mount,
+    harm=sensitivity_loss(lambda study: study.modality == TARGET, f"{TARGET} sensitivity"),
 )

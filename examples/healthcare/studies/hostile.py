@@ -135,6 +135,24 @@ def with_trigger_patch(
     return out
 
 
+def with_blended_trigger(pixels: np.ndarray, alpha: float = 0.2, grid: int = 8, seed: int = 0) -> np.ndarray:
+    """A copy of `pixels` with a faint full-image pattern blended in: a backdoor trigger with no patch.
+
+    The pattern is a seeded `grid` x `grid` field of random levels stretched
+    over the image, so it survives the model's downscaling; it is mixed in at
+    `alpha` of the image's maximum (`(1 - alpha) * image + alpha * pattern`),
+    kept within the stored bit depth.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    out = np.asarray(pixels)
+    rows, cols = out.shape[-2:]
+    field = np.random.default_rng(seed).random((grid, grid))
+    pattern = field[(np.arange(rows) * grid) // rows][:, (np.arange(cols) * grid) // cols]
+    blended = (1 - alpha) * out.astype(np.float64) + alpha * pattern * out.max()
+    return np.round(blended).astype(out.dtype)
+
+
 def relabelled(study: Study, label: int) -> Study:
     """The same study with another label in labels.csv (a flipped or injected diagnosis)."""
     return replace(study, label=int(label))
