@@ -26,8 +26,9 @@ from assets.batches import batch_recorder, finish_intake, replay_guard
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.checks.sources import mix_check, source_checks
-from assets.ecommerce.shilling_checks import baseline_checks, near_duplicate_check
+from assets.ecommerce.shilling_checks import baseline_checks, item_push_check, near_duplicate_check
 from domain.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
+from domain.ecommerce.item_push import read_item_reach
 from domain.ecommerce.profiles import activity_profile, review_profile, source_rates
 from domain.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
 from domain.ecommerce.topics import collect_topic
@@ -97,6 +98,7 @@ def trusted_baseline(context: AssetExecutionContext, events: TableFile, reviews:
         "activity": {
             "per_source": source_rates(events.path, "event_time"),
             "profile": activity_profile(events.path),
+            "item_reach": read_item_reach(events.path).to_dict(),
         },
         "reviews": {
             "per_source": source_rates(reviews.path, "review_time"),
@@ -181,6 +183,7 @@ defs = Definitions(
         *source_checks(ACTIVITY_KEY),
         *baseline_checks(ACTIVITY_KEY, BASELINE_KEY, "activity"),
         mix_check(ACTIVITY_KEY, BASELINE_KEY, "activity", "event_type_shares", blocking=True),
+        item_push_check(ACTIVITY_KEY, BASELINE_KEY),
         expectation_check(ACTIVITY_KEY, ACTIVITY_SUITE),
         stored_digest_check(ACTIVITY_KEY),
         *source_checks(REVIEWS_KEY),

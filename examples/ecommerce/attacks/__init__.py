@@ -13,6 +13,7 @@ from examples.ecommerce.attacks import (
     label_flipping,
     processing_manipulation,
     retraining_exploitation,
+    stealth_shilling,
     storage_tampering,
 )
 from examples.ecommerce.attacks.pipeline import (
@@ -25,6 +26,8 @@ from examples.ecommerce.attacks.pipeline import (
 
 SCENARIOS = [
     data_poisoning.SCENARIO,
+    stealth_shilling.AGED_ACCOUNTS,
+    stealth_shilling.AVERAGE_PROFILES,
     label_flipping.SCENARIO,
     storage_tampering.SCENARIO,
     processing_manipulation.SCENARIO,
