@@ -168,27 +168,72 @@ def share_shift(
     return _calibrate(observed, null, reference_n, current_n, false_alarm_rate, tests)
 
 
-def design_effect(cluster_sizes: np.ndarray, cluster_positives: np.ndarray) -> float:
-    """How much wider a share's spread is because its cases come in correlated clusters (Kish).
+def mean_shift(
+    name: str,
+    reference: np.ndarray,
+    reference_n: int,
+    current: float,
+    current_n: int,
+    *,
+    weights: np.ndarray | None = None,
+    tests: int = 1,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+) -> CalibratedTest:
+    """How far the mean of a score rose above the reference's (one-sided), calibrated by bootstrap.
+
+    The null draws both windows, at their sizes, from the reference's values
+    with replacement (each with its `weight`, equal by default), so a score
+    with a long tail (a few confident mistakes) gets the wide limit it needs
+    and no distribution is assumed.
+    """
+    values = np.asarray(reference, dtype=np.float64)
+    if values.size < 1 or reference_n < 1 or current_n < 1:
+        raise ValueError(f"{name}: a calibrated test needs values on both sides")
+    p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    rng = _generator(name)
+    chunk = max(1, 4_000_000 // (reference_n + current_n))  # bounded memory at any size
+    null = np.concatenate(
+        [
+            rng.choice(values, (size, current_n), p=p).mean(axis=1)
+            - rng.choice(values, (size, reference_n), p=p).mean(axis=1)
+            for size in np.diff(np.r_[np.arange(0, NULL_DRAWS, chunk), NULL_DRAWS])
+        ]
+    )
+    expected = float(np.average(values, weights=p))
+    return _calibrate(current - expected, null, reference_n, current_n, false_alarm_rate, tests)
+
+
+def design_effect(
+    cluster_sizes: np.ndarray, cluster_totals: np.ndarray, unit_variance: float | None = None
+) -> float:
+    """How much wider a mean's spread is because its cases come in correlated clusters (Kish).
 
     A patient's studies mostly share a diagnosis, so 500 studies of 380
     patients carry less evidence about the lesion share than 500 independent
-    studies: the variance of the share over clusters (ratio estimator),
-    divided by the binomial variance at the same size. Dividing a sample's
-    size by this gives the size of independent sample with the same spread.
-    Never below 1: clusters that disagree more than chance are not evidence
-    of extra precision.
+    studies: the variance of the mean over clusters (ratio estimator),
+    divided by its variance for independent cases at the same size. Cluster
+    totals are counts of positives for a share (`unit_variance` then p(1-p))
+    or sums of a score (`unit_variance` the score's variance over cases).
+    Dividing a sample's size by this gives the size of independent sample
+    with the same spread. Never below 1: clusters that disagree more than
+    chance are not evidence of extra precision.
     """
-    sizes, positives = np.asarray(cluster_sizes, float), np.asarray(cluster_positives, float)
+    sizes, totals = np.asarray(cluster_sizes, float), np.asarray(cluster_totals, float)
     k, n = sizes.size, sizes.sum()
     if k < 2 or n < 1:
         return 1.0
-    p = positives.sum() / n
-    if p in (0.0, 1.0):
+    mean = totals.sum() / n
+    variance = mean * (1 - mean) if unit_variance is None else unit_variance
+    if variance <= 0:
         return 1.0
-    clustered = k / (k - 1) * np.sum((positives - p * sizes) ** 2) / n**2
-    independent = p * (1 - p) / (n - 1)  # the same small-sample correction: single studies give exactly 1
+    clustered = k / (k - 1) * np.sum((totals - mean * sizes) ** 2) / n**2
+    independent = variance / (n - 1)  # the same small-sample correction: single studies give exactly 1
     return float(max(1.0, clustered / independent))
+
+
+def effective_size(n: int, design_effect: float) -> int:
+    """How many independent cases `n` clustered cases are worth, at a cluster design effect."""
+    return max(1, round(n / design_effect))
 
 
 def paired_drop_lower_bound(

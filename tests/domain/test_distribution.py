@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from domain.distribution import design_effect, histogram_shift, share_shift
+from domain.distribution import design_effect, histogram_shift, mean_shift, share_shift
 
 BINS = {str(i): 0.1 for i in range(10)}
 
@@ -108,3 +108,42 @@ def test_a_design_effect_never_claims_more_precision_than_independent_cases():
     assert design_effect(np.array([2, 2]), np.array([1, 1])) == 1.0  # clusters disagree less than chance
     assert design_effect(np.array([3]), np.array([1])) == 1.0  # one cluster: nothing to estimate
     assert design_effect(np.array([2, 2]), np.array([0, 0])) == 1.0  # no variation at all
+
+
+def _long_tailed(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Scores like a grader's doubt: mostly near 0, a few confident mistakes near 1."""
+    return np.where(rng.random(n) < 0.03, rng.uniform(0.8, 1.0, n), rng.beta(0.5, 12, n))
+
+
+@pytest.mark.parametrize("n", [80, 3_000])
+def test_a_mean_of_a_long_tailed_score_false_alarms_at_about_the_stated_rate(n):
+    rng = np.random.default_rng(n + 1)
+    alarms = sum(
+        not mean_shift(
+            "doubt", _long_tailed(rng, n), n, _long_tailed(rng, n).mean(), n, false_alarm_rate=0.1
+        ).passed
+        for _ in range(150)
+    )
+    assert 4 <= alarms <= 30, alarms  # 15 expected
+
+
+def test_a_mean_shift_fails_only_on_a_rise_beyond_the_noise_of_both_sizes():
+    rng = np.random.default_rng(2)
+    reference = _long_tailed(rng, 1_000)
+    poisoned = np.concatenate([_long_tailed(rng, 950), rng.uniform(0.5, 0.9, 50)])  # 5% of studies doubted
+    assert not mean_shift("doubt", reference, 1_000, poisoned.mean(), poisoned.size).passed
+    assert mean_shift("doubt", reference, 1_000, reference.mean() - 0.05, 1_000).passed  # less doubt is fine
+    assert mean_shift(
+        "doubt", reference, 1_000, poisoned.mean(), 60
+    ).passed  # the same mean on 60 studies is noise
+
+
+def test_the_design_effect_of_a_score_counts_patients_whose_studies_score_alike():
+    rng = np.random.default_rng(6)
+    sizes = rng.integers(1, 5, 2_000)
+    independent = [rng.random(s) for s in sizes]
+    shared = [np.full(s, rng.random()) for s in sizes]  # one score per patient, repeated
+    for scores, expected in ((independent, 1.0), (shared, 3.0)):  # 3: studies per study's patient
+        values = np.concatenate(scores)
+        deff = design_effect(sizes, np.array([s.sum() for s in scores]), float(values.var()))
+        assert deff == pytest.approx(expected, abs=0.35)
