@@ -33,7 +33,7 @@ from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.checks.sources import mix_check, source_checks, volume_check
 from domain.accounting import IntakeReport, IntakeResult
-from domain.distribution import DEFAULT_FALSE_ALARM_RATE, share_shift
+from domain.distribution import DEFAULT_FALSE_ALARM_RATE, effective_size, share_shift
 from domain.healthcare import ood
 from domain.healthcare.deidentify import stored_study_problems
 from domain.healthcare.expectations import NOTES_SUITE, STUDIES_SUITE
@@ -214,12 +214,6 @@ clinical_notes = window_asset(
 QUIET = AssetCheckResult(passed=True, description="Nothing arrived in this window.")
 
 
-def _effective(studies: int, design_effect: float) -> int:
-    """The number of independent studies that `studies` clustered by patient are worth. The trusted
-    reference's design effect is used on both sides: the window under test cannot widen its own limit."""
-    return max(1, round(studies / design_effect))
-
-
 def label_checks(key: AssetKey) -> list:
     """Blocking checks on a notes table: label balance and report/label agreement against the baseline."""
 
@@ -259,8 +253,9 @@ def label_checks(key: AssetKey) -> list:
 
         The limit is what a clean window of this many reports exceeds one time
         in a thousand, counting a patient's studies as the correlated evidence
-        they are (the reference's design effect); `label_shares_within_baseline` at processing tests each
-        subgroup (a flip aimed at one modality barely moves this overall share).
+        they are (the reference's design effect, on both sides: the window under test cannot widen
+        its own limit); `label_shares_within_baseline` at processing tests each subgroup (a flip
+        aimed at one modality barely moves this overall share).
         """
         report = intake_report(context, key)
         if report.received == 0:
@@ -269,8 +264,8 @@ def label_checks(key: AssetKey) -> list:
         trusted = baseline["notes"]["profile"]
         deff = trusted.get("design_effect", 1.0)
         test = share_shift(
-            "positive_share", trusted["positive_share"], _effective(baseline["notes"]["accepted"], deff),
-            share, _effective(report.accepted, deff), false_alarm_rate=FALSE_ALARM_RATE,
+            "positive_share", trusted["positive_share"], effective_size(baseline["notes"]["accepted"], deff),
+            share, effective_size(report.accepted, deff), false_alarm_rate=FALSE_ALARM_RATE,
         )  # fmt: skip
         return AssetCheckResult(
             passed=test.passed,
