@@ -10,7 +10,7 @@ from typing import Any
 
 from dagster import AssetSelection, Definitions, define_asset_job, definitions
 
-from assets.healthcare import collection, deployment, modeling, monitoring, processing
+from assets.healthcare import collection, deployment, grading, modeling, monitoring, processing
 from pipelines.location import build_location
 from pipelines.oversight import oversight
 from resources.runtime import RuntimeHome
@@ -21,7 +21,10 @@ OVERSIGHT = oversight(
 )
 
 REFERENCE = AssetSelection.assets(
-    collection.reference_studies, collection.reference_notes, collection.trusted_baseline
+    collection.reference_studies,
+    collection.reference_notes,
+    collection.trusted_baseline,
+    grading.reference_grader,
 )
 TRAINING = AssetSelection.assets(modeling.diagnostic_model, deployment.champion_model)
 FEEDBACK = (AssetSelection.groups("monitoring") - OVERSIGHT.selection) | AssetSelection.assets(
@@ -31,7 +34,8 @@ FEEDBACK = (AssetSelection.groups("monitoring") - OVERSIGHT.selection) | AssetSe
 baseline_job = define_asset_job(
     "healthcare_baseline",
     selection=REFERENCE,
-    description="Collect the reviewed reference window and compute the trusted baselines from it.",
+    description="Collect the reviewed reference window and compute the trusted baselines from it "
+    "(profiles, label shares and a grader trained on its images).",
 )
 lifecycle_job = define_asset_job(
     "healthcare_lifecycle",
@@ -51,7 +55,7 @@ retraining_job = define_asset_job(
 )
 
 
-STAGES = (collection, processing, modeling, monitoring, deployment)
+STAGES = (collection, processing, modeling, grading, monitoring, deployment)
 
 
 def build_definitions(home: RuntimeHome, trust: TrustStore, **overrides: Any) -> Definitions:

@@ -67,6 +67,9 @@ def test_first_model_is_trained_measured_and_promoted_signed(clinic):
     assert model["auc"] >= SMALL_SETTINGS.min_auc
     assert checks(result)["diagnostic_model:no_backdoor_in_training_data"]
     assert checks(result)["diagnostic_model:robust_to_fgsm"]
+    assert checks(result)[
+        "training_set:labels_agree_with_reference_grader"
+    ]  # the baseline's grader, on clean data
     champion = metadata(result, "champion_model")
     assert champion["release_version"] == 1 and champion["signer"].startswith("ecdsa-p256:")
     run_id = model["mlflow_run_id"]

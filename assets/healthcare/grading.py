@@ -1,0 +1,138 @@
+"""A second opinion on training labels from a grader that only ever saw the trusted reference window.
+
+`reference_grader` is built with the baseline; `labels_agree_with_reference_grader`
+holds every training set to the rate at which it contradicts clean labels.
+See `domain.healthcare.reference_grader` for why this finds a backdoor the
+diagnostic model has learnt.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    Definitions,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from assets.healthcare.collection import FALSE_ALARM_RATE, REFERENCE_NOTES_KEY, REFERENCE_STUDIES_KEY
+from assets.healthcare.modeling import OWNER, TRAINING_SET_KEY, DiagnosticSettings
+from assets.healthcare.processing import labelled_images
+from domain.healthcare import reference_grader as grading
+from domain.healthcare.transforms import image_array
+from resources.code_approval import CodeApprovals, code_digest
+from resources.scratch import ScratchSpace
+from resources.tables import ModelDir, TableFile
+
+GRADER_KEY = AssetKey(["healthcare", "reference_grader"])
+
+
+@asset(
+    key=GRADER_KEY,
+    ins={"studies": AssetIn(key=REFERENCE_STUDIES_KEY), "notes": AssetIn(key=REFERENCE_NOTES_KEY)},
+    group_name="modeling",
+    io_manager_key="model_io_manager",
+    code_version=code_digest(grading.fit_grader),
+    kinds={"pytorch", "safetensors"},
+    owners=[OWNER],
+)
+def reference_grader(
+    context: AssetExecutionContext,
+    diagnostic_settings: DiagnosticSettings,
+    approvals: CodeApprovals,
+    scratch: ScratchSpace,
+    studies: TableFile,
+    notes: TableFile,
+) -> ModelDir:
+    """Lesion CNNs cross-fitted on the reviewed reference window, with how often they contradict its labels.
+
+    Built once per baseline from the reference window only, so no later window
+    (and no trigger that first appears in one) can shape it. Each reference
+    study is scored by the fold that did not see it; that out-of-fold evidence
+    is the yardstick of `labels_agree_with_reference_grader`.
+    """
+    torch.set_num_threads(diagnostic_settings.torch_threads)
+    frame = labelled_images(context, approvals, studies, notes)
+    grader, calibration = grading.fit_grader(
+        image_array(frame),
+        frame["label"].to_numpy(),
+        frame["patient_pseudonym"],
+        diagnostic_settings.train_config(),
+    )
+    directory = scratch.path("reference_grader")
+    grading.save_grader(grader, calibration, directory)
+    context.add_output_metadata(
+        {
+            "reference_studies": len(frame),
+            "folds": grading.FOLDS,
+            "score_bins": len(calibration.edges) + 1,
+            **{
+                f"{n}_mean_evidence": float(calibration.shares(n) @ calibration.ratios(n))
+                for n in grading.LABELS
+            },
+            **{f"{name}_design_effect": deff for name, deff in calibration.design_effects.items()},
+        }
+    )
+    return ModelDir(path=directory, details={})
+
+
+@asset_check(
+    asset=TRAINING_SET_KEY,
+    name="labels_agree_with_reference_grader",
+    blocking=True,
+    additional_ins={"grader": AssetIn(key=GRADER_KEY)},
+)
+def labels_agree_with_reference_grader(
+    context: AssetCheckExecutionContext, table: TableFile, grader: ModelDir
+) -> AssetCheckResult:
+    """The reference grader finds no more evidence against this training set's labels than against clean ones.
+
+    Catches lesion studies relabelled normal (with a backdoor trigger of any
+    shape, or none) and normals relabelled lesion, whether or not the
+    diagnostic model learns a trigger: the grader never saw this data. For
+    each label, the mean likelihood ratio of the grader's scores for the
+    other label is tested one-sided against the same on the reference, out
+    of fold, the false-alarm rate split over the two labels (OWASP LLM04,
+    MITRE ATLAS AML.T0020 / AML.T0018).
+    """
+    model, calibration = grading.load_grader(grader.path)
+    frame = pd.read_parquet(table.path, columns=["study_uid", "label", "image"])
+    labels = frame["label"].to_numpy()
+    probabilities = model.predict_proba(image_array(frame))
+    found = grading.disagreements(calibration, probabilities, labels, false_alarm_rate=FALSE_ALARM_RATE)
+    against = grading.evidence_against(calibration, probabilities, labels)
+    metadata = {
+        "most_contradicted_studies": MetadataValue.json(
+            frame["study_uid"][np.argsort(-against)][:20].tolist()
+        )
+    }
+    for d in found:
+        metadata |= {f"{d.label}_{k}": v for k, v in d.test.metadata().items()}
+        metadata |= {
+            f"{d.label}_mean_evidence": d.mean_evidence,
+            f"{d.label}_reference_mean_evidence": d.reference_mean_evidence,
+        }
+        metadata[f"{d.label}_design_effect"] = calibration.design_effects[d.label]
+    failed = [
+        f"studies {d.label.replace('_', ' ')}: mean likelihood ratio against it {d.mean_evidence:.3f}, "
+        f"reference {d.reference_mean_evidence:.3f}, limit {d.reference_mean_evidence + d.test.limit:.3f}"
+        for d in found
+        if not d.test.passed
+    ]
+    return AssetCheckResult(
+        passed=not failed,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(failed)
+        or "No more evidence against the labels than clean ones show, for either.",
+        metadata=metadata,
+    )
+
+
+defs = Definitions(assets=[reference_grader], asset_checks=[labels_agree_with_reference_grader])

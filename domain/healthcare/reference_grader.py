@@ -1,0 +1,206 @@
+"""A second opinion on every training label, from models that never saw the window under test.
+
+A backdoor that works is one the diagnostic model has learnt: once it has,
+the poisoned studies (a trigger on lesion scans relabelled normal) sit with
+the normals in that model's own representation, so detectors that look
+through it — label issues from its embeddings, a separate cluster in its
+activations — stop seeing them exactly when the attack succeeds. The
+grader here is trained on the trusted reference window only, so it cannot
+have learnt a trigger that first appears later: on a triggered lesion scan
+labelled normal it still sees the lesion.
+
+The grader is cross-fitted: the reference's patients are split into
+`FOLDS` halves and one `LesionCNN` is trained on each half's complement,
+and each reference study is scored by the fold that did not see it. Those
+out-of-fold scores say, for any grader score, how much likelier it is on a
+study of the other label than on one of its own (a likelihood ratio per
+score bin, `Calibration`). A training set's mean likelihood ratio against
+its labels, over the studies labelled normal and over those labelled
+lesion, is held to what clean reference studies show, at both sizes and
+with the reference's per-patient clustering (`disagreements`,
+`domain.distribution.mean_shift`). The mean likelihood ratio is the locally
+most powerful statistic for "some of these labels belong to the other
+class", so a few relabelled studies raise it whatever the trigger looks
+like and whichever way labels were turned, with no cut-off to choose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from domain.distribution import (
+    DEFAULT_FALSE_ALARM_RATE,
+    CalibratedTest,
+    design_effect,
+    effective_size,
+    mean_shift,
+)
+from domain.healthcare import diagnostic_model as cnn
+from domain.healthcare.lesion_cnn import LesionCNN, check_shape, predict_proba
+from resources.model_files import load_model_dir, save_model_dir
+
+FOLDS = 2
+BINS = 10  # score bins (reference quantiles) the likelihood ratios are estimated in
+LABELS = {"labelled_normal": 0, "labelled_lesion": 1}
+
+
+class CrossFittedGrader(nn.Module):
+    """`FOLDS` lesion CNNs, each trained on the reference studies of the other folds' patients."""
+
+    def __init__(self, image_size: int, channels: tuple[int, ...]) -> None:
+        super().__init__()
+        check_shape(image_size, tuple(channels))
+        self.folds = nn.ModuleList(LesionCNN(image_size, tuple(channels)) for _ in range(FOLDS))
+
+    def architecture(self) -> dict[str, Any]:
+        first = self.folds[0]
+        return {"image_size": first.image_size, "channels": list(first.channels), "folds": FOLDS}
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """The folds' mean lesion probability for each image ``[n, 1, size, size]``."""
+        return np.mean([predict_proba(fold, images) for fold in self.folds], axis=0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the grader's scores mean, learnt out of fold on the clean reference.
+
+    `edges` cut lesion probabilities into `BINS` bins (quantiles of the
+    reference's scores); `counts[name]` is how many reference studies with
+    that label (`LABELS`) fell in each bin; `design_effects[name]` how much a
+    patient's studies move together in their evidence.
+    """
+
+    edges: list[float]
+    counts: dict[str, list[int]]
+    design_effects: dict[str, float]
+
+    def shares(self, name: str) -> np.ndarray:
+        """Per bin, the share of reference studies labelled `name` scored in it, smoothed by half a
+        count per bin (Jeffreys): a bin the reference left empty is rare, not impossible."""
+        counts = np.asarray(self.counts[name], float)
+        return (counts + 0.5) / (counts.sum() + 0.5 * counts.size)
+
+    def ratios(self, name: str) -> np.ndarray:
+        """Per bin: how much likelier that score is on a study of the other label than on one labelled
+        `name`. Its mean over clean studies labelled `name` is 1 by construction."""
+        return self.shares(next(n for n in self.counts if n != name)) / self.shares(name)
+
+    def evidence(self, name: str, probabilities: np.ndarray) -> np.ndarray:
+        """Each score's likelihood ratio against the label `name`."""
+        return self.ratios(name)[np.searchsorted(self.edges, probabilities, side="right")]
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """One label's mean evidence against it in a training set, against the reference's, calibrated."""
+
+    label: str
+    studies: int
+    mean_evidence: float
+    reference_mean_evidence: float
+    test: CalibratedTest
+
+
+def evidence_against(calibration: Calibration, probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each study's likelihood ratio against its own label, from the grader's `probabilities`."""
+    against = np.zeros(len(labels))
+    for name, label in LABELS.items():
+        against[labels == label] = calibration.evidence(name, probabilities[labels == label])
+    return against
+
+
+def disagreements(
+    calibration: Calibration,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+) -> list[Disagreement]:
+    """Per label, the mean evidence against `labels` (the grader's `probabilities`) against the reference's.
+
+    One-sided (only more evidence against the labels is a threat); both sizes
+    counted in independent patients (the reference's design effect, never the
+    set's own, so the set under test cannot widen its own limit); the
+    false-alarm rate split over the labels. A label the set does not use is
+    not tested.
+    """
+    against, results = evidence_against(calibration, probabilities, labels), []
+    for name, label in LABELS.items():
+        mine = against[labels == label]
+        if mine.size == 0:
+            continue
+        ratios, deff = calibration.ratios(name), calibration.design_effects[name]
+        test = mean_shift(
+            name, ratios, effective_size(sum(calibration.counts[name]), deff), float(mine.mean()),
+            effective_size(mine.size, deff), weights=calibration.shares(name), tests=len(LABELS),
+            false_alarm_rate=false_alarm_rate,
+        )  # fmt: skip
+        results.append(
+            Disagreement(name, mine.size, float(mine.mean()), float(mine.mean() - test.statistic), test)
+        )
+    return results
+
+
+def patient_folds(patients: pd.Series, seed: int) -> np.ndarray:
+    """Each study's fold: patients shuffled by `seed` and dealt round-robin, so no patient spans two."""
+    names = np.array(sorted(patients.unique()))
+    shuffled = names[np.random.default_rng(seed).permutation(len(names))]
+    return patients.map(dict(zip(shuffled, np.arange(len(names)) % FOLDS, strict=True))).to_numpy()
+
+
+def fit_grader(
+    images: np.ndarray, labels: np.ndarray, patients: pd.Series, cfg: cnn.CNNConfig
+) -> tuple[CrossFittedGrader, Calibration]:
+    """The cross-fitted grader of the reference `images`, and its out-of-fold calibration."""
+    labels = cnn.check_labels(labels, len(images))
+    folds = patient_folds(patients.reset_index(drop=True), cfg.seed)
+    grader = CrossFittedGrader(cfg.image_size, cfg.channels)
+    out_of_fold = np.zeros(len(images))
+    for k in range(FOLDS):
+        grader.folds[k] = cnn.train_cnn(images[folds != k], labels[folds != k], cfg)
+        out_of_fold[folds == k] = predict_proba(grader.folds[k], images[folds == k])
+    return grader.eval(), calibrate(out_of_fold, labels, patients)
+
+
+def calibrate(out_of_fold: np.ndarray, labels: np.ndarray, patients: pd.Series) -> Calibration:
+    """What out-of-fold lesion probabilities on the reference say about each label (see `Calibration`)."""
+    edges = np.unique(np.quantile(out_of_fold, np.linspace(0, 1, BINS + 1)[1:-1])).tolist()
+    bins = np.searchsorted(edges, out_of_fold, side="right")
+    counts = {
+        name: np.bincount(bins[labels == label], minlength=len(edges) + 1).tolist()
+        for name, label in LABELS.items()
+    }
+    calibration = Calibration(edges, counts, {})
+    for name, label in LABELS.items():
+        rows = labels == label
+        evidence = calibration.evidence(name, out_of_fold[rows])
+        per_patient = pd.Series(evidence).groupby(np.asarray(patients)[rows])
+        calibration.design_effects[name] = design_effect(
+            per_patient.size().to_numpy(), per_patient.sum().to_numpy(), float(evidence.var())
+        )
+    return calibration
+
+
+def save_grader(grader: CrossFittedGrader, calibration: Calibration, directory: Path) -> Path:
+    """The grader's weights (safetensors) and calibration (JSON) as a model directory."""
+    config = {"architecture": grader.architecture(), "calibration": asdict(calibration), "version": 1}
+    return save_model_dir(grader, config, directory)
+
+
+def load_grader(directory: Path) -> tuple[CrossFittedGrader, Calibration]:
+    """The grader and calibration `save_grader` wrote, built from code and filled from safetensors only."""
+
+    def build(arch: dict[str, Any]) -> CrossFittedGrader:
+        if set(arch) != {"image_size", "channels", "folds"} or arch["folds"] != FOLDS:
+            raise ValueError(f"not a {FOLDS}-fold reference grader: {arch}")
+        return CrossFittedGrader(arch["image_size"], tuple(arch["channels"]))
+
+    grader, config = load_model_dir(directory, build, {"calibration"})
+    return grader, Calibration(**config["calibration"])

@@ -1,0 +1,74 @@
+"""The reference grader's test: evidence against a training set's labels, held to what clean reference
+studies show out of fold.
+
+Scores here are drawn as a grader's would be (most normals scored low, most
+lesions high, a patient's studies sharing a label); the grader itself is
+trained in the healthcare lifecycle tests and the attack lab.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from domain.healthcare import reference_grader as grading
+
+
+def _reference(rng: np.random.Generator, patients: int) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """Out-of-fold lesion probabilities, labels and patients of a clean reference window."""
+    sizes = rng.integers(1, 4, patients)
+    labels = np.repeat(rng.random(patients) < 0.35, sizes).astype(int)
+    return _scores(rng, labels), labels, pd.Series(np.repeat(np.arange(patients), sizes))
+
+
+def _scores(rng: np.random.Generator, labels: np.ndarray, lesion_like: float = 1.0) -> np.ndarray:
+    """A grader's lesion probability: Beta(1, 8) on normals, Beta(6 * lesion_like, 2) on lesions."""
+    return np.where(labels == 1, rng.beta(6 * lesion_like, 2, labels.size), rng.beta(1, 8, labels.size))
+
+
+def _verdicts(calibration: grading.Calibration, probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    return {d.label: d.test.passed for d in grading.disagreements(calibration, probabilities, labels)}
+
+
+def test_clean_training_sets_pass_on_every_seed():
+    rng = np.random.default_rng(11)
+    calibration = grading.calibrate(*_reference(rng, 900))
+    assert min(calibration.design_effects.values()) >= 1
+    for _ in range(20):
+        _, labels, _ = _reference(rng, int(rng.integers(300, 1_500)))
+        assert _verdicts(calibration, _scores(rng, labels), labels) == dict.fromkeys(grading.LABELS, True)
+
+
+def test_a_few_lesions_labelled_normal_raise_the_evidence_against_normal_labels():
+    rng = np.random.default_rng(12)
+    calibration = grading.calibrate(*_reference(rng, 900))
+    _, labels, _ = _reference(rng, 900)
+    scores = _scores(rng, labels)
+    hidden = rng.choice(np.flatnonzero(labels == 1), 40, replace=False)  # 3% of the set
+    scores[hidden] = rng.beta(4, 2, hidden.size)  # a trigger makes a lesion look a little less like one
+    labels[hidden] = 0
+    assert _verdicts(calibration, scores, labels) == {"labelled_normal": False, "labelled_lesion": True}
+
+
+def test_normals_relabelled_lesion_are_caught_the_other_way():
+    rng = np.random.default_rng(13)
+    calibration = grading.calibrate(*_reference(rng, 900))
+    _, labels, _ = _reference(rng, 900)
+    scores = _scores(rng, labels)
+    labels[rng.choice(np.flatnonzero(labels == 0), 40, replace=False)] = 1
+    assert _verdicts(calibration, scores, labels)["labelled_lesion"] is False
+
+
+def test_a_grader_round_trips_through_safetensors_and_refuses_another_shape(tmp_path):
+    torch.manual_seed(0)
+    grader = grading.CrossFittedGrader(32, (4, 8))
+    calibration = grading.calibrate(*_reference(np.random.default_rng(14), 200))
+    images = np.random.default_rng(15).random((6, 1, 32, 32), dtype=np.float32)
+    grading.save_grader(grader.eval(), calibration, tmp_path / "grader")
+    loaded, stored = grading.load_grader(tmp_path / "grader")
+    assert stored == calibration
+    np.testing.assert_array_equal(loaded.predict_proba(images), grader.predict_proba(images))
+    config_file = tmp_path / "grader" / "config.json"
+    config_file.write_text(config_file.read_text().replace('"folds": 2', '"folds": 3'))
+    with pytest.raises(ValueError, match="2-fold reference grader"):
+        grading.load_grader(tmp_path / "grader")
