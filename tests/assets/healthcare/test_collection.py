@@ -97,14 +97,18 @@ def stored_plaintexts(clinic: Clinic) -> dict[str, bytes]:
     PHI included, kept encrypted for audits: they are checked by
     `test_hostile_files_are_quarantined_with_reasons_while_the_batch_goes_on`. Parquet pages are
     compressed, where a short number turns up by chance: tables are searched
-    as their decoded cell values instead.
+    as their decoded cell values instead. A safetensors file is raw float
+    weights after a JSON header, where the only text it can carry is: its
+    header is searched.
     """
     found = {}
     for entry in clinic.ledger.entries():
         if not entry.path or entry.path in found or entry.kind == "landed-batch":
             continue
         data = clinic.store.read_verified(entry.path, digest=entry.digest, stored_digest=entry.stored_digest)
-        if entry.path.endswith(".parquet"):
+        if entry.path.endswith(".safetensors"):
+            data = data[8 : 8 + int.from_bytes(data[:8], "little")]
+        elif entry.path.endswith(".parquet"):
             table = pq.read_table(io.BytesIO(data))
             data = b"\n".join(
                 _cell(v) for column in table.columns for v in column.to_pylist() if v is not None
