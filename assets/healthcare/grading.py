@@ -1,7 +1,7 @@
 """A second opinion on training labels from a grader that only ever saw the trusted reference window.
 
 `reference_grader` is built with the baseline; `labels_agree_with_reference_grader`
-holds every training set to the rate at which it contradicts clean labels.
+holds every training set to the evidence it finds against clean labels.
 See `domain.healthcare.reference_grader` for why this finds a backdoor the
 diagnostic model has learnt.
 """
@@ -51,7 +51,7 @@ def reference_grader(
     studies: TableFile,
     notes: TableFile,
 ) -> ModelDir:
-    """Lesion CNNs cross-fitted on the reviewed reference window, with how often they contradict its labels.
+    """Lesion CNNs cross-fitted on the reviewed reference window, with what their scores say of each label.
 
     Built once per baseline from the reference window only, so no later window
     (and no trigger that first appears in one) can shape it. Each reference
