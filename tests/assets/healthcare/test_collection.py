@@ -13,6 +13,7 @@ import tarfile
 from collections import Counter
 from pathlib import PurePath
 
+import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
@@ -84,10 +85,20 @@ def original_phi(clinic: Clinic) -> set[str]:
 PIXEL_DATA = b"\xe0\x7f\x10\x00"
 
 
+TEXT_RUN = re.compile(rb"[\x20-\x7e]{4,}")  # what `strings` prints: printable runs of four or more
+
+
 def _cell(value: object) -> bytes:
-    if isinstance(value, bytes):  # a DICOM file: its header (pixel values are numbers, not text)
+    """A cell's text. A DICOM file's is its header; a normalised image (float32 pixels, all in
+    [0, 1]) is numbers with no text; any other blob is searched as its printable runs, as
+    `strings` reads one."""
+    if not isinstance(value, bytes):
+        return str(value).encode("utf-8")
+    if value.startswith(b"DICM", 128):
         return value[: value.rfind(PIXEL_DATA)] if PIXEL_DATA in value else value
-    return str(value).encode("utf-8")
+    if len(value) % 4 == 0 and np.all((pixels := np.frombuffer(value, "<f4")) >= 0) and np.all(pixels <= 1):
+        return b""
+    return b"\n".join(TEXT_RUN.findall(value))
 
 
 def stored_plaintexts(clinic: Clinic) -> dict[str, bytes]:
