@@ -109,7 +109,7 @@ def test_poisoned_feedback_never_reaches_a_promoted_model(shop):
 
     shop.feedback(cycle=2, transform=push)
     result = shop.run("ecommerce_retraining")
-    assert checks(result)["feedback_events:no_coordinated_item_push"] is False
+    assert checks(result)["feedback_events:no_item_push"] is False
     assert not {"training_interactions", "recommender_model", "champion_model"} & materialized(result)
     assert champion_version(shop) == 2
 
