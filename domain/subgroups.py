@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
-from domain.distribution import CalibratedTest, share_shift
+from domain.distribution import CalibratedTest, paired_drop_lower_bound, share_shift
 
 
 def label_shares(frame: pd.DataFrame, columns: Sequence[str], label: str = "label") -> dict[str, dict]:
@@ -149,3 +149,72 @@ def subgroup_rates(
             )
         )
     return rates
+
+
+@dataclass(frozen=True)
+class SubgroupRegression:
+    """How much of one subgroup's sensitivity or specificity a challenger lost against the champion,
+    on the same held-out cases."""
+
+    column: str
+    value: str
+    rate: str  # "sensitivity" (the subgroup's lesions) or "specificity" (its normals)
+    cases: int
+    champion: float
+    challenger: float
+    lost: int  # cases the champion got right and the challenger wrong
+    gained: int
+    drop_lower_bound: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}={self.value}:{self.rate}"
+
+
+def subgroup_regressions(
+    frame: pd.DataFrame,
+    champion: Sequence[bool],
+    challenger: Sequence[bool],
+    columns: Sequence[str],
+    *,
+    false_alarm_rate: float,
+    label: str = "label",
+) -> list[SubgroupRegression]:
+    """Each subgroup's sensitivity and specificity drop from champion to challenger, paired by case.
+
+    Both models answer the same held-out cases, so the drop is judged on the
+    cases one got right and the other wrong (`paired_drop_lower_bound`), with
+    `false_alarm_rate` split over every rate tested: a bound above a tolerance
+    is evidence the challenger fails that subgroup, not the churn two trainings
+    show on a few dozen cases. A subgroup with no case of a class has no rate for it.
+    """
+    cases = frame.assign(_champion=list(champion), _challenger=list(challenger))
+    groups = [(c, str(v), rows) for c in columns for v, rows in cases.groupby(cases[c].astype(str))]
+    tested = [
+        (column, value, rate, rows[rows[label] == positive])
+        for column, value, rows in groups
+        for rate, positive in (("sensitivity", 1), ("specificity", 0))
+        if (rows[label] == positive).any()
+    ]
+    regressions = []
+    for column, value, rate, rows in tested:
+        truth = rows[label].to_numpy() == 1
+        before, after = rows["_champion"].to_numpy(bool) == truth, rows["_challenger"].to_numpy(bool) == truth
+        lost, gained = int((before & ~after).sum()), int((~before & after).sum())
+        name = f"champion:{column}={value}:{rate}"
+        regressions.append(
+            SubgroupRegression(
+                column,
+                value,
+                rate,
+                len(rows),
+                float(before.mean()),
+                float(after.mean()),
+                lost,
+                gained,
+                paired_drop_lower_bound(
+                    name, lost, gained, len(rows), false_alarm_rate=false_alarm_rate / len(tested)
+                ),
+            )
+        )
+    return regressions

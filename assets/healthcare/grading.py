@@ -15,7 +15,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     Definitions,
     MetadataValue,
     asset,
@@ -23,15 +22,13 @@ from dagster import (
 )
 
 from assets.healthcare.collection import FALSE_ALARM_RATE, REFERENCE_NOTES_KEY, REFERENCE_STUDIES_KEY
-from assets.healthcare.modeling import OWNER, TRAINING_SET_KEY, DiagnosticSettings
+from assets.healthcare.modeling import GRADER_KEY, OWNER, TRAINING_SET_KEY, DiagnosticSettings
 from assets.healthcare.processing import labelled_images
 from domain.healthcare import reference_grader as grading
 from domain.healthcare.transforms import image_array
 from resources.code_approval import CodeApprovals, code_digest
 from resources.scratch import ScratchSpace
 from resources.tables import ModelDir, TableFile
-
-GRADER_KEY = AssetKey(["healthcare", "reference_grader"])
 
 
 @asset(
@@ -65,6 +62,7 @@ def reference_grader(
         frame["label"].to_numpy(),
         frame["patient_pseudonym"],
         diagnostic_settings.train_config(),
+        fgsm_epsilon=diagnostic_settings.fgsm_epsilon,
     )
     directory = scratch.path("reference_grader")
     grading.save_grader(grader, calibration, directory)
@@ -78,6 +76,7 @@ def reference_grader(
                 for n in grading.LABELS
             },
             **{f"{name}_design_effect": deff for name, deff in calibration.design_effects.items()},
+            **{f"fold_{k}_fgsm_accuracy_drop": r["accuracy_drop"] for k, r in enumerate(calibration.fgsm)},
         }
     )
     return ModelDir(path=directory, details={})

@@ -37,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 from assets.checks.evidence import materialization_metadata
 from assets.checks.integrity import stored_digest_check
+from assets.checks.markdown import markdown_table
 from assets.checks.schema import expectation_check
 from assets.checks.tracking import tracking_check
 from assets.healthcare.collection import BASELINE_KEY, FALSE_ALARM_RATE
@@ -44,13 +45,14 @@ from assets.healthcare.monitoring import FEEDBACK_IMAGES_KEY
 from assets.healthcare.processing import STUDY_IMAGES_KEY
 from domain.healthcare import diagnostic_model as cnn
 from domain.healthcare import lesion_cnn, ood
+from domain.healthcare import reference_grader as grading
 from domain.healthcare.expectations import TRAINING_SET_SUITE
 from domain.healthcare.release import MODEL_NAME
 from domain.healthcare.robustness import (
     accuracy_drop_lower_bound,
     backdoor_report,
+    fgsm_budget,
     fgsm_robustness,
-    robustness_check,
 )
 from domain.healthcare.transforms import image_array
 from domain.subgroups import SubgroupRates, SubgroupShift, label_share_shifts, subgroup_rates
@@ -65,6 +67,7 @@ from resources.tracking import ExperimentTracking
 
 TRAINING_SET_KEY = AssetKey(["healthcare", "training_set"])
 MODEL_KEY = AssetKey(["healthcare", "diagnostic_model"])
+GRADER_KEY = AssetKey(["healthcare", "reference_grader"])  # built with the baseline: `grading.py`
 OWNER = "team:ml-engineering"
 LABEL_ISSUE_FOLDS = 5
 
@@ -88,7 +91,8 @@ class DiagnosticSettings(ConfigurableResource):
     min_sensitivity: float = 0.75
     min_specificity: float = 0.75
     fgsm_epsilon: float = 1 / 255
-    max_fgsm_accuracy_drop: float = 0.15
+    # What FGSM may cost beyond the clean reference models' drops (training runs differ more than two folds).
+    fgsm_training_margin: float = 0.05
     backdoor_poison_fraction: float = 0.05
     max_label_issue_share: float = 0.1
     # Columns whose values are tested one by one (label shares now; any of
@@ -240,16 +244,14 @@ def subgroup_label_check(key: AssetKey):
 
 
 def _subgroup_table(shifts: list[SubgroupShift]) -> str:
-    rows = [
-        "| subgroup | studies | lesion share | baseline | shift | limit | p |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    rows += [
-        f"| {s.name} | {s.test.current_n} | {s.share:.3f} | {s.reference_share:.3f} | "
-        f"{s.test.statistic:.3f} | {s.test.limit:.3f} | {s.test.p_value:.4f} |"
-        for s in shifts
-    ]
-    return "\n".join(rows)
+    return markdown_table(
+        ["subgroup", "studies", "lesion share", "baseline", "shift", "limit", "p"],
+        (
+            [s.name, s.test.current_n, f"{s.share:.3f}", f"{s.reference_share:.3f}",
+             f"{s.test.statistic:.3f}", f"{s.test.limit:.3f}", f"{s.test.p_value:.4f}"]
+            for s in shifts
+        ),
+    )  # fmt: skip
 
 
 def _split(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -355,16 +357,14 @@ def diagnostic_model(
 
 
 def _rates_table(rates: list[SubgroupRates]) -> str:
-    rows = [
-        "| subgroup | lesions | sensitivity (upper bound) | normals | specificity (upper bound) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    rows += [
-        f"| {r.name} | {r.positives} | {_rate(r.sensitivity, r.sensitivity_upper)} | "
-        f"{r.negatives} | {_rate(r.specificity, r.specificity_upper)} |"
-        for r in rates
-    ]
-    return "\n".join(rows)
+    return markdown_table(
+        ["subgroup", "lesions", "sensitivity (upper bound)", "normals", "specificity (upper bound)"],
+        (
+            [r.name, r.positives, _rate(r.sensitivity, r.sensitivity_upper), r.negatives,
+             _rate(r.specificity, r.specificity_upper)]
+            for r in rates
+        ),
+    )  # fmt: skip
 
 
 def _rate(value: float | None, upper: float) -> str:
@@ -476,36 +476,53 @@ def no_backdoor_in_training_data(
     asset=MODEL_KEY,
     name="robust_to_fgsm",
     blocking=True,
-    additional_ins={"training": AssetIn(key=TRAINING_SET_KEY)},
+    additional_ins={"training": AssetIn(key=TRAINING_SET_KEY), "grader": AssetIn(key=GRADER_KEY)},
 )
 def robust_to_fgsm(
     context: AssetCheckExecutionContext,
     diagnostic_settings: DiagnosticSettings,
     diagnostic_model: ModelDir,
     training: pd.DataFrame,
+    grader: ModelDir,
 ) -> AssetCheckResult:
-    """An imperceptible FGSM perturbation costs at most the allowed accuracy on the test patients.
+    """An imperceptible FGSM perturbation costs the model no more accuracy than it costs clean models.
 
     A model that learned a faint shortcut (a scanner artefact) instead of the
-    lesion collapses under it. The metadata also gives the drop's lower
-    confidence bound over the test studies: how much of it is beyond their
-    sampling noise.
+    lesion collapses under it. The budget comes from data: the reference
+    grader's folds are models of the same architecture and training, fitted on
+    the reviewed reference window, and their drops on studies they did not see
+    (upper confidence bounds) plus a margin for training-run spread are what
+    clean training shows. The model fails only when even the lower confidence
+    bound of its own drop over the test studies exceeds that, so neither the
+    noise of a few hundred test studies nor a lucky fold decides.
     """
+    calibration = grading.load_calibration(grader.path)
+    if not calibration.fgsm:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description="The reference grader has no clean FGSM reference: rematerialise reference_grader.",
+        )
     model, _ = cnn.load_model(diagnostic_model.path)
     images, labels = _split(training, "test")
     report = fgsm_robustness(model, images, labels, epsilon=diagnostic_settings.fgsm_epsilon)
-    limit = diagnostic_settings.max_fgsm_accuracy_drop
+    budget = fgsm_budget(
+        calibration.fgsm, false_alarm_rate=FALSE_ALARM_RATE, margin=diagnostic_settings.fgsm_training_margin
+    )
+    lower = accuracy_drop_lower_bound(report, FALSE_ALARM_RATE)
     return AssetCheckResult(
-        passed=robustness_check(report, max_accuracy_drop=limit),
+        passed=lower <= budget,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "epsilon": report["epsilon"],
             "accuracy_drop": report["accuracy_drop"],
-            "accuracy_drop_lower_bound": accuracy_drop_lower_bound(report, FALSE_ALARM_RATE),
+            "accuracy_drop_lower_bound": lower,
+            "budget": budget,
+            "reference_drops": MetadataValue.json([r["accuracy_drop"] for r in calibration.fgsm]),
+            "training_margin": diagnostic_settings.fgsm_training_margin,
             "test_studies": report["n"],
             "false_alarm_rate": FALSE_ALARM_RATE,
             "auc_drop": report["auc_drop"],
-            "max_accuracy_drop": limit,
             "clean_accuracy": report["clean"]["accuracy"],
             "adversarial_accuracy": report["adversarial"]["accuracy"],
         },

@@ -26,7 +26,8 @@ like and whichever way labels were turned, with no cut-off to choose.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ from domain.distribution import (
 )
 from domain.healthcare import diagnostic_model as cnn
 from domain.healthcare.lesion_cnn import LesionCNN, check_shape, predict_proba
-from resources.model_files import load_model_dir, save_model_dir
+from domain.healthcare.robustness import fgsm_robustness
+from resources.model_files import CONFIG_FILE, load_model_dir, save_model_dir
 
 FOLDS = 2
 BINS = 10  # score bins (reference quantiles) the likelihood ratios are estimated in
@@ -74,12 +76,16 @@ class Calibration:
     `edges` cut lesion probabilities into `BINS` bins (quantiles of the
     reference's scores); `counts[name]` is how many reference studies with
     that label (`LABELS`) fell in each bin; `design_effects[name]` how much a
-    patient's studies move together in their evidence.
+    patient's studies move together in their evidence; `fgsm` each fold's FGSM
+    report (studies, lost, gained, accuracy drop) on the studies it did not
+    see: what a clean model of the pipeline's architecture and training loses
+    to the perturbation (`robustness.fgsm_budget`).
     """
 
     edges: list[float]
     counts: dict[str, list[int]]
     design_effects: dict[str, float]
+    fgsm: list[dict[str, Any]] = field(default_factory=list)
 
     def shares(self, name: str) -> np.ndarray:
         """Per bin, the share of reference studies labelled `name` scored in it, smoothed by half a
@@ -156,20 +162,27 @@ def patient_folds(patients: pd.Series, seed: int) -> np.ndarray:
 
 
 def fit_grader(
-    images: np.ndarray, labels: np.ndarray, patients: pd.Series, cfg: cnn.CNNConfig
+    images: np.ndarray, labels: np.ndarray, patients: pd.Series, cfg: cnn.CNNConfig, *, fgsm_epsilon: float
 ) -> tuple[CrossFittedGrader, Calibration]:
-    """The cross-fitted grader of the reference `images`, and its out-of-fold calibration."""
+    """The cross-fitted grader of the reference `images`, and its out-of-fold calibration
+    (scores, and each fold's FGSM accuracy drop at `fgsm_epsilon`)."""
     labels = cnn.check_labels(labels, len(images))
     folds = patient_folds(patients.reset_index(drop=True), cfg.seed)
     grader = CrossFittedGrader(cfg.image_size, cfg.channels)
-    out_of_fold = np.zeros(len(images))
+    out_of_fold, fgsm = np.zeros(len(images)), []
     for k in range(FOLDS):
-        grader.folds[k] = cnn.train_cnn(images[folds != k], labels[folds != k], cfg)
+        grader.folds[k] = cnn.train_cnn(images[folds != k], labels[folds != k], cfg).eval()
         out_of_fold[folds == k] = predict_proba(grader.folds[k], images[folds == k])
-    return grader.eval(), calibrate(out_of_fold, labels, patients)
+        report = fgsm_robustness(
+            grader.folds[k], images[folds == k], labels[folds == k], epsilon=fgsm_epsilon
+        )
+        fgsm.append({key: report[key] for key in ("n", "lost", "gained", "accuracy_drop")})
+    return grader.eval(), calibrate(out_of_fold, labels, patients, fgsm)
 
 
-def calibrate(out_of_fold: np.ndarray, labels: np.ndarray, patients: pd.Series) -> Calibration:
+def calibrate(
+    out_of_fold: np.ndarray, labels: np.ndarray, patients: pd.Series, fgsm: list[dict[str, Any]] | None = None
+) -> Calibration:
     """What out-of-fold lesion probabilities on the reference say about each label (see `Calibration`)."""
     edges = np.unique(np.quantile(out_of_fold, np.linspace(0, 1, BINS + 1)[1:-1])).tolist()
     bins = np.searchsorted(edges, out_of_fold, side="right")
@@ -177,7 +190,7 @@ def calibrate(out_of_fold: np.ndarray, labels: np.ndarray, patients: pd.Series) 
         name: np.bincount(bins[labels == label], minlength=len(edges) + 1).tolist()
         for name, label in LABELS.items()
     }
-    calibration = Calibration(edges, counts, {})
+    calibration = Calibration(edges, counts, {}, fgsm or [])
     for name, label in LABELS.items():
         rows = labels == label
         evidence = calibration.evidence(name, out_of_fold[rows])
@@ -204,3 +217,12 @@ def load_grader(directory: Path) -> tuple[CrossFittedGrader, Calibration]:
 
     grader, config = load_model_dir(directory, build, {"calibration"})
     return grader, Calibration(**config["calibration"])
+
+
+def load_calibration(directory: Path) -> Calibration:
+    """The calibration `save_grader` wrote, without the weights (for checks that need only what the
+    folds showed on the reference)."""
+    config = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
+    if "calibration" not in config:
+        raise ValueError(f"{directory} is not a reference grader: its {CONFIG_FILE} has no calibration")
+    return Calibration(**config["calibration"])

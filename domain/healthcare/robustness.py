@@ -46,10 +46,11 @@ consistency checks and behavioural tests cover that case.
 testing"). FGSM (Goodfellow et al., 2015) and PGD (Madry et al., 2018) with
 an L-infinity budget ``epsilon`` in input space (pixels in [0, 1], perturbed
 images clipped back to [0, 1]); the report compares accuracy and AUC on
-clean and perturbed inputs, and `robustness_check` fails a model whose
-accuracy drops more than allowed; `accuracy_drop_lower_bound` says how much
-of that drop the test cases show beyond their sampling noise. A model that relies on faint,
-high-frequency patterns (a shortcut) rather than the lesion fails it.
+clean and perturbed inputs; `accuracy_drop_lower_bound` says how much of the
+accuracy drop the test cases show beyond their sampling noise, and
+`fgsm_budget` how much clean models of the same architecture and training
+lose (the reference grader's folds). A model that relies on faint,
+high-frequency patterns (a shortcut) rather than the lesion loses far more.
 """
 
 from __future__ import annotations
@@ -396,11 +397,16 @@ def accuracy_drop_lower_bound(report: dict[str, Any], false_alarm_rate: float) -
     )
 
 
-def robustness_check(
-    report: dict[str, Any], *, max_accuracy_drop: float, max_auc_drop: float | None = None
-) -> bool:
-    """True when the attack cost at most `max_accuracy_drop` accuracy (and `max_auc_drop` AUC, if given)."""
-    passed = report["accuracy_drop"] <= max_accuracy_drop
-    if max_auc_drop is not None:
-        passed = passed and report["auc_drop"] <= max_auc_drop
-    return bool(passed)
+def fgsm_budget(reference: list[dict[str, Any]], *, false_alarm_rate: float, margin: float) -> float:
+    """The accuracy drop clean training can show under the same attack: the largest upper confidence
+    bound of the reference models' drops (`reference`: FGSM reports of clean models on studies they
+    did not see, e.g. the reference grader's folds), plus `margin` for training runs that differ more
+    than those models do. ValueError when there is no reference to derive it from."""
+    if not reference:
+        raise ValueError("no clean FGSM reference to derive a budget from: rebuild the reference grader")
+    rate = false_alarm_rate / len(reference)
+    upper = [
+        -paired_drop_lower_bound(f"fgsm:reference:{k}", r["gained"], r["lost"], r["n"], false_alarm_rate=rate)
+        for k, r in enumerate(reference)
+    ]
+    return max(upper) + margin

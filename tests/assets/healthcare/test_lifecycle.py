@@ -15,8 +15,9 @@ import pytest
 from dagster import AssetKey, build_asset_check_context
 from fastapi.testclient import TestClient
 
+from assets.healthcare.deployment import not_worse_than_champion
 from assets.healthcare.modeling import TRAINING_SET_KEY, DiagnosticSettings
-from assets.promotion import release_check
+from assets.promotion import load_champion, release_check
 from domain.healthcare.release import ARCHITECTURES, MODEL_NAME
 from examples.healthcare.attacks.backdoor import poison_inbox
 from examples.healthcare.clinic import MODEL_STUDIES, SMALL_SETTINGS, SMALL_THRESHOLDS, Clinic
@@ -25,7 +26,9 @@ from examples.healthcare.studies.model import CohortConfig
 from examples.healthcare.studies.plan import plan_studies
 from examples.runs import checks, materialized, metadata
 from pipelines import healthcare
+from resources.model_files import save_model_dir
 from resources.runtime import RuntimeHome
+from resources.tables import ModelDir
 from serving.healthcare import create_diagnostic_app
 
 pytestmark = pytest.mark.slow
@@ -130,6 +133,35 @@ def test_an_approved_retraining_is_promoted_as_v2_and_audited(clinic):
     approved = clinic.ledger.latest(TRAINING_SET_KEY.to_user_string()).digest
     assert [v["release_version"] for v in lineage] == [1, 2]
     assert lineage[-1]["training_set_digest"] == approved
+
+
+def test_a_challenger_whose_threshold_hides_lesions_keeps_its_auc_and_is_still_refused(clinic, tmp_path):
+    """The champion's own weights with a decision threshold moved up: ranking, hence AUC, is
+    unchanged, but most lesions are now called normal in every subgroup."""
+    releases = clinic.defs.resources["releases"]
+    champion = load_champion(releases, clinic.trust, MODEL_NAME, ARCHITECTURES)
+    training = clinic.stored_table(TRAINING_SET_KEY.to_user_string())
+    check = not_worse_than_champion
+
+    def verdict(threshold: float):
+        directory = save_model_dir(
+            champion.module, champion.config | {"threshold": threshold}, tmp_path / str(threshold)
+        )
+        return check(
+            build_asset_check_context(),
+            clinic.settings,
+            releases,
+            clinic.trust,
+            ModelDir(directory),
+            training,
+        )
+
+    same = verdict(champion.config["threshold"])
+    assert same.passed and same.metadata["worse_subgroups"].value == []
+    hiding = verdict(0.999)
+    assert hiding.metadata["challenger_auc"].value == pytest.approx(hiding.metadata["champion_auc"].value)
+    assert not hiding.passed
+    assert "modality=CT:sensitivity" in hiding.metadata["worse_subgroups"].value
 
 
 def test_a_rollback_stays_refused_until_an_operator_acknowledges_it(clinic):
