@@ -97,6 +97,11 @@ def rate_upper_bound(successes: int, n: int, false_alarm_rate: float) -> float:
     return float(stats.beta.ppf(1 - false_alarm_rate, successes + 1, n - successes))
 
 
+def _subgroups(cases: pd.DataFrame, columns: Sequence[str]) -> list[tuple[str, str, pd.DataFrame]]:
+    """`(column, value, rows)` for every value of every subgroup column, values compared as text."""
+    return [(c, str(v), rows) for c in columns for v, rows in cases.groupby(cases[c].astype(str))]
+
+
 @dataclass(frozen=True)
 class SubgroupRates:
     """A model's sensitivity and specificity on one subgroup of held-out cases, with their upper bounds."""
@@ -130,7 +135,7 @@ def subgroup_rates(
     the model falls short on that subgroup, not the noise of a few dozen cases.
     """
     cases = frame.assign(_predicted=list(predicted))
-    groups = [(c, str(v), rows) for c in columns for v, rows in cases.groupby(cases[c].astype(str))]
+    groups = _subgroups(cases, columns)
     rate = false_alarm_rate / max(2 * len(groups), 1)
     rates = []
     for column, value, rows in groups:
@@ -189,7 +194,7 @@ def subgroup_regressions(
     show on a few dozen cases. A subgroup with no case of a class has no rate for it.
     """
     cases = frame.assign(_champion=list(champion), _challenger=list(challenger))
-    groups = [(c, str(v), rows) for c in columns for v, rows in cases.groupby(cases[c].astype(str))]
+    groups = _subgroups(cases, columns)
     tested = [
         (column, value, rate, rows[rows[label] == positive])
         for column, value, rows in groups

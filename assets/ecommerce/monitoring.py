@@ -1,8 +1,8 @@
 """Monitoring: feedback validated before it may feed retraining, drift, and the retraining audit.
 
 Feedback (clicks and new reviews from the deployed recommender's users) is
-untrusted. It passes the same intake controls as collection, plus checks
-for coordinated pushes (per item, against the trusted reference), and is stored apart from trusted data (the
+untrusted. It passes the same intake controls as collection, the per-item
+push test included, and is stored apart from trusted data (the
 monitoring area of the store). Drift is always measured against the trusted
 reference window, never against the previous feedback batch, so a skew
 introduced a little per cycle still adds up to a failed check.

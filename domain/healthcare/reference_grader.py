@@ -171,11 +171,11 @@ def fit_grader(
     grader = CrossFittedGrader(cfg.image_size, cfg.channels)
     out_of_fold, fgsm = np.zeros(len(images)), []
     for k in range(FOLDS):
-        grader.folds[k] = cnn.train_cnn(images[folds != k], labels[folds != k], cfg).eval()
-        out_of_fold[folds == k] = predict_proba(grader.folds[k], images[folds == k])
-        report = fgsm_robustness(
-            grader.folds[k], images[folds == k], labels[folds == k], epsilon=fgsm_epsilon
-        )
+        unseen = folds == k
+        grader.folds[k] = cnn.train_cnn(images[~unseen], labels[~unseen], cfg).eval()
+        held_out = images[unseen]
+        out_of_fold[unseen] = predict_proba(grader.folds[k], held_out)
+        report = fgsm_robustness(grader.folds[k], held_out, labels[unseen], epsilon=fgsm_epsilon)
         fgsm.append({key: report[key] for key in ("n", "lost", "gained", "accuracy_drop")})
     return grader.eval(), calibrate(out_of_fold, labels, patients, fgsm)
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from assets.healthcare.collection import PSEUDONYM_KEY_NAME
 from domain.healthcare import transforms
 from domain.healthcare.deidentify import deidentified_uid, phi_values
+from domain.healthcare.images import IMAGE_SIZE
 from domain.healthcare.notes import note_phi_values, parse_note
 from examples.attacks.storage import flip_a_byte
 from examples.healthcare.attacks.label_flipping import flip_labels
@@ -83,21 +84,25 @@ def original_phi(clinic: Clinic) -> set[str]:
 
 
 PIXEL_DATA = b"\xe0\x7f\x10\x00"
+IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * 4  # a normalised image blob of `study_images`
 
 
 TEXT_RUN = re.compile(rb"[\x20-\x7e]{4,}")  # what `strings` prints: printable runs of four or more
 
 
 def _cell(value: object) -> bytes:
-    """A cell's text. A DICOM file's is its header; a normalised image (float32 pixels, all in
-    [0, 1]) is numbers with no text; any other blob is searched as its printable runs, as
-    `strings` reads one."""
+    """A cell's text. A DICOM file's is its header; a normalised image (an image-sized blob of
+    float32 pixels, all in [0, 1]) is numbers with no text; any other blob is searched as its
+    printable runs, as `strings` reads one. (A run of digits also decodes to floats in [0, 1]:
+    the size keeps such text searched.)"""
     if not isinstance(value, bytes):
         return str(value).encode("utf-8")
     if value.startswith(b"DICM", 128):
         return value[: value.rfind(PIXEL_DATA)] if PIXEL_DATA in value else value
-    if len(value) % 4 == 0 and np.all((pixels := np.frombuffer(value, "<f4")) >= 0) and np.all(pixels <= 1):
-        return b""
+    if len(value) == IMAGE_BYTES:
+        pixels = np.frombuffer(value, "<f4")
+        if np.all((pixels >= 0) & (pixels <= 1)):
+            return b""
     return b"\n".join(TEXT_RUN.findall(value))
 
 
