@@ -13,6 +13,7 @@ editing code (the code location reads them once, when it loads):
 | `PIPELINE_DVC_REMOTE` | DVC remote | `s3://bucket/dvc` |
 | `PIPELINE_SPARK_MASTER` | Spark master | `spark://spark-master:7077` |
 | `PIPELINE_MLFLOW_URI` | MLflow tracking and registry | `http://mlflow:5000` |
+| `PIPELINE_KMS_KEY_URI` | KMS key wrapping every key | `aws-kms://arn:aws:kms:<region>:<account>:key/<id>` |
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from resources.code_approval import CodeApprovals
 from resources.integrity import IntegrityLedger
 from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
-from resources.keys import LocalKeyProvider
+from resources.kms_keys import key_provider_from_environment
 from resources.release_folder import ReleaseFolder
 from resources.releases import ReleaseSigner
 from resources.retraining_approval import RetrainingApprovals
@@ -48,7 +49,7 @@ def resources_for(example: str, home: RuntimeHome, trust: TrustStore) -> dict[st
     Local state is placed under `home`; what decides trust is read from (and witnessed in) `trust`,
     the operator's store, which lives elsewhere.
     """
-    keys = LocalKeyProvider(folder=str(home.path("keys")))
+    keys = key_provider_from_environment(str(home.path("keys")))
     store = ArtifactStore(key_provider=keys, root=_env("PIPELINE_STORE_URL", str(home.path("store"))))
     ledger_file = home.path("ledger") / "ledger.sqlite"
     ledger = IntegrityLedger(

@@ -5,6 +5,11 @@ SQLAlchemy URL such as Postgres in production). Every entry carries the MAC
 of the entry before it and a MAC over its own fields, keyed by a secret from
 the key provider: rewriting, reordering or deleting an entry breaks the chain,
 and recomputing the chain needs a key an attacker with database access lacks.
+
+The MAC key rotates (`rotate_mac_key`): each entry records the version of the
+key that sealed it (`ledger-mac`, then `ledger-mac.v2`, ...), and the rotation
+is itself an entry sealed with the new key, so old entries keep verifying with
+the key that sealed them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ from resources.keys import KeyProvider
 from resources.trust_store import Checkpoint, TrustStore, TrustStoreError
 
 GENESIS_MAC = "0" * 64
+ORIGINAL_MAC_KEY_VERSION = 1  # `ledger-mac`: every entry written before rotation existed
+KEY_ROTATION = "key-rotation"
+
+
+def mac_key_name(version: int) -> str:
+    return "ledger-mac" if version == ORIGINAL_MAC_KEY_VERSION else f"ledger-mac.v{version}"
 
 
 @dataclass(frozen=True)
@@ -49,12 +60,15 @@ class LedgerEntry:
     created_at: str = ""
     seq: int = 0
     prev_mac: str = ""
+    mac_key_version: int = ORIGINAL_MAC_KEY_VERSION
     mac: str = ""
 
     def body(self) -> dict[str, Any]:
         """The fields the MAC covers (everything except the MAC itself)."""
         body = asdict(self)
         body.pop("mac")
+        if self.mac_key_version == ORIGINAL_MAC_KEY_VERSION:
+            body.pop("mac_key_version")  # entries sealed before rotation existed did not cover it
         return body
 
 
@@ -88,8 +102,29 @@ _entries = sa.Table(
     # UNIQUE on prev_mac: two writers that read the same head cannot both append.
     sa.Column("prev_mac", sa.String(64), nullable=False, unique=True),
     sa.Column("mac", sa.String(64), nullable=False),
+    sa.Column("mac_key_version", sa.Integer, nullable=False, server_default=str(ORIGINAL_MAC_KEY_VERSION)),
 )
 _JSON_COLUMNS = ("inputs", "sources", "details")
+
+
+def _has_mac_key_version(engine: sa.Engine) -> bool:
+    return "mac_key_version" in {c["name"] for c in sa.inspect(engine).get_columns(_entries.name)}
+
+
+def _add_mac_key_version(engine: sa.Engine) -> None:
+    """Upgrade a ledger table made before MAC key rotation: its entries all used the original key."""
+    if _has_mac_key_version(engine):
+        return
+    statement = (
+        f"ALTER TABLE {_entries.name} ADD COLUMN mac_key_version INTEGER NOT NULL "
+        f"DEFAULT {ORIGINAL_MAC_KEY_VERSION}"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    except sa.exc.DBAPIError:
+        if not _has_mac_key_version(engine):  # else another process added it first
+            raise
 
 
 def _row_to_entry(row: sa.Row) -> LedgerEntry:
@@ -121,24 +156,48 @@ class IntegrityLedger(ConfigurableResource):
         if self._engine is None:
             engine = sa.create_engine(self.url)
             _metadata.create_all(engine)
+            _add_mac_key_version(engine)
             self._engine = engine
         return self._engine
 
-    def _mac(self, body: dict[str, Any]) -> str:
-        key = self.key_provider.secret("ledger-mac")
-        return hmac.new(key, canonical_json(body), hashlib.sha256).hexdigest()
+    def _mac(self, entry: LedgerEntry) -> str:
+        key = self.key_provider.secret(mac_key_name(entry.mac_key_version))
+        return hmac.new(key, canonical_json(entry.body()), hashlib.sha256).hexdigest()
 
     def append(self, entry: LedgerEntry, *, retries: int = 5) -> LedgerEntry:
         """Append an entry at the head of the chain; returns it with seq and MACs set."""
+        return self._append(entry, rotate=False, retries=retries)
+
+    def rotate_mac_key(self, *, retries: int = 5) -> LedgerEntry:
+        """Seal every later entry with a fresh MAC key; returns the rotation entry.
+
+        The rotation entry is chained onto the old head and sealed with the new
+        key, so the history sealed with the old key is pinned: whoever holds
+        only the old key can neither rewrite it nor append after it
+        (`verify_chain` refuses an entry sealed with a retired key).
+        """
+        rotation = LedgerEntry(subject="ledger/mac-key", kind=KEY_ROTATION, digest="")
+        return self._append(rotation, rotate=True, retries=retries)
+
+    def _append(self, entry: LedgerEntry, *, rotate: bool, retries: int) -> LedgerEntry:
         for _ in range(retries):
             head = self.head()
             seq = head.seq + 1 if head else 1
             prev_mac = head.mac if head else GENESIS_MAC
+            version = head.mac_key_version if head else ORIGINAL_MAC_KEY_VERSION
+            if rotate:
+                version += 1
             created_at = entry.created_at or datetime.now(UTC).isoformat()
             draft = LedgerEntry(
-                **{**entry.body(), "seq": seq, "prev_mac": prev_mac, "created_at": created_at}
+                **{
+                    **entry.body(),
+                    "seq": seq,
+                    "prev_mac": prev_mac,
+                    "created_at": created_at,
+                    "mac_key_version": version,
+                }
             )
-            sealed = LedgerEntry(**draft.body(), mac=self._mac(draft.body()))
+            sealed = LedgerEntry(**draft.body(), mac=self._mac(draft))
             row = asdict(sealed)
             for name in _JSON_COLUMNS:
                 row[name] = json.dumps(row[name], sort_keys=True)
@@ -203,12 +262,21 @@ class IntegrityLedger(ConfigurableResource):
         problems: list[str] = []
         macs: dict[int, str] = {}
         prev_mac, expected_seq, last = GENESIS_MAC, 1, None
+        version = ORIGINAL_MAC_KEY_VERSION
         for entry in self.entries():
             if entry.seq != expected_seq:
                 problems.append(f"entry #{expected_seq} is missing (next is #{entry.seq})")
             if entry.prev_mac != prev_mac:
                 problems.append(f"entry #{entry.seq} does not follow the entry before it")
-            if not hmac.compare_digest(entry.mac, self._mac(entry.body())):
+            # The key version moves only forward, one step, at a rotation entry.
+            if entry.kind == KEY_ROTATION:
+                version += 1
+            if entry.mac_key_version != version:
+                problems.append(
+                    f"entry #{entry.seq} ({entry.subject}) claims MAC key version {entry.mac_key_version} "
+                    f"where the chain is at version {version}: it was altered or forged with a retired key"
+                )
+            elif not hmac.compare_digest(entry.mac, self._mac(entry)):
                 problems.append(f"entry #{entry.seq} ({entry.subject}) was altered after it was written")
             macs[entry.seq] = entry.mac
             prev_mac, expected_seq, last = entry.mac, entry.seq + 1, entry
@@ -233,3 +301,14 @@ class IntegrityLedger(ConfigurableResource):
             head_mac=last.mac if last else GENESIS_MAC,
             problems=problems,
         )
+
+
+def create_ledger_tables(url: str) -> None:
+    """Create the ledger's tables as their owner (a deployment's set-up), so the role the pipeline
+    writes with needs no right to create, alter or drop them."""
+    engine = sa.create_engine(url)
+    try:
+        _metadata.create_all(engine)
+        _add_mac_key_version(engine)
+    finally:
+        engine.dispose()

@@ -2,15 +2,16 @@
 
 `KeyProvider` is the interface; `LocalKeyProvider` is the embedded default,
 a keyset folder created on first run with owner-only permissions under the
-git-ignored runtime home. A production deployment implements the same three
-methods against a KMS or Vault (Tink ships KMS clients for AWS and GCP whose
-`Aead` can be returned by `key_encryption_aead` unchanged).
+git-ignored runtime home. `FolderKeyProvider` holds what every folder-backed
+provider shares (exclusive creation, the permission check); the KMS-backed
+provider in `resources.kms_keys` keeps the same files wrapped by a KMS key.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from dagster import ConfigurableResource
 from tink import aead, secret_key_access
+
+from resources.atomic import fsync_dir
 
 aead.register()
 
@@ -52,14 +55,24 @@ class KeyProvider(ConfigurableResource, ABC):
         """A named EC P-256 signing key (the model release key: OpenSSF model-signing needs EC)."""
 
 
-class LocalKeyProvider(KeyProvider):
-    """Keys in a local owner-only folder (`.runtime/keys` by default), made on first use.
+class FolderKeyProvider(KeyProvider):
+    """Named secrets and signing keys kept as files in an owner-only folder, made on first use.
 
-    Fit for a laptop and for tests. Anyone who can read the folder can read
-    every key, so production configures a KMS-backed provider instead.
+    Protects against two runs minting different keys for one name (each key file
+    is published exclusively, complete or not at all) and against a key file
+    other users can read (refused with the fix to apply). Subclasses decide how
+    a key is stored at rest through `_seal` / `_unseal`.
     """
 
-    folder: str  # owner-only; keysets and secrets live here
+    folder: str  # owner-only; key files live here
+
+    def _seal(self, filename: str, plaintext: bytes) -> bytes:
+        """The bytes written to `filename` for this key material."""
+        return plaintext
+
+    def _unseal(self, filename: str, stored: bytes) -> bytes:
+        """The key material back from the bytes read from `filename`."""
+        return stored
 
     def _folder(self) -> Path:
         folder = Path(self.folder)
@@ -67,17 +80,29 @@ class LocalKeyProvider(KeyProvider):
         return folder
 
     def _create_once(self, path: Path, make: Callable[[], bytes]) -> bytes:
-        """Write a new key file exclusively (O_EXCL) so racing runs agree on one key."""
+        """Publish a new key file exclusively so racing runs agree on one key.
+
+        The file is written and synced under a temporary name, then hard-linked
+        to its real name, which fails if another run got there first: a reader
+        never sees a half-written key, and the loser adopts the winner's key.
+        """
+        plaintext = make()
+        sealed = self._seal(path.name, plaintext)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()
-        data = make()
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return data
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(sealed)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return self._unseal(path.name, path.read_bytes())
+            fsync_dir(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return plaintext
 
     def _read_or_create(self, filename: str, make: Callable[[], bytes]) -> bytes:
         path = self._folder() / filename
@@ -87,19 +112,8 @@ class LocalKeyProvider(KeyProvider):
                     f"Key file {path} is readable by other users. Restrict it with "
                     f"`chmod 600 {path}` (and the folder with `chmod 700`) and run again."
                 )
-            data = path.read_bytes()
-            if data:
-                return data
+            return self._unseal(filename, path.read_bytes())
         return self._create_once(path, make)
-
-    def key_encryption_aead(self) -> aead.Aead:
-        def new_kek() -> bytes:
-            handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
-            return tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN).encode()
-
-        serialized = self._read_or_create("kek.json", new_kek).decode()
-        handle = tink.json_proto_keyset_format.parse(serialized, secret_key_access.TOKEN)
-        return handle.primitive(aead.Aead)
 
     def secret(self, name: str) -> bytes:
         return self._read_or_create(f"{name}.secret", lambda: secrets.token_bytes(SECRET_BYTES))
@@ -125,3 +139,21 @@ class LocalKeyProvider(KeyProvider):
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise TypeError(f"Key '{name}' is not an EC P-256 private key.")
         return key
+
+
+class LocalKeyProvider(FolderKeyProvider):
+    """Keys in a local owner-only folder (`.runtime/keys` by default), made on first use.
+
+    Fit for a laptop and for tests. Anyone who can read the folder can read
+    every key, so production configures a KMS-backed provider instead
+    (`resources.kms_keys.KmsKeyProvider`).
+    """
+
+    def key_encryption_aead(self) -> aead.Aead:
+        def new_kek() -> bytes:
+            handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
+            return tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN).encode()
+
+        serialized = self._read_or_create("kek.json", new_kek).decode()
+        handle = tink.json_proto_keyset_format.parse(serialized, secret_key_access.TOKEN)
+        return handle.primitive(aead.Aead)
