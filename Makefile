@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install data approve-code approve-retraining trust-release-key alarms acknowledge-alarm demo test scorecard attack serve serve-healthcare bench ui clean
+.PHONY: help install data approve-code approve-retraining trust-release-key alarms acknowledge-alarm rotate-keys demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ alarms: install  ## the open alarms (failed audits, refused releases) in the ope
 acknowledge-alarm: install  ## the operator clears one: make acknowledge-alarm ALARM=<id> NOTE="what was done"
 	$(PY) -m pipelines.operator acknowledge "$(ALARM)" --note "$(NOTE)"
 
+rotate-keys: install  ## new primary data key and ledger MAC key; older artifacts and entries still decrypt and verify
+	$(PY) -m pipelines.rotate_keys
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	@cp dagster.yaml $@
@@ -74,6 +77,18 @@ serve-healthcare: install  ## the lesion diagnostic server (current champion) on
 
 bench: install  ## cost of the integrity controls, as ratios against in-memory BLAKE3
 	$(PY) -m benchmarks.integrity
+
+stack: install  ## start the production stack on loopback (Postgres, S3/KMS, MLflow, Spark, Dagster daemon + UI)
+	$(PY) -m deploy.stack up
+
+stack-down: install  ## stop exactly the stack's processes and forget its state (its S3/KMS endpoint is in memory)
+	$(PY) -m deploy.stack down
+
+stack-status: install  ## which stack processes run
+	$(PY) -m deploy.stack status
+
+demo-stack: stack  ## both lifecycles submitted to the stack; retraining started by its daemon
+	$(PY) -m examples.stack_demo
 
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml

@@ -5,6 +5,7 @@ from typing import Any
 from dagster import AssetSelection, Definitions, define_asset_job, definitions
 
 from assets.ecommerce import collection, deployment, modeling, monitoring, processing
+from pipelines.intake import automation_sensor, landing_sensor
 from pipelines.location import build_location
 from pipelines.oversight import oversight
 from resources.runtime import RuntimeHome
@@ -33,6 +34,17 @@ lifecycle_job = define_asset_job(
     selection=AssetSelection.all() - REFERENCE - OVERSIGHT.selection,
     description="Collect, process, train, check and promote, stopping at any failed control.",
 )
+feedback_intake_job = define_asset_job(
+    "ecommerce_feedback_intake",
+    selection=AssetSelection.assets(
+        monitoring.feedback_events,
+        monitoring.feedback_reviews,
+        monitoring.feedback_drift,
+        monitoring.feedback_interactions,
+    ),
+    description="Collect a landed feedback window through every intake control (retraining follows "
+    "through the automation condition only if every blocking check passes).",
+)
 retraining_job = define_asset_job(
     "ecommerce_retraining",
     selection=FEEDBACK_LOOP,
@@ -49,7 +61,11 @@ def build_definitions(home: RuntimeHome, trust: TrustStore, **overrides: Any) ->
         "ecommerce",
         stages=STAGES,
         oversight=OVERSIGHT,
-        jobs=[baseline_job, lifecycle_job, retraining_job],
+        jobs=[baseline_job, lifecycle_job, feedback_intake_job, retraining_job],
+        sensors=[
+            landing_sensor("ecommerce", "feedback", feedback_intake_job),
+            automation_sensor("ecommerce"),
+        ],
         home=home,
         trust=trust,
         resources={"recommender_settings": modeling.RecommenderSettings(), **overrides},

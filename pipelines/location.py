@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from dagster import Definitions, JobDefinition, in_process_executor
+from dagster import Definitions, JobDefinition, SensorDefinition, in_process_executor
 
 from pipelines.environment import resources_for
 from pipelines.oversight import Oversight
@@ -26,6 +26,7 @@ def build_location(
     stages: Sequence[ModuleType],
     oversight: Oversight,
     jobs: Sequence[JobDefinition],
+    sensors: Sequence[SensorDefinition] = (),
     home: RuntimeHome,
     trust: TrustStore,
     resources: Mapping[str, Any],
@@ -36,6 +37,7 @@ def build_location(
         oversight.defs,
         Definitions(
             jobs=jobs,
+            sensors=sensors,
             resources={**resources_for(example, home, trust), **resources},
             # One process per run: Spark starts once and every step shares its session.
             executor=in_process_executor,

@@ -153,9 +153,9 @@ class ParquetIOManager(_LedgerIOManager):
         self._publish(context, write, {"rows": rows, "dagster/row_count": rows})
 
     def _extra_details(self, context: OutputContext, artifact: StoredArtifact) -> dict[str, Any]:
-        version = self.versioning.version(
-            artifact.path.replace("/", "__"), self.store.local_path(artifact.path)
-        )
+        name = artifact.path.replace("/", "__")
+        with self.store.stored_file(artifact.path, self.scratch.path(f"{name}.stored")) as stored:
+            version = self.versioning.version(name, stored)
         return {"dvc_md5": version.md5}
 
     def load_input(self, context: InputContext) -> pd.DataFrame | TableFile:

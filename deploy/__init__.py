@@ -1,0 +1,1 @@
+"""Deployment: the production instance and workspace files, and `make stack` (`deploy.stack`)."""

@@ -1,0 +1,91 @@
+"""The S3 + KMS endpoint (moto server): buckets encrypted server-side by default under one KMS key.
+
+moto keeps its state in memory: when it stops, the buckets and the KMS key are
+gone, so `make stack-down` forgets the whole stack's state with them. The
+store encrypts every object itself before upload (Tink streaming AEAD), so
+the server-side encryption is a second layer, as in production with SSE-KMS.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import boto3
+import httpx
+
+from deploy.stack.processes import Service
+from deploy.stack.settings import BUCKETS, HOST, REGION, Stack
+from resources.atomic import atomic_file
+
+KEY_ALIAS = "alias/pipeline-stack"
+
+
+def client(stack: Stack, name: str):
+    env = stack.aws_environment()
+    return boto3.client(
+        name,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=REGION,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def kms_key_arn(stack: Stack) -> str:
+    """The stack's KMS key, created on first use."""
+    kms = client(stack, "kms")
+    aliases = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
+    if KEY_ALIAS in aliases:
+        return kms.describe_key(KeyId=KEY_ALIAS)["KeyMetadata"]["Arn"]
+    key = kms.create_key(Description="Secure AI pipeline stack", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    kms.create_alias(AliasName=KEY_ALIAS, TargetKeyId=key["KeyId"])
+    return key["Arn"]
+
+
+def provision(stack: Stack) -> None:
+    """One bucket per use, each with default SSE-KMS encryption under the stack's key, which also
+    wraps the pipeline's own keys (`PIPELINE_KMS_KEY_URI`)."""
+    s3 = client(stack, "s3")
+    arn = kms_key_arn(stack)
+    with atomic_file(stack.kms_key_file) as handle:
+        handle.write(f"aws-kms://{arn}".encode())
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS.values():
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": arn,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+
+
+def service(stack: Stack) -> Service:
+    port = stack.port("s3")
+    return Service(
+        name="s3",
+        argv=[sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        env=stack.environment,
+        healthy=lambda: httpx.get(f"{stack.s3_endpoint()}/moto-api/", timeout=2).status_code == 200,
+        port=port,
+        hint="moto is part of the `prod` extra: `make install`.",
+        after_start=lambda: provision(stack),
+    )

@@ -1,0 +1,168 @@
+"""Start a service in the background, wait until it is healthy, stop exactly what was started.
+
+Each service's process id and start time go to `stack/run/<name>.json` when it
+starts. `stop` signals the process group only if the process with that id
+still has that start time, so a pid reused by an unrelated process after a
+reboot or a crash is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resources.atomic import atomic_file
+
+
+class StackError(RuntimeError):
+    """A service could not start, or is not healthy: the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running process of the stack and how to tell that it is ready."""
+
+    name: str
+    argv: Sequence[str]
+    env: Callable[[], Mapping[str, str]]  # read at start: it can name what an earlier service made
+    healthy: Callable[[], bool]
+    port: int
+    cwd: Path | None = None
+    user: str | None = None  # run as this account (a server that refuses root)
+    stop_signal: int = signal.SIGTERM
+    timeout_s: float = 120.0
+    hint: str = ""
+    prepare: Callable[[], None] | None = field(default=None, compare=False)  # files it needs first
+    after_start: Callable[[], None] | None = field(default=None, compare=False)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        # Field 22 of /proc/<pid>/stat, after the parenthesised command name.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+class Supervisor:
+    """The stack's process table: `stack/run/` for ids, `stack/logs/` for output."""
+
+    def __init__(self, run_dir: Path, log_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+
+    def _record(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def pid(self, name: str) -> int | None:
+        """The service's pid if the process this stack started is still running."""
+        record = self._record(name)
+        if not record.exists():
+            return None
+        started = json.loads(record.read_text())
+        if _start_time(started["pid"]) != started["start_time"]:
+            return None
+        return started["pid"]
+
+    def log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(self, service: Service) -> None:
+        """Start `service` unless it already runs, then wait for it to be healthy."""
+        if self.pid(service.name) is not None:
+            self.wait(service)
+            return
+        if service.prepare:
+            service.prepare()
+        if port_taken(service.port):
+            raise StackError(
+                f"{service.name}: port {service.port} on 127.0.0.1 is taken by another process. "
+                f"Stop it, or move the whole stack with PIPELINE_STACK_PORT=<another base port>."
+            )
+        with self.log(service.name).open("ab") as log:
+            try:
+                process = subprocess.Popen(
+                    list(service.argv),
+                    env=dict(service.env()),
+                    cwd=service.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    user=service.user,
+                    group=service.user,
+                    extra_groups=[] if service.user else None,
+                )
+            except FileNotFoundError as error:
+                raise StackError(f"{service.name}: {error.filename} not found. {service.hint}") from error
+        with atomic_file(self._record(service.name)) as handle:
+            handle.write(json.dumps({"pid": process.pid, "start_time": _start_time(process.pid)}).encode())
+        self.wait(service)
+        if service.after_start:
+            service.after_start()
+
+    def wait(self, service: Service) -> None:
+        deadline = time.monotonic() + service.timeout_s
+        while time.monotonic() < deadline:
+            if self.pid(service.name) is None:
+                raise StackError(
+                    f"{service.name} exited while starting. {service.hint} "
+                    f"Its log: {self.log(service.name)}\n{self.tail(service.name)}"
+                )
+            try:
+                if service.healthy():
+                    return
+            except Exception:  # noqa: BLE001, S110 - not ready yet; the deadline decides
+                pass
+            time.sleep(0.5)
+        raise StackError(
+            f"{service.name} did not become healthy within {service.timeout_s:.0f} s. {service.hint} "
+            f"Its log: {self.log(service.name)}\n{self.tail(service.name)}"
+        )
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        log = self.log(name)
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+    def stop(self, service: Service, timeout_s: float = 30.0) -> bool:
+        """Stop the process group this stack started for `service`; False when it was not running."""
+        pid = self.pid(service.name)
+        self._record(service.name).unlink(missing_ok=True)
+        if pid is None:
+            return False
+        os.killpg(pid, service.stop_signal)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs; reaps it when it is an exited child of this process."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

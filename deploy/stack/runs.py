@@ -1,0 +1,79 @@
+"""Submit jobs to a running stack and follow the runs its daemon launches.
+
+Runs are submitted through the webserver's GraphQL API, as a person or a CI
+job would; the queued run coordinator hands them to the daemon, which
+launches them through the code servers. What happened is read back from the
+instance's Postgres storage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from deploy.stack.settings import HOST, Stack
+
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+class StackRuns:
+    """The stack's runs: submit one, wait for one, or wait for one the daemon starts by itself.
+
+    The caller's environment must hold the stack's settings (`Stack.pipeline_environment`): the
+    instance file reads its database credentials from there.
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self.client = DagsterGraphQLClient(HOST, port_number=stack.port("webserver"))
+        self.instance = DagsterInstance.from_config(str(stack.dagster_home))
+
+    def submit(self, location: str, job: str) -> str:
+        return self.client.submit_job_execution(
+            job, repository_location_name=location, repository_name="__repository__"
+        )
+
+    def wait(self, run_id: str, timeout_s: float = 1200) -> DagsterRun:
+        """The run once it has finished; TimeoutError if it has not within `timeout_s`."""
+        return self._poll(lambda: self._finished(run_id), timeout_s, f"run {run_id} to finish")
+
+    def run(self, location: str, job: str, timeout_s: float = 1200) -> DagsterRun:
+        return self.wait(self.submit(location, job), timeout_s)
+
+    def known(self) -> set[str]:
+        """Every run id so far (to tell apart the runs started after it)."""
+        return {run.run_id for run in self.instance.get_runs()}
+
+    def next_run(
+        self, matches: Callable[[DagsterRun], bool], known: set[str], timeout_s: float
+    ) -> DagsterRun | None:
+        """The first finished run not in `known` that `matches` (one the daemon launched), or None."""
+
+        def started() -> DagsterRun | None:
+            new = [r for r in self.instance.get_runs() if r.run_id not in known and matches(r)]
+            return self._finished(new[-1].run_id) if new else None
+
+        try:
+            return self._poll(started, timeout_s, "a run the daemon launches")
+        except TimeoutError:
+            return None
+
+    def launched(self, known: set[str]) -> list[DagsterRun]:
+        """Every run started after `known`, oldest first."""
+        return [r for r in reversed(self.instance.get_runs()) if r.run_id not in known]
+
+    def _finished(self, run_id: str) -> DagsterRun | None:
+        run = self.instance.get_run_by_id(run_id)
+        return run if run is not None and run.status in FINISHED else None
+
+    @staticmethod
+    def _poll(probe: Callable[[], DagsterRun | None], timeout_s: float, what: str) -> DagsterRun:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = probe()
+            if found is not None:
+                return found
+            time.sleep(2)
+        raise TimeoutError(f"Waited {timeout_s:.0f} s for {what}; the daemon's log is in stack/logs/.")

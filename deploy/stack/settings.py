@@ -1,0 +1,127 @@
+"""Where each stack service listens, where it keeps its files, and the credentials it was given.
+
+Ports are consecutive from `PIPELINE_STACK_PORT` (default 55400), so a second
+stack (a test session's) can run beside a developer's. Credentials are
+generated on the first `up`, kept owner-only in `stack/credentials.json`, and
+handed to each process through its environment, never on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from resources.atomic import atomic_file
+from resources.runtime import REPO_ROOT, RuntimeHome
+
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+LOCATIONS = {"ecommerce": "pipelines.ecommerce", "healthcare": "pipelines.healthcare"}
+BUCKETS = {
+    "store": "pipeline-store",
+    "dvc": "pipeline-dvc",
+    "mlflow": "pipeline-mlflow",
+    "logs": "pipeline-logs",
+}
+# One role per holder. The ledger's owner creates its table; the pipeline writes as `ledger_writer`,
+# which may insert and read but never update or delete (enforced by Postgres, not by our code).
+ROLES = ("superuser", "dagster", "mlflow", "ledger_owner", "ledger_writer", "aws", "spark")
+_PORTS = ("postgres", "s3", "mlflow", "spark", "spark_ui", "spark_worker_ui", "webserver", *LOCATIONS)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One stack: its folder under the runtime home and its first port."""
+
+    home: RuntimeHome
+    base_port: int = 55400
+
+    @classmethod
+    def from_environment(cls) -> Stack:
+        return cls(RuntimeHome.from_environment(), int(os.environ.get("PIPELINE_STACK_PORT") or 55400))
+
+    def port(self, service: str) -> int:
+        return self.base_port + _PORTS.index(service)
+
+    def folder(self, *parts: str) -> Path:
+        return self.home.path("stack", *parts)
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.folder("dagster")
+
+    @property
+    def pipeline_home(self) -> Path:
+        """The runtime home of the pipeline the stack serves, apart from the embedded demo's."""
+        return self.folder("home")
+
+    @property
+    def kms_key_file(self) -> Path:
+        return self.folder() / "kms-key-uri"
+
+    def credentials(self) -> dict[str, str]:
+        """Each role's password (or secret), generated once and kept owner-only."""
+        path = self.folder() / "credentials.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        made = {role: secrets.token_urlsafe(24) for role in ROLES}
+        with atomic_file(path) as handle:
+            handle.write(json.dumps(made, indent=2).encode())
+        return made
+
+    def postgres_url(self, role: str, database: str, driver: str = "psycopg") -> str:
+        password = self.credentials()[role]
+        return f"postgresql+{driver}://{role}:{password}@{HOST}:{self.port('postgres')}/{database}"
+
+    def s3_endpoint(self) -> str:
+        return f"http://{HOST}:{self.port('s3')}"
+
+    def aws_environment(self) -> dict[str, str]:
+        """What boto3, s3fs and DVC read to reach the S3/KMS endpoint."""
+        return {
+            "AWS_ENDPOINT_URL": self.s3_endpoint(),
+            "AWS_ACCESS_KEY_ID": "pipeline",
+            "AWS_SECRET_ACCESS_KEY": self.credentials()["aws"],
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def instance_environment(self) -> dict[str, str]:
+        """What `deploy/dagster.yaml` and `deploy/workspace.yaml` read."""
+        return {
+            "DAGSTER_HOME": str(self.dagster_home),
+            "DAGSTER_PG_HOST": HOST,
+            "DAGSTER_PG_PORT": str(self.port("postgres")),
+            "DAGSTER_PG_USER": "dagster",
+            "DAGSTER_PG_PASSWORD": self.credentials()["dagster"],
+            "DAGSTER_PG_DB": "dagster",
+            "DAGSTER_COMPUTE_LOG_BUCKET": BUCKETS["logs"],
+            "PIPELINE_CODE_SERVER_HOST": HOST,
+            **{f"PIPELINE_{name.upper()}_GRPC_PORT": str(self.port(name)) for name in LOCATIONS},
+            **self.aws_environment(),
+        }
+
+    def pipeline_environment(self) -> dict[str, str]:
+        """The pipeline's settings (`pipelines/environment.py`) pointed at the stack's services."""
+        kms_key_uri = self.kms_key_file.read_text().strip() if self.kms_key_file.exists() else ""
+        return {
+            "PIPELINE_HOME": str(self.pipeline_home),
+            # The operator's trust store and key stay outside the pipeline's home, beside it.
+            "PIPELINE_TRUST_STORE": str(self.folder("home-trust")),
+            "PIPELINE_OPERATOR_KEY": str(self.folder() / "home-operator.key"),
+            "PIPELINE_KMS_KEY_URI": kms_key_uri,
+            "PIPELINE_STORE_URL": f"s3://{BUCKETS['store']}/pipeline",
+            "PIPELINE_LEDGER_URL": self.postgres_url("ledger_writer", "ledger"),
+            "PIPELINE_DVC_REMOTE": f"s3://{BUCKETS['dvc']}/remote",
+            "PIPELINE_SPARK_MASTER": f"spark://{HOST}:{self.port('spark')}",
+            "SPARK_AUTH_SECRET": self.credentials()["spark"],
+            "SPARK_LOCAL_IP": HOST,
+            "PIPELINE_MLFLOW_URI": f"http://{HOST}:{self.port('mlflow')}",
+            **self.instance_environment(),
+        }
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment with the stack's settings on top (for the processes it starts)."""
+        return {**os.environ, **self.pipeline_environment(), "PYTHONPATH": str(REPO_ROOT)}

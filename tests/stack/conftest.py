@@ -1,0 +1,61 @@
+"""The stack tier: one production stack per test session, on loopback, in a throwaway home.
+
+Every service runs as it does under `make stack`. The stack's settings are put
+in the environment only for the tests of this folder, so other tests keep
+the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.stack.__main__ import down, up
+from deploy.stack.processes import port_taken
+from deploy.stack.runs import StackRuns
+from deploy.stack.settings import Stack
+from resources.runtime import RuntimeHome
+
+PORTS = 10
+
+
+def _free_base() -> int:
+    for _ in range(50):
+        base = random.randrange(40_000, 50_000, PORTS)  # noqa: S311 - a port, not a secret
+        if not any(port_taken(base + offset) for offset in range(PORTS)):
+            return base
+    raise RuntimeError("No ten consecutive free ports between 40000 and 50000 on 127.0.0.1.")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    # mkdtemp, not tmp_path: Postgres runs as another account when we are root and must be able to
+    # traverse every folder above its data directory (pytest's base folder is owner-only).
+    root = Path(tempfile.mkdtemp(prefix="pipeline-stack-"))
+    stack = Stack(RuntimeHome(root), base_port=_free_base())
+    try:
+        up(stack)
+        yield stack
+    finally:
+        down(stack)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack_env(stack: Stack) -> Iterator[dict[str, str]]:
+    """The stack's settings in this process's environment, for one test module."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.pipeline_environment().items():
+            patch.setenv(name, value)
+        yield dict(os.environ)
+
+
+@pytest.fixture(scope="module")
+def runs(stack: Stack, stack_env: dict[str, str]) -> StackRuns:
+    return StackRuns(stack)
