@@ -5,7 +5,8 @@
 records, with reasons, encrypted in the collecting stage's area
 (`store_quarantine`), takes consumed batches out of the landing zone
 (`retire_batches`: encrypted into the store, or deleted) and records the
-evidence the checks read.
+evidence the checks read. `collect_kafka_window` does all of that for a
+window consumed from Kafka, and commits its offsets last.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dagster import AssetExecutionContext, MetadataValue
 
-from domain.accounting import IntakeResult, ReplayGuard
+from domain.accounting import MAX_LISTED_BATCHES, IntakeResult, ReplayGuard
 from resources.integrity import IntegrityLedger, LedgerEntry
-from resources.sources import MANIFEST_SUFFIX, BatchVerdict, SourcePolicy, SourceRegistry
+from resources.kafka_intake import WINDOW_KIND, KafkaIntake, KafkaWindow
+from resources.scratch import ScratchSpace
+from resources.sources import MANIFEST_SUFFIX, BatchVerdict, LandedBatch, SourcePolicy, SourceRegistry
 from resources.store import ArtifactStore, StoredArtifact
 from resources.trust_store import TrustStore
+
+BatchCallback = Callable[[BatchVerdict, int], None]
 
 
 def _signer(policy: SourcePolicy) -> str:
@@ -31,15 +37,27 @@ def _signer(policy: SourcePolicy) -> str:
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def replay_guard(ledger: IntegrityLedger, trust_store: TrustStore) -> ReplayGuard:
-    """What earlier runs accepted: batch ids on the ledger, sources' last sequences in the trust store."""
-    accepted = {e.details["batch_id"] for e in ledger.entries(kind="batch") if e.details.get("accepted")}
+def replay_guard(
+    ledger: IntegrityLedger,
+    trust_store: TrustStore,
+    provisional: Callable[[LedgerEntry], bool] | None = None,
+) -> ReplayGuard:
+    """What earlier runs accepted: batch ids on the ledger, sources' last sequences in the trust store.
+
+    Verdicts that `provisional` picks out (those of a Kafka window that was
+    never committed) do not count: their batches were never collected.
+    """
+    accepted = {
+        e.details["batch_id"]
+        for e in ledger.entries(kind="batch")
+        if e.details.get("accepted") and not (provisional and provisional(e))
+    }
     return ReplayGuard(accepted, trust_store.last_sequences())
 
 
 def batch_recorder(
     context: AssetExecutionContext, ledger: IntegrityLedger, sources: SourceRegistry, subject: str
-) -> Callable[[BatchVerdict, int], None]:
+) -> BatchCallback:
     """A callback that writes each batch's verdict, source and signer to the provenance ledger."""
     signers = {source: _signer(policy) for source, policy in sources.policies().items()}
 
@@ -181,9 +199,18 @@ def finish_intake(
     the evidence the collection checks read.
     """
     quarantine = store_quarantine(context, result, store, ledger)
+    _witness_sequences(result, trust_store)
+    retired = retire_batches(context, result, inbox, topic, retention, store, ledger)
+    _report(context, result, quarantine, {"batches_retired": retired, "landing_retention": retention})
+
+
+def _witness_sequences(result: IntakeResult, trust_store: TrustStore) -> None:
     for source, batch in result.newest_accepted().items():
         trust_store.record_sequence(source, batch["sequence"], batch["batch_id"])
-    retired = retire_batches(context, result, inbox, topic, retention, store, ledger)
+
+
+def _report(context: AssetExecutionContext, result: IntakeResult, quarantine: str, extra: dict) -> None:
+    """The run's counts and intake report (`intake_report`, what the checks read) as output metadata."""
     report = result.report(quarantine_path=quarantine)
     context.add_output_metadata(
         {
@@ -191,10 +218,77 @@ def finish_intake(
             "accepted": result.accepted,
             "quarantined": result.quarantined,
             "batches_refused": report.batches_refused,
-            "batches_retired": retired,
-            "landing_retention": retention,
+            **extra,
             "quarantine_path": quarantine,
             "quarantine_reasons": MetadataValue.json(result.reasons()),
             "intake_report": MetadataValue.json(report.to_json()),
         }
     )
+
+
+def collect_kafka_window(
+    context: AssetExecutionContext,
+    kafka: KafkaIntake,
+    topic: str,
+    collect: Callable[[Iterable[LandedBatch], ReplayGuard, BatchCallback], IntakeResult],
+    dest: Path,
+    sources: SourceRegistry,
+    ledger: IntegrityLedger,
+    trust_store: TrustStore,
+    store: ArtifactStore,
+    scratch: ScratchSpace,
+) -> IntakeResult:
+    """Collect `topic`'s next Kafka window into `dest`, each message counted once across crashes.
+
+    `collect(batches, replays, on_batch)` runs the landing zone's controls
+    over the window's messages (spooled as landed batches) and writes the
+    accepted records to `dest`. Then, in this order: the quarantine and the
+    accepted records are stored (encrypted), the window's ``kafka-window``
+    ledger entry records its offset ranges and counts (the commit record),
+    the trust store witnesses each source's newest accepted sequence, and
+    only then are the offsets committed to Kafka.
+
+    A run killed before the window entry leaves its batch verdicts on the
+    ledger, but provisional: they are not taken as earlier acceptances, so
+    the next run, which reads the same messages again, does not refuse them
+    as replays of themselves. A run killed after it starts past the window
+    (`KafkaIntake.open_window` reads where windows ended from the ledger).
+    Protects against lost and double-counted messages (received = accepted
+    + quarantined over every message, once).
+    """
+    asset = context.asset_key.to_user_string()
+    verdicts, windows = f"{asset}/kafka-batch", f"{asset}/{WINDOW_KIND}"
+    committed = {e.run_id for e in ledger.entries(kind=WINDOW_KIND) if e.subject == windows}
+    replays = replay_guard(ledger, trust_store, lambda e: e.subject == verdicts and e.run_id not in committed)
+    window = kafka.open_window(topic, scratch.path(f"{context.asset_key.path[-1]}.kafka"), ledger)
+    try:
+        result = collect(window.batches(), replays, batch_recorder(context, ledger, sources, verdicts))
+        quarantine = store_quarantine(context, result, store, ledger)
+        stage, area = _area(context)
+        stored = store.stage(stage).write_file(f"{area}/kafka/{context.run_id}/{window.topic}.parquet", dest)
+        _record(context, ledger, WINDOW_KIND, stored, _window_details(window, result, quarantine))
+        _witness_sequences(result, trust_store)
+        window.commit()
+    finally:
+        window.close()
+    extra = {"kafka_window": MetadataValue.json(window.details()), "kafka_window_path": stored.path}
+    _report(context, result, quarantine, extra)
+    return result
+
+
+def _window_details(window: KafkaWindow, result: IntakeResult, quarantine: str) -> dict[str, Any]:
+    """The window's ledger entry: its offsets, its counts, and where its refused messages sit."""
+    # `collect_batches` reports one batch per message, in order.
+    refused = [
+        {"partition": m.partition, "offset": m.offset, "batch_id": b["batch_id"], "reason": b["reason"]}
+        for m, b in zip(window.messages, result.batches, strict=True)
+        if not b["accepted"]
+    ]
+    return {
+        **window.details(),
+        "received": result.received,
+        "accepted": result.accepted,
+        "quarantined": result.quarantined,
+        "quarantine_path": quarantine,
+        "refused_messages": refused[:MAX_LISTED_BATCHES],
+    }

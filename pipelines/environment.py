@@ -13,6 +13,8 @@ editing code (the code location reads them once, when it loads):
 | `PIPELINE_DVC_REMOTE` | DVC remote | `s3://bucket/dvc` |
 | `PIPELINE_SPARK_MASTER` | Spark master | `spark://spark-master:7077` |
 | `PIPELINE_MLFLOW_URI` | MLflow tracking and registry | `http://mlflow:5000` |
+| `PIPELINE_HEALTHCARE_SETTINGS` | diagnostic model settings and thresholds | `/etc/pipeline/dx.json` |
+| `PIPELINE_KAFKA_BOOTSTRAP` | e-commerce live window from Kafka (`PIPELINE_KAFKA_*`) | `broker-1:9093` |
 | `PIPELINE_KMS_KEY_URI` | KMS key wrapping every key | `aws-kms://arn:aws:kms:<region>:<account>:key/<id>` |
 """
 
@@ -21,9 +23,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dagster import EnvVar
+
 from resources.code_approval import CodeApprovals
 from resources.integrity import IntegrityLedger
 from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
+from resources.kafka_intake import KafkaIntake
 from resources.kms_keys import key_provider_from_environment
 from resources.release_folder import ReleaseFolder
 from resources.releases import ReleaseSigner
@@ -41,6 +46,22 @@ from resources.versioning import DataVersioning
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+def _kafka(example: str) -> KafkaIntake | None:
+    """The Kafka cluster the e-commerce sources publish their live window to, if one is configured."""
+    bootstrap = os.environ.get("PIPELINE_KAFKA_BOOTSTRAP")
+    if example != "ecommerce" or not bootstrap:
+        return None
+    return KafkaIntake(
+        bootstrap_servers=bootstrap,
+        group_id=_env("PIPELINE_KAFKA_GROUP", "secure-ai-pipeline-collection"),
+        security_protocol=_env("PIPELINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+        sasl_mechanism=_env("PIPELINE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        sasl_username=_env("PIPELINE_KAFKA_USERNAME", ""),
+        sasl_password=EnvVar("PIPELINE_KAFKA_PASSWORD") if os.environ.get("PIPELINE_KAFKA_PASSWORD") else "",
+        ssl_ca_location=_env("PIPELINE_KAFKA_CA", ""),
+    )
 
 
 def resources_for(example: str, home: RuntimeHome, trust: TrustStore) -> dict[str, Any]:
@@ -75,6 +96,7 @@ def resources_for(example: str, home: RuntimeHome, trust: TrustStore) -> dict[st
             name=example,
             path=str(home.path("config") / f"{example}_sources.json"),
             landing=str(home.path("landing", example)),
+            kafka=_kafka(example),
         ),
         "approvals": CodeApprovals(
             key_provider=keys, manifest_path=str(home.path("config") / "approved_code.json")

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dagster import ConfigurableResource
 
 from resources.digests import canonical_json
+from resources.kafka_intake import KafkaIntake
 
 MANIFEST_SUFFIX = ".manifest.json"
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024  # a manifest lists a file batch's digests: 8 MiB is ~80,000 files
@@ -112,11 +113,13 @@ def landed_batches(landing: Path, topic: str) -> Iterator[LandedBatch]:
 
 
 class SourceRegistry(ConfigurableResource):
-    """Known sources, their public keys and limits, and the landing zone they write to.
+    """Known sources, their public keys and limits, and where they deliver.
 
     `name` is the example (``ecommerce``); the registry file defaults to
     `.runtime/config/<name>_sources.json` and the landing zone to
-    `.runtime/landing/<name>/`.
+    `.runtime/landing/<name>/`. With `kafka` set, the e-commerce record
+    topics' live window (``inbox``) is consumed from Kafka instead of the
+    landing zone (`resources.kafka_intake`), through the same controls.
     """
 
     name: str
@@ -127,6 +130,9 @@ class SourceRegistry(ConfigurableResource):
     #: ledger) and removes them from the landing zone; ``delete`` removes them.
     #: Either way the landing zone keeps nothing a sender sent.
     retention: Literal["archive", "delete"] = "archive"
+    #: Where the sources publish the live window instead of the landing zone (None: the landing
+    #: zone). Kafka's own topic retention, not `retention`, decides how long its messages stay.
+    kafka: KafkaIntake | None = None
 
     def _file(self) -> Path:
         return Path(self.path)
@@ -164,7 +170,7 @@ class SourceRegistry(ConfigurableResource):
             return refuse("unsigned: batch has no manifest")
         try:
             manifest = batch.read_manifest()
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
             return refuse(f"unreadable manifest: {error}")
         if not isinstance(manifest, dict):
             return refuse("unreadable manifest: not a JSON object")

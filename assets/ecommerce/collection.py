@@ -1,15 +1,16 @@
 """Collection: signed Kafka batches in, authenticated and validated tables out.
 
-Two topics arrive as signed batches in the landing zone: user activity
-(view / add_to_cart / purchase) and product reviews. Each collection asset
-authenticates every batch against the source registry, applies per-source
-rate limits, validates and sanitises every record, quarantines what fails
-with a reason, records each batch in the provenance ledger, and compares the
-window against the trusted baseline. The checks attached here stop the
+Two topics arrive as signed batches in the landing zone (or, when the source
+registry names a Kafka cluster, the live window as signed batches on Kafka
+topics): user activity (view / add_to_cart / purchase) and product reviews.
+Each collection asset authenticates every batch against the source registry,
+applies per-source rate limits, validates and sanitises every record,
+quarantines what fails with a reason, records each batch in the provenance
+ledger, and compares the window against the trusted baseline. The checks attached here stop the
 lifecycle before processing when any of that fails.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dagster import (
@@ -22,19 +23,20 @@ from dagster import (
     asset,
 )
 
-from assets.batches import batch_recorder, finish_intake, replay_guard
+from assets.batches import BatchCallback, batch_recorder, collect_kafka_window, finish_intake, replay_guard
 from assets.checks.integrity import stored_digest_check
 from assets.checks.schema import expectation_check
 from assets.checks.sources import mix_check, source_checks
 from assets.ecommerce.shilling_checks import baseline_checks, item_push_check, near_duplicate_check
+from domain.accounting import IntakeResult, ReplayGuard
 from domain.ecommerce.expectations import ACTIVITY_SUITE, REVIEW_SUITE
 from domain.ecommerce.item_push import read_item_reach
 from domain.ecommerce.profiles import activity_profile, review_profile, source_rates
 from domain.ecommerce.records import ACTIVITY, REVIEWS, RecordSchema
-from domain.ecommerce.topics import collect_topic
+from domain.ecommerce.topics import collect_batches, collect_topic
 from resources.integrity import IntegrityLedger
 from resources.scratch import ScratchSpace
-from resources.sources import SourceRegistry
+from resources.sources import LandedBatch, SourceRegistry, landed_batches
 from resources.store import ArtifactStore
 from resources.tables import TableFile
 from resources.trust_store import TrustStore
@@ -45,6 +47,7 @@ BASELINE_KEY = AssetKey(["ecommerce", "trusted_baseline"])
 REFERENCE_EVENTS_KEY = AssetKey(["ecommerce", "reference_events"])
 REFERENCE_REVIEWS_KEY = AssetKey(["ecommerce", "reference_reviews"])
 OWNER = "team:data-engineering"
+LIVE_WINDOW = "inbox"  # the window that comes from Kafka when the registry names a cluster
 
 
 def _reference_asset(key: AssetKey, schema: RecordSchema, description: str):
@@ -120,20 +123,29 @@ def collect_window(
     store: ArtifactStore,
     scratch: ScratchSpace,
 ) -> TableFile:
-    """Collect one landing window (`inbox`, `feedback`) of a topic through every intake control."""
-    name = context.asset_key.path[-1]
-    inbox = sources.landing_dir() / window
-    dest = scratch.path(f"{name}.parquet")
-    result = collect_topic(
-        sources,
-        inbox,
-        schema,
-        dest,
-        replays=replay_guard(ledger, trust_store),
-        on_batch=batch_recorder(context, ledger, sources, f"ecommerce/batches/{schema.topic}"),
-    )
-    result.profile = profile(dest)
-    finish_intake(context, result, inbox, schema.topic, sources.retention, store, ledger, trust_store)
+    """Collect one window (`inbox`, `feedback`) of a topic through every intake control.
+
+    The live window is consumed from Kafka when the registry names a cluster
+    (`SourceRegistry.kafka`), and read from the landing zone otherwise.
+    """
+    dest = scratch.path(f"{context.asset_key.path[-1]}.parquet")
+
+    def collect(
+        batches: Iterable[LandedBatch], replays: ReplayGuard, on_batch: BatchCallback
+    ) -> IntakeResult:
+        result = collect_batches(sources, batches, schema, dest, replays=replays, on_batch=on_batch)
+        result.profile = profile(dest)
+        return result
+
+    if window == LIVE_WINDOW and sources.kafka is not None:
+        result = collect_kafka_window(
+            context, sources.kafka, schema.topic, collect, dest, sources, ledger, trust_store, store, scratch
+        )
+    else:
+        inbox = sources.landing_dir() / window
+        recorder = batch_recorder(context, ledger, sources, f"ecommerce/batches/{schema.topic}")
+        result = collect(landed_batches(inbox, schema.topic), replay_guard(ledger, trust_store), recorder)
+        finish_intake(context, result, inbox, schema.topic, sources.retention, store, ledger, trust_store)
     return TableFile(path=dest, rows=result.accepted)
 
 

@@ -3,6 +3,8 @@
 `collect_topic` reads one topic's batches from the landing zone one batch at
 a time and streams accepted rows into a Parquet file, so that for every run
 received = accepted + quarantined (see `domain.accounting` for what counts).
+`collect_batches` does the same for batches from elsewhere (a Kafka window
+spooled to scratch files), through the same controls.
 
 What a batch may cost is bounded before trust is decided: a refused batch
 (unsigned, forged, tampered, oversized, replayed, over its rate limit) is
@@ -19,6 +21,7 @@ import json
 import os
 import stat
 from array import array
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +32,7 @@ from domain.accounting import RAW_KEPT_CHARS, IntakeResult, ReplayGuard, refused
 from domain.ecommerce.records import KAFKA_FIELDS, RecordSchema
 from resources.sources import (
     BatchVerdict,
+    LandedBatch,
     RateLimiter,
     SourcePolicy,
     SourceRegistry,
@@ -70,7 +74,7 @@ def _decode(line: bytes) -> tuple[dict | None, str]:
             raise TypeError("payload is not an object")
         if not isinstance(message["timestamp"], int) or not isinstance(message["offset"], int):
             raise TypeError("timestamp and offset must be integers")
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:  # RecursionError: nested too deep
         return None, f"malformed: {type(error).__name__}: {error}"[:200]
     return {
         "payload": value,
@@ -121,12 +125,29 @@ def collect_topic(
     replay); `on_batch(verdict, records)` is called for each batch, e.g. to
     record it in the provenance ledger.
     """
+    batches = landed_batches(landing, schema.topic)
+    return collect_batches(registry, batches, schema, dest, replays=replays, on_batch=on_batch)
+
+
+def collect_batches(
+    registry: SourceRegistry,
+    batches: Iterable[LandedBatch],
+    schema: RecordSchema,
+    dest: Path,
+    *,
+    replays: ReplayGuard | None = None,
+    on_batch=None,
+) -> IntakeResult:
+    """Collect `batches` of `schema.topic`, in order, into `dest`, as `collect_topic` does.
+
+    `on_batch` is called exactly once per batch, in order, accepted or not.
+    """
     replays = replays or ReplayGuard()
     policies: dict[str, SourcePolicy] = registry.policies()
     limiter, result = RateLimiter(), IntakeResult()
     payload_fields = [n for n in schema.arrow_schema.names if n not in KAFKA_FIELDS]
     with pq.ParquetWriter(dest, schema.arrow_schema) as writer:
-        for batch in landed_batches(landing, schema.topic):
+        for batch in batches:
             verdict = registry.verify(batch, schema.topic, policies)
             if verdict.accepted and (why := replays.reason(verdict)):
                 verdict = refused(verdict, why)

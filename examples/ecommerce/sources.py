@@ -12,7 +12,9 @@ Kafka message per line, and ``<batch_id>.manifest.json``, which names the
 batch, counts and digests its lines and carries the source's signature over
 the canonical JSON of all its other fields. The data file is written before
 the manifest, each atomically, so a manifest always describes a complete file:
-the manifest is the batch's commit record.
+the manifest is the batch's commit record. Published to Kafka instead
+(`examples.ecommerce.kafka`), a batch is one message: the same lines as its
+value, the same manifest as its header.
 
 An operator enrols the sources once (`enrol_sources`): the registry holds each
 source's public key and limits, and is what the pipeline trusts. The private
@@ -30,7 +32,9 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -182,21 +186,35 @@ def write_batch(
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     lines = raw_lines if raw_lines is not None else (encode_message(m) for m in messages)
     records, digest = _write_lines(folder / f"{batch_id}.jsonl", lines)
+    manifest = batch_manifest(source_id, topic, batch_id, records, digest, created_at, signer)
+    manifest_path = folder / f"{batch_id}.manifest.json"
+    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
+    return manifest_path
+
+
+def batch_manifest(
+    source_id: str,
+    topic: str,
+    batch_id: str,
+    records: int,
+    sha256: str,
+    created_at: datetime,
+    signer: Ed25519PrivateKey | None,
+) -> dict:
+    """A batch's manifest, signed by `signer` over all its other fields (None: no "signature")."""
     manifest: dict = {
         "source": source_id,
         "batch_id": batch_id,
         "topic": topic,
         "schema_version": SCHEMA_VERSION,
         "records": records,
-        "digest": {"algorithm": "sha256", "value": digest},
+        "digest": {"algorithm": "sha256", "value": sha256},
         "created_at": iso_z(created_at),
         "sequence": batch_sequence(created_at),
     }
     if signer is not None:
         manifest["signature"] = base64.b64encode(signer.sign(signed_bytes(manifest))).decode()
-    manifest_path = folder / f"{batch_id}.manifest.json"
-    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
-    return manifest_path
+    return manifest
 
 
 def encode_message(message: Message) -> bytes:
@@ -219,24 +237,41 @@ def kafka_message(topic: str, offsets: Offsets, key: str, payload: dict, time: s
     }
 
 
+class BatchSink(Protocol):
+    """Where a source delivers a batch: the landing zone (`write_batch`) or a Kafka topic."""
+
+    def __call__(
+        self,
+        source_id: str,
+        topic: str,
+        messages: list[Message],
+        signer: Ed25519PrivateKey | None,
+        *,
+        batch_id: str,
+        created_at: datetime,
+    ) -> object: ...
+
+
 def emit_window(
     world: World,
-    landing: Path,
+    landing: Path | BatchSink,
     keys: SourceKeys,
     *,
     window: str,
     batch_records: int = 20_000,
     offsets: Offsets | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Land every event and review of `world` as signed batches, one batch at a time.
+    """Deliver every event and review of `world` as signed batches, one batch at a time.
 
-    `offsets` is the next offset per (topic, partition); it is updated in
-    place, so windows emitted in turn continue one Kafka log. Returns
+    `landing` is a landing-zone folder, or any other `BatchSink`. `offsets`
+    is the next offset per (topic, partition); it is updated in place, so
+    windows emitted in turn continue one Kafka log. Returns
     ``{source_id: {"batches": n, "records": n}}``.
     """
     offsets = {} if offsets is None else offsets
+    deliver = partial(write_batch, landing) if isinstance(landing, Path) else landing
     streams = {
-        source: _BatchStream(landing, source, keys.signer(source), window, batch_records)
+        source: _BatchStream(deliver, source, keys.signer(source), window, batch_records)
         for source in SOURCES
     }
     for event in world.activity_events():
@@ -251,10 +286,12 @@ def emit_window(
 
 
 class _BatchStream:
-    """Collects one source's messages and writes a signed batch every `size` records."""
+    """Collects one source's messages and delivers a signed batch every `size` records."""
 
-    def __init__(self, landing: Path, source: str, signer: Ed25519PrivateKey, window: str, size: int) -> None:
-        self.landing, self.source, self.signer = landing, source, signer
+    def __init__(
+        self, deliver: BatchSink, source: str, signer: Ed25519PrivateKey, window: str, size: int
+    ) -> None:
+        self.deliver, self.source, self.signer = deliver, source, signer
         self.window, self.size = window, size
         self.pending: list[Message] = []
         self.batches = self.records = 0
@@ -273,8 +310,7 @@ class _BatchStream:
         if not self.pending:
             return
         last = EPOCH + timedelta(milliseconds=self.pending[-1]["timestamp"])
-        write_batch(
-            self.landing,
+        self.deliver(
             self.source,
             SOURCES[self.source],
             self.pending,
