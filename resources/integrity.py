@@ -127,6 +127,10 @@ def _add_mac_key_version(engine: sa.Engine) -> None:
             raise
 
 
+class LedgerUnavailableError(RuntimeError):
+    """The ledger's database cannot be reached or refuses the configured credentials."""
+
+
 def _row_to_entry(row: sa.Row) -> LedgerEntry:
     values = dict(row._mapping)
     for name in _JSON_COLUMNS:
@@ -155,8 +159,15 @@ class IntegrityLedger(ConfigurableResource):
     def _db(self) -> sa.Engine:
         if self._engine is None:
             engine = sa.create_engine(self.url)
-            _metadata.create_all(engine)
-            _add_mac_key_version(engine)
+            try:
+                _metadata.create_all(engine)
+                _add_mac_key_version(engine)
+            except sa.exc.OperationalError as error:
+                raise LedgerUnavailableError(
+                    f"The ledger database at {sa.engine.make_url(self.url)!r} cannot be used: "
+                    f"{str(error.orig).strip()}. Check the ledger URL (PIPELINE_LEDGER_URL: host, port, "
+                    "database, role and password) and that the server runs; nothing was written."
+                ) from error
             self._engine = engine
         return self._engine
 

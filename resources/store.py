@@ -59,6 +59,10 @@ class StoreAccessError(PermissionError):
     """A stage tried to write outside its own area of the store."""
 
 
+class StoreUnavailableError(RuntimeError):
+    """The store's location cannot be reached, does not exist, or refuses the credentials."""
+
+
 @dataclass(frozen=True)
 class StoredArtifact:
     """What was written: store path, plaintext digest, digest of the bytes at rest, size."""
@@ -167,7 +171,8 @@ class ArtifactStore(ConfigurableResource):
 
     def _streaming_aead(self) -> streaming_aead.StreamingAead:
         if self._aead is None:
-            handle = self._data_keyset(self.key_provider.key_encryption_aead())
+            with self._reachable():
+                handle = self._data_keyset(self.key_provider.key_encryption_aead())
             self._aead = handle.primitive(streaming_aead.StreamingAead)
         return self._aead
 
@@ -214,8 +219,20 @@ class ArtifactStore(ConfigurableResource):
                 yield handle
         else:
             # Object stores publish an object only when its upload completes.
-            with target.open("wb") as handle:
+            with self._reachable(), target.open("wb") as handle:
                 yield handle
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn an object store's refusal (no bucket, bad credentials, no endpoint) into advice."""
+        try:
+            yield
+        except OSError as error:
+            raise StoreUnavailableError(
+                f"The artifact store at {self.root} cannot be used: {error}. Check the store URL "
+                "(PIPELINE_STORE_URL), that its bucket exists, and the credentials and endpoint in the "
+                "AWS_* settings; nothing was published."
+            ) from error
 
     def stage(self, name: str) -> StageStore:
         """A handle that can write only under `<root>/<name>/`."""

@@ -2,13 +2,14 @@
 
 import hashlib
 import json
+import socket
 
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from resources.digests import canonical_json, digest_bytes, digest_file
-from resources.integrity import IntegrityLedger, LedgerEntry
+from resources.integrity import IntegrityLedger, LedgerEntry, LedgerUnavailableError
 from resources.trust_store import Checkpoint
 
 
@@ -147,3 +148,19 @@ def test_latest_follows_lineage_and_records_what_made_an_artifact(ledger):
     assert latest.inputs == {"ecommerce/t0": "blake3:aa"}
     assert ledger.verify_chain().ok
     assert json.loads(json.dumps(latest.body()))["code_version"] == "blake3:cc"
+
+
+def test_an_unreachable_ledger_database_names_the_setting(keys, tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ledger = IntegrityLedger(
+        key_provider=keys,
+        url=f"postgresql+psycopg://pipeline:s3cret@127.0.0.1:{port}/ledger",
+        trust_store=str(tmp_path / "trust"),
+    )
+    with pytest.raises(LedgerUnavailableError) as refused:
+        ledger.head()
+    message = str(refused.value)
+    assert "PIPELINE_LEDGER_URL" in message and f"127.0.0.1:{port}" in message
+    assert "s3cret" not in message  # the password is masked

@@ -11,7 +11,7 @@ import pytest
 
 from resources.digests import IntegrityError
 from resources.keys import LocalKeyProvider
-from resources.store import ArtifactStore, StoreAccessError
+from resources.store import ArtifactStore, StoreAccessError, StoreUnavailableError
 
 SECRET_ROW = b"user u0000042 bought item i000777 for 19.99 -- confidential"
 
@@ -128,3 +128,10 @@ def test_sigkill_mid_write_leaves_nothing_a_later_load_accepts(store, home):
             digest="blake3:unknown",
             stored_digest=store.stored_digest("processing/big/table.parquet") + "x",
         )
+
+
+def test_a_missing_bucket_names_the_setting(keys, aws_environment):
+    store = ArtifactStore(key_provider=keys, root="s3://no-such-bucket/pipeline")
+    with pytest.raises(StoreUnavailableError) as refused:
+        store.stage("collection").write_bytes("collection/a.bin", b"data")
+    assert "PIPELINE_STORE_URL" in str(refused.value) and "no-such-bucket" in str(refused.value)
