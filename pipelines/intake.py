@@ -31,22 +31,17 @@ from resources.sources import MANIFEST_SUFFIX, SourceRegistry
 POLL_SECONDS = 15
 
 
-def _fingerprint(folder: Path) -> str | None:
-    """What has landed: each manifest's name and modification time (a re-signed batch counts)."""
-    manifests = sorted(folder.rglob(f"*{MANIFEST_SUFFIX}"))
-    if not manifests:
-        return None
-    listing = "\n".join(
-        f"{p.relative_to(folder)} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in manifests
-    )
-    return hashlib.sha256(listing.encode()).hexdigest()
+def _landed(folder: Path) -> set[str]:
+    """What has landed: each manifest's path and modification time (a batch re-sent in place is new)."""
+    return {f"{p.relative_to(folder)} {p.stat().st_mtime_ns}" for p in folder.rglob(f"*{MANIFEST_SUFFIX}")}
 
 
 def landing_sensor(example: str, window: str, job: JobDefinition) -> SensorDefinition:
-    """Run `job` once for each new set of batches in the `window` folder of the landing zone.
+    """Run `job` once for each set of batches that landed in the `window` folder since the last intake.
 
-    A window is taken only once it has stopped changing for one poll interval, so a source still
-    landing (or re-sending) batches is not collected half-written.
+    New batches are taken only once they have stopped changing for one poll interval, so a source
+    still landing (or re-sending) batches is not collected half-written; batches the intake takes
+    out of the landing zone are simply forgotten, never a reason for another run.
     """
 
     @sensor(
@@ -56,19 +51,23 @@ def landing_sensor(example: str, window: str, job: JobDefinition) -> SensorDefin
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Starts {job.name} when new signed batches have landed in the {window} window.",
     )
-    def _landed(context: SensorEvaluationContext, sources: SourceRegistry) -> RunRequest | SkipReason:
+    def _sensor(context: SensorEvaluationContext, sources: SourceRegistry) -> RunRequest | SkipReason:
         folder = sources.landing_dir() / window
         cursor = json.loads(context.cursor) if context.cursor else {}
-        now = _fingerprint(folder)
-        if now is None or now == cursor.get("taken"):
+        landed = _landed(folder)
+        taken = set(cursor.get("taken", [])) & landed
+        new = sorted(landed - taken)
+        digest = hashlib.sha256("\n".join(new).encode()).hexdigest()
+        if not new:
+            context.update_cursor(json.dumps({"taken": sorted(taken)}))
             return SkipReason(f"No new batches in {folder}.")
-        if now != cursor.get("seen"):
-            context.update_cursor(json.dumps({**cursor, "seen": now}))
-            return SkipReason(f"Batches are landing in {folder}; taking them once it stops changing.")
-        context.update_cursor(json.dumps({"seen": now, "taken": now}))
-        return RunRequest(run_key=now)
+        if digest != cursor.get("seen"):
+            context.update_cursor(json.dumps({"taken": sorted(taken), "seen": digest}))
+            return SkipReason(f"{len(new)} new batches are landing in {folder}; taken once they settle.")
+        context.update_cursor(json.dumps({"taken": sorted(taken | set(new))}))
+        return RunRequest(run_key=digest, tags={"pipeline/new_batches": str(len(new))})
 
-    return _landed
+    return _sensor
 
 
 def automation_sensor(example: str) -> AutomationConditionSensorDefinition:

@@ -43,3 +43,9 @@ def test_a_window_is_taken_once_it_stops_changing_and_only_once(tmp_path: Path):
     assert isinstance(result, SkipReason)
     result, cursor = _tick(sensor, sources, cursor)
     assert isinstance(result, RunRequest)
+    assert result.tags["pipeline/new_batches"] == "2"
+    (window / "b1.manifest.json").unlink()  # retired by that intake
+    result, cursor = _tick(sensor, sources, cursor)
+    assert isinstance(result, SkipReason)
+    result, cursor = _tick(sensor, sources, cursor)
+    assert isinstance(result, SkipReason)
