@@ -6,6 +6,9 @@ an approval for its exact digest (`make approve-retraining`); only then does
 `healthcare_retraining` train, check and promote.
 """
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from dagster import AssetSelection, Definitions, define_asset_job, definitions
@@ -71,7 +74,26 @@ def build_definitions(home: RuntimeHome, trust: TrustStore, **overrides: Any) ->
     )
 
 
+def settings_from_environment() -> modeling.DiagnosticSettings:
+    """The model's training settings and clinical thresholds: the JSON file named by
+    `$PIPELINE_HEALTHCARE_SETTINGS` (a deployment's clinical policy is configuration), else the defaults."""
+    path = os.environ.get("PIPELINE_HEALTHCARE_SETTINGS")
+    if not path:
+        return modeling.DiagnosticSettings()
+    try:
+        return modeling.DiagnosticSettings(**json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"PIPELINE_HEALTHCARE_SETTINGS={path} is not a readable JSON object of DiagnosticSettings "
+            f"fields: {error}"
+        ) from error
+
+
 @definitions
 def defs() -> Definitions:
     """What `dagster dev` / the code server loads: the location over `$PIPELINE_HOME`."""
-    return build_definitions(RuntimeHome.from_environment(), TrustStore.from_environment())
+    return build_definitions(
+        RuntimeHome.from_environment(),
+        TrustStore.from_environment(),
+        diagnostic_settings=settings_from_environment(),
+    )

@@ -118,6 +118,13 @@ class FolderKeyProvider(KeyProvider):
     def secret(self, name: str) -> bytes:
         return self._read_or_create(f"{name}.secret", lambda: secrets.token_bytes(SECRET_BYTES))
 
+    def import_secret(self, name: str, value: bytes) -> None:
+        """Keep an existing secret under `name` (e.g. a pseudonym key moved from another deployment,
+        so pseudonyms stay linkable), stored as this provider stores its own; refused if `name`
+        already holds another value."""
+        if self._read_or_create(f"{name}.secret", lambda: value) != value:
+            raise ValueError(f"Secret {name!r} already exists with another value; it was not replaced.")
+
     def signing_key(self, name: str) -> Ed25519PrivateKey:
         def new_key() -> bytes:
             return Ed25519PrivateKey.generate().private_bytes(

@@ -18,6 +18,7 @@ from examples.runs import PipelineInstance
 from pipelines import healthcare
 from pipelines.approve_code import approved_transforms
 from pipelines.approve_retraining import approve
+from resources.kms_keys import key_provider_from_environment
 from resources.runtime import RuntimeHome
 
 STUDIES = 400  # per window: enough for every collection control
@@ -40,11 +41,9 @@ class Clinic(PipelineInstance):
     def __post_init__(self) -> None:
         # A fixed pseudonym key makes the patient split, and so the trained model, the same on
         # every run (with a fresh random key each run, a 600-image model's AUC varies by +-0.1).
-        keys = self.home / "keys"
-        keys.mkdir(mode=0o700, parents=True, exist_ok=True)
-        secret = keys / f"{PSEUDONYM_KEY_NAME}.secret"
-        secret.write_bytes(bytes(range(32)))
-        secret.chmod(0o600)
+        key_provider_from_environment(str(self.home / "keys")).import_secret(
+            PSEUDONYM_KEY_NAME, bytes(range(32))
+        )
         self.paths = default_paths(self.home)
         self.summary = generate(seed=self.seed, studies=self.studies, home=self.home, workers=1)
         self.keys = load_or_create_keys(self.paths["keys"])

@@ -1,6 +1,6 @@
 """The project's layers and the rule between them, read from the source's import statements.
 
-    resources  <-  domain  <-  assets  <-  pipelines
+    resources  <-  domain  <-  assets  <-  pipelines  <-  deploy
     serving: resources, the domain's model contracts and itself only
     examples, benchmarks: anything; nothing in production imports them
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-RANK = {"resources": 0, "domain": 1, "assets": 2, "pipelines": 3}
+RANK = {"resources": 0, "domain": 1, "assets": 2, "pipelines": 3, "deploy": 4}
 SERVING_MAY_IMPORT = {"resources", "domain", "serving"}
 TOP = "examples", "benchmarks"  # may import anything; production never imports them
 PRODUCTION = (*RANK, "serving")

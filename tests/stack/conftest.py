@@ -7,6 +7,7 @@ the embedded defaults.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -20,6 +21,7 @@ from deploy.stack.__main__ import down, up
 from deploy.stack.processes import port_taken
 from deploy.stack.runs import StackRuns
 from deploy.stack.settings import Stack
+from examples.healthcare.clinic import SMALL_THRESHOLDS
 from resources.runtime import RuntimeHome
 
 PORTS = 10
@@ -27,10 +29,11 @@ PORTS = 10
 
 def _free_base() -> int:
     for _ in range(50):
-        base = random.randrange(40_000, 50_000, PORTS)  # noqa: S311 - a port, not a secret
+        # Below the ephemeral range, where outgoing connections would take ports from under us.
+        base = random.randrange(20_000, 30_000, PORTS)  # noqa: S311 - a port, not a secret
         if not any(port_taken(base + offset) for offset in range(PORTS)):
             return base
-    raise RuntimeError("No ten consecutive free ports between 40000 and 50000 on 127.0.0.1.")
+    raise RuntimeError("No ten consecutive free ports between 20000 and 30000 on 127.0.0.1.")
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +42,13 @@ def stack() -> Iterator[Stack]:
     # traverse every folder above its data directory (pytest's base folder is owner-only).
     root = Path(tempfile.mkdtemp(prefix="pipeline-stack-"))
     stack = Stack(RuntimeHome(root), base_port=_free_base())
+    # The healthcare code server holds the small world's model to the small world's thresholds.
+    settings = root / "healthcare-settings.json"
+    settings.write_text(json.dumps(SMALL_THRESHOLDS))
     try:
-        up(stack)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("PIPELINE_HEALTHCARE_SETTINGS", str(settings))
+            up(stack)
         yield stack
     finally:
         down(stack)

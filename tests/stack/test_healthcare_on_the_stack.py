@@ -1,0 +1,62 @@
+"""The healthcare lifecycle on the production stack: DICOM intake to a signed, registered champion.
+
+Submitted through the webserver and launched by the daemon, as in
+production; the code server reads the clinical thresholds from its
+configuration file (`PIPELINE_HEALTHCARE_SETTINGS`), not from code.
+"""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+from dagster import DagsterRunStatus
+from mlflow.tracking import MlflowClient
+
+from deploy.stack.objectstore import client
+from deploy.stack.runs import StackRuns
+from deploy.stack.settings import BUCKETS, HOST, Stack
+from domain.healthcare.deidentify import phi_values
+from domain.healthcare.release import MODEL_NAME
+from examples.healthcare.clinic import MODEL_STUDIES, Clinic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clinic(stack: Stack, stack_env: dict[str, str], runs: StackRuns) -> Clinic:
+    """A clinic whose pipeline runs on the stack: baseline and first lifecycle submitted and finished."""
+    clinic = Clinic(stack.pipeline_home, studies=MODEL_STUDIES)
+    # Read before the intake takes the batches out of the landing zone.
+    landed = sorted(clinic.home.joinpath("landing", "healthcare").rglob("*.dcm"))[:50]
+    clinic.identifying = {v for path in landed for v in phi_values(pydicom.dcmread(path)) if len(v) >= 6}
+    clinic.submitted = [
+        runs.run("healthcare", job) for job in ("healthcare_baseline", "healthcare_lifecycle")
+    ]
+    return clinic
+
+
+def test_the_healthcare_lifecycle_runs_through_the_daemon_to_a_registered_champion(stack, clinic):
+    assert [run.status for run in clinic.submitted] == [DagsterRunStatus.SUCCESS] * 2
+    champion = MlflowClient(f"http://{HOST}:{stack.port('mlflow')}").get_model_version_by_alias(
+        MODEL_NAME, "champion"
+    )
+    assert int(champion.version) == 1
+    report = clinic.ledger.verify_chain()
+    assert report.ok, report.problems
+
+
+def test_no_patient_identifier_is_readable_in_the_bucket(stack, clinic):
+    """The landed DICOM headers name patients; no stored object may show one of those values."""
+    identifying = clinic.identifying
+    assert len(identifying) > 50
+    s3 = client(stack, "s3")
+    stored = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKETS["store"])
+        for item in page.get("Contents", [])
+        if "healthcare" in item["Key"]
+    ]
+    assert len(stored) > 10, "the healthcare lifecycle stored nothing in the bucket"
+    for key in stored:
+        body = s3.get_object(Bucket=BUCKETS["store"], Key=key)["Body"].read()
+        assert not [value for value in identifying if value.encode() in body], key
