@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install data approve-code approve-retraining trust-release-key alarms acknowledge-alarm rotate-keys demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
+.PHONY: help install data approve-code approve-retraining trust-release-key alarms acknowledge-alarm rotate-keys kafka-data demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,6 +52,9 @@ acknowledge-alarm: install  ## the operator clears one: make acknowledge-alarm A
 
 rotate-keys: install  ## new primary data key and ledger MAC key; older artifacts and entries still decrypt and verify
 	$(PY) -m pipelines.rotate_keys
+
+kafka-data: install  ## publish the inbox window of `make data` to Kafka: make kafka-data KAFKA=host:port
+	$(PY) -m examples.ecommerce.kafka --bootstrap $(KAFKA) --seed $(SEED) --events $(EVENTS)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)

@@ -31,24 +31,21 @@ def client(stack: Stack, name: str):
     )
 
 
-def kms_key_arn(stack: Stack) -> str:
-    """The stack's KMS key, created on first use."""
-    kms = client(stack, "kms")
-    aliases = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
-    if KEY_ALIAS in aliases:
-        return kms.describe_key(KeyId=KEY_ALIAS)["KeyMetadata"]["Arn"]
-    key = kms.create_key(Description="Secure AI pipeline stack", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
-    kms.create_alias(AliasName=KEY_ALIAS, TargetKeyId=key["KeyId"])
-    return key["Arn"]
-
-
 def provision(stack: Stack) -> None:
-    """One bucket per use, each with default SSE-KMS encryption under the stack's key, which also
-    wraps the pipeline's own keys (`PIPELINE_KMS_KEY_URI`)."""
-    s3 = client(stack, "s3")
-    arn = kms_key_arn(stack)
+    """The stack's key and buckets; the key also wraps the pipeline's own keys (`PIPELINE_KMS_KEY_URI`)."""
+    arn = provision_buckets(client(stack, "kms"), client(stack, "s3"))
     with atomic_file(stack.kms_key_file) as handle:
         handle.write(f"aws-kms://{arn}".encode())
+
+
+def provision_buckets(kms, s3) -> str:
+    """The KMS key under `KEY_ALIAS` (made on first use) and one bucket per use of `BUCKETS`, each
+    encrypted by default with that key and closed to public access; returns the key's ARN. Safe to
+    run again, on any endpoint (the stack's, compose's)."""
+    if KEY_ALIAS not in {alias["AliasName"] for alias in kms.list_aliases()["Aliases"]}:
+        key = kms.create_key(Description="Secure AI pipeline stack", KeyUsage="ENCRYPT_DECRYPT")
+        kms.create_alias(AliasName=KEY_ALIAS, TargetKeyId=key["KeyMetadata"]["KeyId"])
+    arn = kms.describe_key(KeyId=KEY_ALIAS)["KeyMetadata"]["Arn"]
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in BUCKETS.values():
         if bucket not in existing:
@@ -76,6 +73,7 @@ def provision(stack: Stack) -> None:
                 "RestrictPublicBuckets": True,
             },
         )
+    return arn
 
 
 def service(stack: Stack) -> Service:
@@ -86,6 +84,6 @@ def service(stack: Stack) -> Service:
         env=stack.environment,
         healthy=lambda: httpx.get(f"{stack.s3_endpoint()}/moto-api/", timeout=2).status_code == 200,
         port=port,
-        hint="moto is part of the `prod` extra: `make install`.",
+        hint="moto comes with the dev extra: `make install`.",
         after_start=lambda: provision(stack),
     )

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -159,16 +160,29 @@ def service(stack: Stack) -> Service:
     )
 
 
+LOGIN_ROLES = ("dagster", "mlflow", "ledger_owner", "ledger_writer")
+
+
 def provision(stack: Stack) -> None:
-    """Roles, databases and grants; safe to run again (passwords are reset to the stack's)."""
+    """The stack's roles, databases and grants, with the stack's credentials."""
     credentials = stack.credentials()
-    with _admin(stack) as conn:
-        for role in ("dagster", "mlflow", "ledger_owner", "ledger_writer"):
+    provision_databases(
+        HOST, stack.port("postgres"), credentials[ADMIN], {role: credentials[role] for role in LOGIN_ROLES}
+    )
+
+
+def provision_databases(host: str, port: int | str, admin_password: str, passwords: dict[str, str]) -> None:
+    """Roles, databases and grants on any server (the stack's, compose's); safe to run again
+    (passwords are reset to `passwords`). The ledger's tables are created by their owner, and its
+    writer may only SELECT and INSERT."""
+    server = {"host": host, "port": port, "autocommit": True, "connect_timeout": 10}
+    with psycopg.connect(user=ADMIN, password=admin_password, dbname="postgres", **server) as conn:
+        for role in LOGIN_ROLES:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
             conn.execute(
                 sql.SQL("{} {} LOGIN PASSWORD {}").format(
-                    verb, sql.Identifier(role), sql.Literal(credentials[role])
+                    verb, sql.Identifier(role), sql.Literal(passwords[role])
                 )
             )
         for database, owner in DATABASES.items():
@@ -180,9 +194,9 @@ def provision(stack: Stack) -> None:
                 )
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
         conn.execute("GRANT CONNECT ON DATABASE ledger TO ledger_writer")
-    owner = stack.postgres_url("ledger_owner", "ledger")
-    create_ledger_tables(owner)
-    with psycopg.connect(owner.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+    owner = passwords["ledger_owner"]
+    create_ledger_tables(f"postgresql+psycopg://ledger_owner:{quote(owner)}@{host}:{port}/ledger")
+    with psycopg.connect(user="ledger_owner", password=owner, dbname="ledger", **server) as conn:
         conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC")
         conn.execute("GRANT USAGE ON SCHEMA public TO ledger_writer")
         conn.execute("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO ledger_writer")

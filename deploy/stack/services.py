@@ -43,7 +43,7 @@ def mlflow(stack: Stack) -> Service:
             "--serve-artifacts",
         ],  # fmt: skip
         env=lambda: {
-            **stack.environment(),
+            **stack.environment(stack.aws_environment()),
             "MLFLOW_BACKEND_STORE_URI": stack.postgres_url("mlflow", "mlflow", driver="psycopg2"),
             "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKETS['mlflow']}/artifacts",
             "MLFLOW_S3_ENDPOINT_URL": stack.s3_endpoint(),
@@ -79,7 +79,7 @@ def _write_spark_properties(stack: Stack) -> None:
 
 def _spark_env(stack: Stack) -> dict[str, str]:
     return {
-        **stack.environment(),
+        **stack.environment({"SPARK_LOCAL_IP": HOST}),
         "SPARK_HOME": str(SPARK_HOME),
         "SPARK_LOG_DIR": str(stack.folder("logs")),
         "PYSPARK_PYTHON": sys.executable,
@@ -146,8 +146,8 @@ def _install_instance(stack: Stack) -> None:
     shutil.copyfile(DEPLOY / "dagster.yaml", stack.dagster_home / "dagster.yaml")
 
 
-def _succeeds(argv: list, stack: Stack) -> bool:
-    return subprocess.run(argv, env=stack.environment(), capture_output=True, timeout=30).returncode == 0
+def _succeeds(argv: list, env: dict[str, str]) -> bool:
+    return subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
 
 
 def code_server(stack: Stack, location: str) -> Service:
@@ -167,11 +167,12 @@ def code_server(stack: Stack, location: str) -> Service:
             "--location-name",
             location,
         ],  # fmt: skip
-        env=stack.environment,
+        # Only the code servers (and the runs they launch) hold the pipeline's settings and secrets.
+        env=lambda: stack.environment(stack.pipeline_environment()),
         cwd=REPO_ROOT,
         prepare=lambda: _install_instance(stack),
         healthy=lambda: _succeeds(
-            [BIN / "dagster", "api", "grpc-health-check", "-h", HOST, "-p", str(port)], stack
+            [BIN / "dagster", "api", "grpc-health-check", "-h", HOST, "-p", str(port)], stack.environment()
         ),
         port=port,
         timeout_s=300,
@@ -183,9 +184,11 @@ def daemon(stack: Stack) -> Service:
     return Service(
         name="dagster-daemon",
         argv=[str(BIN / "dagster-daemon"), "run", "-w", str(DEPLOY / "workspace.yaml")],
-        env=stack.environment,
+        env=lambda: stack.environment(stack.instance_environment()),
         cwd=REPO_ROOT,
-        healthy=lambda: _succeeds([BIN / "dagster-daemon", "liveness-check"], stack),
+        healthy=lambda: _succeeds(
+            [BIN / "dagster-daemon", "liveness-check"], stack.environment(stack.instance_environment())
+        ),
         port=0,
         timeout_s=180,
     )
@@ -204,7 +207,7 @@ def webserver(stack: Stack) -> Service:
             "-w",
             str(DEPLOY / "workspace.yaml"),
         ],
-        env=stack.environment,
+        env=lambda: stack.environment(stack.instance_environment()),
         cwd=REPO_ROOT,
         healthy=lambda: _ok(f"http://{HOST}:{port}/server_info"),
         port=port,

@@ -1,7 +1,9 @@
 """Where each stack service listens, where it keeps its files, and the credentials it was given.
 
-Ports are consecutive from `PIPELINE_STACK_PORT` (default 55400), so a second
-stack (a test session's) can run beside a developer's. Credentials are
+Ports are consecutive from `PIPELINE_STACK_PORT` (default 25400), so a second
+stack (a test session's) can run beside a developer's. They stay below the
+kernel's ephemeral range (32768+ on Linux), where any outgoing connection can
+take a port from under a server that has not started yet. Credentials are
 generated on the first `up`, kept owner-only in `stack/credentials.json`, and
 handed to each process through its environment, never on a command line.
 """
@@ -37,11 +39,11 @@ class Stack:
     """One stack: its folder under the runtime home and its first port."""
 
     home: RuntimeHome
-    base_port: int = 55400
+    base_port: int = 25400
 
     @classmethod
     def from_environment(cls) -> Stack:
-        return cls(RuntimeHome.from_environment(), int(os.environ.get("PIPELINE_STACK_PORT") or 55400))
+        return cls(RuntimeHome.from_environment(), int(os.environ.get("PIPELINE_STACK_PORT") or 25400))
 
     def port(self, service: str) -> int:
         return self.base_port + _PORTS.index(service)
@@ -108,9 +110,9 @@ class Stack:
         kms_key_uri = self.kms_key_file.read_text().strip() if self.kms_key_file.exists() else ""
         return {
             "PIPELINE_HOME": str(self.pipeline_home),
-            # The operator's trust store and key stay outside the pipeline's home, beside it.
+            # The operator's trust store stays outside the pipeline's home, beside it (the pipeline
+            # reads it; the operator's key, which writes it, is given to no service).
             "PIPELINE_TRUST_STORE": str(self.folder("home-trust")),
-            "PIPELINE_OPERATOR_KEY": str(self.folder() / "home-operator.key"),
             "PIPELINE_KMS_KEY_URI": kms_key_uri,
             "PIPELINE_STORE_URL": f"s3://{BUCKETS['store']}/pipeline",
             "PIPELINE_LEDGER_URL": self.postgres_url("ledger_writer", "ledger"),
@@ -122,6 +124,7 @@ class Stack:
             **self.instance_environment(),
         }
 
-    def environment(self) -> dict[str, str]:
-        """This process's environment with the stack's settings on top (for the processes it starts)."""
-        return {**os.environ, **self.pipeline_environment(), "PYTHONPATH": str(REPO_ROOT)}
+    def environment(self, settings: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a process the stack starts: this process's, the repository on the
+        Python path, and the stack's `settings` that process needs (none of the others' secrets)."""
+        return {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(settings or {})}
