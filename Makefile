@@ -90,8 +90,9 @@ stack-down: install  ## stop exactly the stack's processes and forget its state 
 stack-status: install  ## which stack processes run
 	$(PY) -m deploy.stack status
 
-demo-stack: stack  ## both lifecycles submitted to the stack; retraining started by its daemon
-	$(PY) -m examples.stack_demo
+demo-stack: export PIPELINE_HEALTHCARE_SETTINGS ?= $(CURDIR)/examples/healthcare/small-world.json
+demo-stack: stack  ## both lifecycles (small worlds) submitted to the stack; retraining started by its daemon
+	$(PY) -m examples.stack_demo --seed $(SEED)
 
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml

@@ -23,13 +23,8 @@ from dagster import AssetKey, DagsterRun, DagsterRunStatus
 
 from deploy.stack.runs import StackRuns
 from deploy.stack.settings import Stack
-from examples.ecommerce.generate import generate as generate_shop
-from examples.ecommerce.generate import generate_feedback
-from examples.healthcare.generate import generate as generate_clinic
-from pipelines import ecommerce
-from pipelines.approve_code import approved_transforms
-from resources.runtime import RuntimeHome
-from resources.trust_store import TrustStore
+from examples.ecommerce.shop import MODEL_EVENTS, Shop
+from examples.healthcare.clinic import MODEL_STUDIES, Clinic
 
 TRAINING_SET = AssetKey(["ecommerce", "training_interactions"])
 CHAMPION = AssetKey(["ecommerce", "champion_model"])
@@ -44,23 +39,21 @@ def _outcome(name: str, run: DagsterRun | None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.stack_demo", description=__doc__)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--events", type=int, default=30_000)
-    parser.add_argument("--studies", type=int, default=900)
+    parser.add_argument("--events", type=int, default=MODEL_EVENTS)
+    parser.add_argument("--studies", type=int, default=MODEL_STUDIES)
     args = parser.parse_args(argv)
 
     stack = Stack.from_environment()
     os.environ.update(stack.pipeline_environment())
-    home, trust = RuntimeHome(stack.pipeline_home), TrustStore.from_environment()
-    print(f"Landing the first windows in {home.root}")
-    generate_shop(seed=args.seed, events=args.events, home=home.root)
-    generate_clinic(seed=args.seed, studies=args.studies, home=home.root)
-    resources = ecommerce.build_definitions(home, trust).resources
-    resources["approvals"].approve(approved_transforms(), approver="demo-reviewer")
-    trust.trust_release_key(resources["signer"].public_key_pem(), operator="demo-operator")
+    print(f"Landing the first windows in {stack.pipeline_home}")
+    # Each example generates its sources' signed batches; a reviewer approves the transformation
+    # code and the operator lists the release key as trusted.
+    shop = Shop(stack.pipeline_home, seed=args.seed, events=args.events)
+    Clinic(stack.pipeline_home, seed=args.seed, studies=args.studies)
 
     runs = StackRuns(stack)
     print("\nSubmitted to the stack (launched by its daemon)")
-    ok = all(
+    ok = all([
         _outcome(job, runs.run(location, job))
         for location, job in [
             ("ecommerce", "ecommerce_baseline"),
@@ -68,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             ("healthcare", "healthcare_baseline"),
             ("healthcare", "healthcare_lifecycle"),
         ]
-    )
+    ])  # fmt: skip
 
     print("\nNew feedback lands; the stack takes it from there")
     known = runs.known()
-    generate_feedback(args.seed, args.events, home.root, cycle=1)
+    shop.feedback(cycle=1)
     ok &= _outcome(
         "landing sensor → ecommerce_feedback_intake",
         runs.next_run(lambda r: r.job_name == "ecommerce_feedback_intake", known, timeout_s=600),

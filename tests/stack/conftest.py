@@ -7,7 +7,6 @@ the embedded defaults.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -21,7 +20,7 @@ from deploy.stack.__main__ import down, up
 from deploy.stack.processes import port_taken
 from deploy.stack.runs import StackRuns
 from deploy.stack.settings import Stack
-from examples.healthcare.clinic import SMALL_THRESHOLDS
+from examples.healthcare.clinic import SMALL_WORLD_SETTINGS
 from resources.runtime import RuntimeHome
 
 PORTS = 10
@@ -42,12 +41,10 @@ def stack() -> Iterator[Stack]:
     # traverse every folder above its data directory (pytest's base folder is owner-only).
     root = Path(tempfile.mkdtemp(prefix="pipeline-stack-"))
     stack = Stack(RuntimeHome(root), base_port=_free_base())
-    # The healthcare code server holds the small world's model to the small world's thresholds.
-    settings = root / "healthcare-settings.json"
-    settings.write_text(json.dumps(SMALL_THRESHOLDS))
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("PIPELINE_HEALTHCARE_SETTINGS", str(settings))
+            # The healthcare code server holds the small world's model to the small world's thresholds.
+            patch.setenv("PIPELINE_HEALTHCARE_SETTINGS", str(SMALL_WORLD_SETTINGS))
             up(stack)
         yield stack
     finally:
