@@ -1,0 +1,83 @@
+"""The stack's process handling: clear refusals before anything starts, and stop only what it started."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.stack import postgres
+from deploy.stack.processes import Service, StackError, Supervisor
+from deploy.stack.settings import Stack
+from resources.runtime import RuntimeHome
+
+
+def _service(port: int, argv: list[str] | None = None) -> Service:
+    return Service(
+        name="sleeper",
+        argv=argv or [sys.executable, "-c", "import time; time.sleep(60)"],
+        env=dict,
+        healthy=lambda: True,
+        port=port,
+        timeout_s=10,
+    )
+
+
+def test_a_taken_port_is_refused_with_the_setting_that_moves_the_stack(tmp_path: Path):
+    processes = Supervisor(tmp_path / "run", tmp_path / "logs")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "logs").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StackError, match="PIPELINE_STACK_PORT") as refused:
+            processes.start(_service(port))
+    assert str(port) in str(refused.value)
+    assert processes.pid("sleeper") is None  # nothing was started
+
+
+def test_a_missing_binary_says_what_to_install(tmp_path: Path):
+    processes = Supervisor(tmp_path, tmp_path)
+    with pytest.raises(StackError, match="not found"):
+        processes.start(_service(0, ["/nonexistent/postgres"]))
+
+
+def test_stop_signals_only_the_process_it_started(tmp_path: Path):
+    processes = Supervisor(tmp_path, tmp_path)
+    service = _service(0)
+    processes.start(service)
+    pid = processes.pid("sleeper")
+    assert pid is not None
+    # A record naming someone else's process (a pid reused after a crash: same number, another
+    # start time) is not acted on.
+    time.sleep(0.1)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = tmp_path / "sleeper.json"
+        saved = record.read_text()
+        record.write_text(saved.replace(str(pid), str(stranger.pid)))
+        assert processes.pid("sleeper") is None
+        assert processes.stop(service) is False
+        assert stranger.poll() is None
+        record.write_text(saved)
+        assert processes.stop(service) is True
+        assert processes.pid("sleeper") is None
+    finally:
+        stranger.send_signal(signal.SIGKILL)
+        stranger.wait()
+
+
+def test_a_data_folder_from_another_postgres_version_is_refused(tmp_path: Path):
+    stack = Stack(RuntimeHome(tmp_path / "home"))
+    data = stack.folder("postgres") / "data"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("9\n")
+    with pytest.raises(StackError, match="pg_upgrade") as refused:
+        postgres.initialise(stack)
+    assert "PostgreSQL 9" in str(refused.value)
