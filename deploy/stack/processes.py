@@ -14,8 +14,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,7 @@ class Supervisor:
                 f"{service.name}: port {service.port} on 127.0.0.1 is taken by another process. "
                 f"Stop it, or move the whole stack with PIPELINE_STACK_PORT=<another base port>."
             )
-        with self.log(service.name).open("ab") as log:
+        with self.log(service.name).open("ab") as log, _stoppable_children():
             try:
                 process = subprocess.Popen(
                     list(service.argv),
@@ -155,6 +156,27 @@ class Supervisor:
                 os.killpg(pid, signal.SIGKILL)
             time.sleep(0.2)
         return True
+
+
+@contextlib.contextmanager
+def _stoppable_children() -> Iterator[None]:
+    """Start children with the default SIGTERM and SIGINT even if this process ignores them.
+
+    An ignored signal stays ignored across exec: a stack started from a background shell (which
+    ignores SIGINT) or from a process that ignores SIGTERM would start services `stop` cannot stop
+    but by SIGKILL, after its timeout.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only it may change dispositions
+        yield
+        return
+    ignored = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) == signal.SIG_IGN]
+    for number in ignored:
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for number in ignored:
+            signal.signal(number, signal.SIG_IGN)
 
 
 def _alive(pid: int) -> bool:

@@ -81,3 +81,18 @@ def test_a_data_folder_from_another_postgres_version_is_refused(tmp_path: Path):
     with pytest.raises(StackError, match="pg_upgrade") as refused:
         postgres.initialise(stack)
     assert "PostgreSQL 9" in str(refused.value)
+
+
+def test_a_stack_started_by_a_process_that_ignores_sigterm_still_stops_at_once(tmp_path: Path):
+    """Ignored signals survive exec: without resetting them, every service would wait out the stop
+    timeout and be killed (a CI runner or a nohup'd shell starts the stack this way)."""
+    processes = Supervisor(tmp_path, tmp_path)
+    service = _service(0)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        processes.start(service)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    started = time.monotonic()
+    assert processes.stop(service, timeout_s=20) is True
+    assert time.monotonic() - started < 5
