@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install data approve-code approve-retraining trust-release-key alarms acknowledge-alarm rotate-keys kafka-data demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
+.PHONY: help install data approve-code approve-retraining trust-release-key certs alarms acknowledge-alarm rotate-keys kafka-data demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,9 @@ approve-retraining: install  ## a reviewer signs the current healthcare training
 
 trust-release-key: install  ## the operator lists the release key as trusted (promotion never does)
 	$(PY) -m pipelines.operator trust-release-key
+
+certs: install  ## a local CA with server and client certificates for TLS (under $PIPELINE_HOME/certs)
+	$(PY) -m resources.certificates $(PIPELINE_HOME)/certs --client demo
 
 alarms: install  ## the open alarms (failed audits, refused releases) in the operator's trust store
 	$(PY) -m pipelines.operator alarms
