@@ -218,9 +218,18 @@ class ArtifactStore(ConfigurableResource):
             with atomic_file(Path(target.path)) as handle:
                 yield handle
         else:
-            # Object stores publish an object only when its upload completes.
-            with self._reachable(), target.open("wb") as handle:
+            # An object store publishes an object only when its upload is closed,
+            # so a body that fails must discard the upload rather than close it.
+            with self._reachable():
+                handle = target.open("wb")
+            try:
                 yield handle
+            except BaseException:
+                handle.discard()
+                handle.closed = True  # nothing left to publish; stops __del__ from closing it
+                raise
+            with self._reachable():
+                handle.close()
 
     @contextlib.contextmanager
     def _reachable(self) -> Iterator[None]:

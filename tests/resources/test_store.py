@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
 from resources.digests import IntegrityError
@@ -135,3 +136,19 @@ def test_a_missing_bucket_names_the_setting(keys, aws_environment):
     with pytest.raises(StoreUnavailableError) as refused:
         store.stage("collection").write_bytes("collection/a.bin", b"data")
     assert "PIPELINE_STORE_URL" in str(refused.value) and "no-such-bucket" in str(refused.value)
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("the producer crashed"), OSError("the source disk failed")])
+def test_a_failed_write_to_an_object_store_publishes_nothing(keys, aws_environment, failure):
+    bucket = f"half-written-{type(failure).__name__.lower()}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    store = ArtifactStore(key_provider=keys, root=f"s3://{bucket}/pipeline")
+    stage = store.stage("collection")
+    with pytest.raises(type(failure)) as raised:
+        with stage.open_write("collection/table.parquet") as handle:
+            handle.write(os.urandom(1 << 20))
+            raise failure
+    assert raised.value is failure, "the producer's own error is not reported as an unreachable store"
+    assert not store.exists("collection/table.parquet")
+    stage.write_bytes("collection/table.parquet", b"complete")
+    assert store.exists("collection/table.parquet")
