@@ -19,6 +19,8 @@ import dagster as dg
 from pydantic import Field
 from pyspark.sql import SparkSession
 
+from resources.endpoints import require_reachable
+
 logger = logging.getLogger(__name__)
 
 # `local`, `local[4]`, `local[*]`, `local[4,2]`: one JVM on this machine, no network peers.
@@ -140,6 +142,8 @@ class SparkResource(dg.ConfigurableResource):
                 for key, value in self.effective_conf().items():
                     builder = builder.config(key, value)
                 if not self.is_local:
+                    for master in self.master.removeprefix("spark://").split(","):  # standby masters
+                        require_reachable(f"spark://{master}", "PIPELINE_SPARK_MASTER")
                     builder = builder.config("spark.authenticate.secret", self._auth_secret())
                 spark = builder.getOrCreate()
                 # INFO logging floods the run log and can echo data values.

@@ -82,6 +82,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from resources.artifact_formats import pickle_evidence
+from resources.endpoints import require_reachable
 from resources.mlflow_datasets import PipelineDataset
 from resources.mlflow_store import is_sqlite_uri, prepare_sqlite_store, sqlite_path
 
@@ -232,6 +233,8 @@ class ExperimentTracking(dg.ConfigurableResource):
             if is_sqlite_uri(uri):
                 root = self.resolved_artifact_location() if uri == tracking else None
                 prepare_sqlite_store(uri, root or (sqlite_path(uri).parent / "artifacts").as_uri())
+            elif uri.startswith(("http://", "https://")):
+                require_reachable(uri, "PIPELINE_MLFLOW_URI")
         return MlflowClient(tracking_uri=tracking, registry_uri=registry)
 
     def experiment_id(self, client: MlflowClient | None = None) -> str:
