@@ -13,11 +13,18 @@ secret included. Then they are split by holder, so each compose service is hande
 | `pipeline.env` | `PIPELINE_LEDGER_URL` (as `ledger_writer`), `SPARK_AUTH_SECRET` | code servers |
 | `mlflow.env` | `MLFLOW_BACKEND_STORE_URI` | mlflow |
 | `spark-stack.conf` | Spark's settings and shared secret (a compose secret) | spark-master, spark-worker |
+| `ca.pem` | the CA every client verifies Postgres against (a compose secret) | every Postgres client |
+| `postgres-server.{pem,key}`, `pg_hba.conf` | Postgres's certificate, key, TLS-only rules | postgres |
+| `proxy-server.{pem,key}`, `operators`, `viewers`, `nginx.conf` | the UI proxy's TLS and passwords | proxy |
+| `ui-passwords` | the UI's `operator` and `viewer` passwords | the people who sign in |
 
-The folder is made owner-only. Compose bind-mounts a secret file into its container as it is, so the two
-secret files are readable by all (the container accounts differ from yours) and the folder is what
-keeps other local accounts out; the `.env` files are read by compose itself and stay owner-only.
-Existing files are never replaced: Postgres keeps the passwords it was set up with in its volume.
+The folder is made owner-only. Compose bind-mounts a secret file into its container as it is, so the
+secret files a container account must read are readable by all (the container accounts differ from
+yours) and the folder is what keeps other local accounts out; the `.env` files are read by compose
+itself and stay owner-only. Postgres refuses a key it does not own: before the first `up`, give
+`postgres-server.key` to the image's `postgres` account (`sudo chown 999:999 ...`); nginx's master
+reads its key as root. Existing files are never replaced: Postgres keeps the passwords it was set up
+with in its volume.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 from deploy.compose.provision import LOGIN_ROLES, role_password_variable
+from deploy.stack import proxy
 from deploy.stack.postgres import ADMIN
 from deploy.stack.services import spark_master
 from deploy.stack.settings import Stack
@@ -35,8 +43,17 @@ from resources.runtime import REPO_ROOT, RuntimeHome
 
 FOLDER = REPO_ROOT / "deploy" / "compose" / "secrets"
 POSTGRES = "postgres:5432"  # the postgres service and port of deploy/compose.yaml
+# Where deploy/compose.yaml mounts the CA (the `pipeline_ca` secret) and the proxy's files.
+CA_IN_CONTAINERS = "/run/secrets/pipeline_ca"
+PROXY_FILES = Path("/etc/nginx/pipeline")
+# TLS from the containers' network only; the socket is for the image's entrypoint, which creates the
+# database inside the container.
+COMPOSE_HBA = "local all all scram-sha-256\nhostssl all all all scram-sha-256\n"
 # Bind-mounted into containers whose accounts are not the caller's (see above).
-CONTAINER_READABLE = ("postgres-superuser", "spark-stack.conf")
+CONTAINER_READABLE = (
+    "postgres-superuser", "spark-stack.conf", "ca.pem", "postgres-server.pem", "pg_hba.conf",
+    "proxy-server.pem", "operators", "viewers", "nginx.conf",
+)  # fmt: skip
 
 
 def _env(values: dict[str, str]) -> bytes:
@@ -44,14 +61,19 @@ def _env(values: dict[str, str]) -> bytes:
 
 
 def files(stack: Stack) -> dict[str, bytes]:
-    """Every file's content, from `stack`'s credentials and its Spark master's properties file."""
+    """Every file's content, from `stack`'s credentials, CA and its Spark master's properties file."""
     password = stack.credentials()
     aws = stack.aws_environment()
     master = spark_master(stack)
     master.prepare()  # writes the properties file that the master's argv names
     properties = Path(master.argv[list(master.argv).index("--properties-file") + 1])
-    ledger = f"postgresql+psycopg://ledger_writer:{password['ledger_writer']}@{POSTGRES}/ledger"
-    mlflow = f"postgresql+psycopg2://mlflow:{password['mlflow']}@{POSTGRES}/mlflow"
+    tls = f"sslmode=verify-full&sslrootcert={CA_IN_CONTAINERS}"
+    ledger = f"postgresql+psycopg://ledger_writer:{password['ledger_writer']}@{POSTGRES}/ledger?{tls}"
+    mlflow = f"postgresql+psycopg2://mlflow:{password['mlflow']}@{POSTGRES}/mlflow?{tls}"
+    database = stack.authority.server(("postgres",), name="postgres")
+    front = stack.authority.server(("localhost", "127.0.0.1"), name="proxy")
+    upstreams = {"/": "dagster-webserver:3000", f"{proxy.VIEWER_PREFIX}/": "dagster-webserver-read-only:3001"}
+    nginx = proxy.config("0.0.0.0:8443", upstreams, PROXY_FILES, Path("/tmp/nginx"), "/dev/stdout")  # noqa: S104, S108
     return {
         "postgres-superuser": password[ADMIN].encode(),
         "roles.env": _env({role_password_variable(role): password[role] for role in LOGIN_ROLES}),
@@ -60,6 +82,15 @@ def files(stack: Stack) -> dict[str, bytes]:
         "pipeline.env": _env({"PIPELINE_LEDGER_URL": ledger, "SPARK_AUTH_SECRET": password["spark"]}),
         "mlflow.env": _env({"MLFLOW_BACKEND_STORE_URI": mlflow}),
         "spark-stack.conf": properties.read_bytes(),
+        "ca.pem": stack.ca_certificate.read_bytes(),
+        "postgres-server.pem": database.certificate.read_bytes(),
+        "postgres-server.key": database.key.read_bytes(),
+        "pg_hba.conf": COMPOSE_HBA.encode(),
+        "proxy-server.pem": front.certificate.read_bytes(),
+        "proxy-server.key": front.key.read_bytes(),
+        **proxy.password_files(password),
+        "nginx.conf": nginx.encode(),
+        "ui-passwords": _env({user: password[secret] for user, secret in proxy.USERS.items()}),
     }
 
 

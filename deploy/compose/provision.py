@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 
 from deploy.stack.objectstore import provision_buckets
-from deploy.stack.postgres import LOGIN_ROLES, provision_databases
+from deploy.stack.postgres import LOGIN_ROLES, client_tls, provision_databases
 
 
 def role_password_variable(role: str) -> str:
@@ -26,12 +26,14 @@ def role_password_variable(role: str) -> str:
 
 
 def postgres(environ: Mapping[str, str] = os.environ) -> None:
-    """The stack's roles, databases and grants, on the server and with the passwords compose names."""
+    """The stack's roles, databases and grants, on the server and with the passwords compose names,
+    over TLS verified against the CA at `PGSSLROOTCERT`."""
     provision_databases(
         environ["PIPELINE_PG_HOST"],
         environ["PIPELINE_PG_PORT"],
         Path(environ["PIPELINE_PG_ADMIN_PASSWORD_FILE"]).read_text().strip(),
         {role: environ[role_password_variable(role)] for role in LOGIN_ROLES},
+        client_tls(Path(environ["PGSSLROOTCERT"])),
     )
 
 

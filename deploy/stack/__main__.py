@@ -10,7 +10,7 @@ import time
 
 from deploy.stack.processes import StackError, Supervisor
 from deploy.stack.services import all_services
-from deploy.stack.settings import Stack
+from deploy.stack.settings import HOST, Stack
 
 
 def supervisor(stack: Stack) -> Supervisor:
@@ -23,7 +23,12 @@ def up(stack: Stack) -> None:
     for service in all_services(stack):
         started = time.monotonic()
         processes.start(service)
-        print(f"  {service.name:<24} healthy in {time.monotonic() - started:5.1f} s (port {service.port})")
+        print(f"  {service.name:<28} healthy in {time.monotonic() - started:5.1f} s (port {service.port})")
+    print(
+        f"  The UI: https://{HOST}:{stack.port('proxy')}/ (user `operator`), read-only at /viewer/ "
+        f"(user `viewer`); passwords `ui_operator`, `ui_viewer` in {stack.folder() / 'credentials.json'}; "
+        f"the CA to trust: {stack.ca_certificate}"
+    )
 
 
 def down(stack: Stack) -> None:
@@ -34,7 +39,7 @@ def down(stack: Stack) -> None:
     """
     processes = supervisor(stack)
     for service in reversed(all_services(stack)):
-        print(f"  {service.name:<24} {'stopped' if processes.stop(service) else 'was not running'}")
+        print(f"  {service.name:<28} {'stopped' if processes.stop(service) else 'was not running'}")
     for entry in stack.folder().iterdir():
         if entry.name not in ("logs", "run"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -47,7 +52,7 @@ def status(stack: Stack) -> bool:
     for service in all_services(stack):
         pid = processes.pid(service.name)
         running &= pid is not None
-        print(f"  {service.name:<24} {f'running (pid {pid})' if pid else 'stopped'}")
+        print(f"  {service.name:<28} {f'running (pid {pid})' if pid else 'stopped'}")
     return running
 
 

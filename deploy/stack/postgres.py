@@ -1,8 +1,14 @@
 """PostgreSQL for the stack: the Dagster instance, the ledger and MLflow, each with its own role.
 
 Postgres refuses to run as root; when the stack is started by root (CI) the
-server runs as the `postgres` account Debian's package creates, and only that
-account is given traverse rights on the folders above its data directory.
+server runs as the `postgres` account Debian's package creates, and is given
+traverse rights on the folders above its data directory
+(`processes.let_traverse`).
+
+The server speaks TLS only: its certificate comes from the stack's CA, and its
+`pg_hba.conf` admits `hostssl` connections from 127.0.0.1 with SCRAM passwords
+and nothing else, so a client that does not ask for TLS is refused by the
+server itself. Every client connects with `sslmode=verify-full` against the CA.
 
 The ledger's table belongs to `ledger_owner`; the pipeline connects as
 `ledger_writer`, which may SELECT and INSERT and nothing else, so history
@@ -12,20 +18,19 @@ cannot be rewritten through the pipeline's credentials whatever its code does.
 from __future__ import annotations
 
 import glob
-import grp
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
 
-from deploy.stack.processes import Service, StackError
+from deploy.stack.processes import Service, StackError, hand_over, let_traverse, server_account
 from deploy.stack.settings import HOST, Stack
+from resources.atomic import atomic_write_bytes
 from resources.integrity import create_ledger_tables
 
 ADMIN = "superuser"
@@ -53,26 +58,7 @@ def _version(bin_dir: Path) -> str:
 
 
 def _account() -> str | None:
-    """The account the server runs as: ours, unless we are root."""
-    return "postgres" if os.geteuid() == 0 else None
-
-
-def _let_traverse(stack: Stack, folder: Path, account: str) -> None:
-    """Give `account`'s group traverse (not read) rights on the owner-only folders from the runtime
-    home down to `folder`; folders above the home must already be traversable."""
-    gid = pwd.getpwnam(account).pw_gid
-    home = stack.home.root.resolve()
-    for parent in reversed(folder.resolve().parents):
-        mode = parent.stat().st_mode
-        if mode & 0o001 or (parent.stat().st_gid == gid and mode & 0o010):
-            continue
-        if parent != home and home not in parent.parents:
-            raise StackError(
-                f"PostgreSQL runs as the `{account}` account (it refuses root), which cannot enter "
-                f"{parent}. Set PIPELINE_HOME to a folder below a path it can traverse."
-            )
-        os.chown(parent, -1, gid)
-        parent.chmod((mode & 0o7777) | 0o010)
+    return server_account("postgres")
 
 
 def _admin(stack: Stack, database: str = "postgres") -> psycopg.Connection:
@@ -84,7 +70,13 @@ def _admin(stack: Stack, database: str = "postgres") -> psycopg.Connection:
         dbname=database,
         autocommit=True,
         connect_timeout=3,
+        **client_tls(stack.ca_certificate),
     )
+
+
+def client_tls(ca_certificate: Path) -> dict[str, str]:
+    """libpq's settings for TLS to a server whose certificate `ca_certificate` signed, and no other."""
+    return {"sslmode": "verify-full", "sslrootcert": str(ca_certificate)}
 
 
 def _accepts_connections(stack: Stack) -> bool:
@@ -94,6 +86,30 @@ def _accepts_connections(stack: Stack) -> bool:
 
 def _data(stack: Stack) -> Path:
     return stack.folder("postgres") / "data"
+
+
+def _tls_folder(stack: Stack) -> Path:
+    return stack.folder("postgres") / "tls"
+
+
+# Only TLS from loopback, with a SCRAM password: a plain `host` connection matches no line and is refused.
+HBA = "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+
+
+def _write_tls(stack: Stack) -> None:
+    """The server's certificate and key from the stack's CA, and its `pg_hba.conf`, in files the
+    server's account owns (Postgres refuses a key that anyone else can read)."""
+    issued = stack.authority.server((HOST, "localhost"), name="postgres")
+    folder = _tls_folder(stack)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    files = {"server.pem": issued.certificate.read_bytes(), "server.key": issued.key.read_bytes()}
+    for name, content in {**files, "pg_hba.conf": HBA.encode()}.items():
+        atomic_write_bytes(folder / name, content, mode=0o600)
+    issued.key.unlink()  # the server's copy is the only one
+    account = _account()
+    if account:
+        let_traverse(stack.home.root, folder, account)
+    hand_over(account, folder, *(folder / name for name in (*files, "pg_hba.conf")))
 
 
 def initialise(stack: Stack) -> None:
@@ -116,9 +132,8 @@ def initialise(stack: Stack) -> None:
     password_file.write_text(stack.credentials()[ADMIN])
     password_file.chmod(0o600)
     if account:
-        _let_traverse(stack, data, account)
-        for path in (data, password_file):
-            shutil.chown(path, account, grp.getgrgid(pwd.getpwnam(account).pw_gid).gr_name)
+        let_traverse(stack.home.root, data, account)
+    hand_over(account, data, password_file)
     try:
         subprocess.run(
             [bin_dir / "initdb", "-D", data, "--username", ADMIN, "--pwfile", password_file,
@@ -132,8 +147,14 @@ def initialise(stack: Stack) -> None:
         password_file.unlink(missing_ok=True)
 
 
+def _prepare(stack: Stack) -> None:
+    initialise(stack)
+    _write_tls(stack)
+
+
 def service(stack: Stack) -> Service:
     port = stack.port("postgres")
+    tls = _tls_folder(stack)
     return Service(
         name="postgres",
         argv=[
@@ -148,6 +169,16 @@ def service(stack: Stack) -> Service:
             "unix_socket_directories=",
             "-c",
             "password_encryption=scram-sha-256",
+            "-c",
+            "ssl=on",
+            "-c",
+            "ssl_min_protocol_version=TLSv1.3",
+            "-c",
+            f"ssl_cert_file={tls / 'server.pem'}",
+            "-c",
+            f"ssl_key_file={tls / 'server.key'}",
+            "-c",
+            f"hba_file={tls / 'pg_hba.conf'}",
         ],  # fmt: skip
         env=lambda: {"PATH": os.environ.get("PATH", ""), "LANG": "C"},
         healthy=lambda: _accepts_connections(stack),
@@ -155,7 +186,7 @@ def service(stack: Stack) -> Service:
         user=_account(),
         stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client to leave
         hint="PostgreSQL says why in its log.",
-        prepare=lambda: initialise(stack),
+        prepare=lambda: _prepare(stack),
         after_start=lambda: provision(stack),
     )
 
@@ -167,15 +198,21 @@ def provision(stack: Stack) -> None:
     """The stack's roles, databases and grants, with the stack's credentials."""
     credentials = stack.credentials()
     provision_databases(
-        HOST, stack.port("postgres"), credentials[ADMIN], {role: credentials[role] for role in LOGIN_ROLES}
+        HOST,
+        stack.port("postgres"),
+        credentials[ADMIN],
+        {role: credentials[role] for role in LOGIN_ROLES},
+        client_tls(stack.ca_certificate),
     )
 
 
-def provision_databases(host: str, port: int | str, admin_password: str, passwords: dict[str, str]) -> None:
-    """Roles, databases and grants on any server (the stack's, compose's); safe to run again
-    (passwords are reset to `passwords`). The ledger's tables are created by their owner, and its
-    writer may only SELECT and INSERT."""
-    server = {"host": host, "port": port, "autocommit": True, "connect_timeout": 10}
+def provision_databases(
+    host: str, port: int | str, admin_password: str, passwords: dict[str, str], tls: dict[str, str]
+) -> None:
+    """Roles, databases and grants on any server (the stack's, compose's) reached with libpq's `tls`
+    settings; safe to run again (passwords are reset to `passwords`). The ledger's tables are created
+    by their owner, and its writer may only SELECT and INSERT."""
+    server = {"host": host, "port": port, "autocommit": True, "connect_timeout": 10, **tls}
     with psycopg.connect(user=ADMIN, password=admin_password, dbname="postgres", **server) as conn:
         for role in LOGIN_ROLES:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
@@ -195,7 +232,9 @@ def provision_databases(host: str, port: int | str, admin_password: str, passwor
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
         conn.execute("GRANT CONNECT ON DATABASE ledger TO ledger_writer")
     owner = passwords["ledger_owner"]
-    create_ledger_tables(f"postgresql+psycopg://ledger_owner:{quote(owner)}@{host}:{port}/ledger")
+    create_ledger_tables(
+        f"postgresql+psycopg://ledger_owner:{quote(owner)}@{host}:{port}/ledger?{urlencode(tls)}"
+    )
     with psycopg.connect(user="ledger_owner", password=owner, dbname="ledger", **server) as conn:
         conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC")
         conn.execute("GRANT USAGE ON SCHEMA public TO ledger_writer")

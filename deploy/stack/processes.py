@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +53,44 @@ def _start_time(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def server_account(name: str) -> str | None:
+    """The account a server that refuses root runs as: `name` when we are root, else ours (None)."""
+    return name if os.geteuid() == 0 else None
+
+
+def let_traverse(home: Path, folder: Path, account: str) -> None:
+    """Give `account` traverse (not read) rights on the owner-only folders from `home` down to
+    `folder`'s parent; folders above `home` must already be traversable.
+
+    A folder gets `account`'s group. One that already has another server's group (Postgres and nginx
+    share the stack's folder) is made traversable by all: what lies below it is owner-only.
+    """
+    gid = pwd.getpwnam(account).pw_gid
+    home = home.resolve()
+    for parent in reversed(folder.resolve().parents):
+        found = parent.stat()
+        if found.st_mode & 0o001 or (found.st_gid == gid and found.st_mode & 0o010):
+            continue
+        if parent != home and home not in parent.parents:
+            raise StackError(
+                f"A server runs as the `{account}` account (it refuses root), which cannot enter "
+                f"{parent}. Set PIPELINE_HOME to a folder below a path it can traverse."
+            )
+        if found.st_mode & 0o010:
+            parent.chmod((found.st_mode & 0o7777) | 0o001)
+        else:
+            os.chown(parent, -1, gid)
+            parent.chmod((found.st_mode & 0o7777) | 0o010)
+
+
+def hand_over(account: str | None, *paths: Path) -> None:
+    """Make `paths` the property of `account` (a server's own files), when it runs as another account."""
+    if account:
+        group = pwd.getpwnam(account).pw_gid
+        for path in paths:
+            shutil.chown(path, account, group)
 
 
 def port_taken(port: int) -> bool:

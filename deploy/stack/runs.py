@@ -1,8 +1,9 @@
 """Submit jobs to a running stack and follow the runs its daemon launches.
 
 Runs are submitted through the webserver's GraphQL API, as a person or a CI
-job would; the queued run coordinator hands them to the daemon, which
-launches them through the code servers. What happened is read back from the
+job would: over HTTPS to the UI's proxy, signed in as the operator. The
+queued run coordinator hands them to the daemon, which launches them
+through the code servers. What happened is read back from the
 instance's Postgres storage.
 """
 
@@ -11,9 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
+from gql.transport.requests import RequestsHTTPTransport
+from requests.auth import HTTPBasicAuth
 
+from deploy.stack.proxy import USERS
 from deploy.stack.settings import HOST, Stack
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -27,7 +31,14 @@ class StackRuns:
     """
 
     def __init__(self, stack: Stack) -> None:
-        self.client = DagsterGraphQLClient(HOST, port_number=stack.port("webserver"))
+        transport = RequestsHTTPTransport(
+            url=f"https://{HOST}:{stack.port('proxy')}/graphql",
+            use_json=True,
+            timeout=300,
+            auth=HTTPBasicAuth("operator", stack.credentials()[USERS["operator"]]),
+            verify=str(stack.ca_certificate),
+        )
+        self.client = DagsterGraphQLClient(HOST, transport=transport)
         self.instance = DagsterInstance.from_config(str(stack.dagster_home))
 
     def submit(self, location: str, job: str) -> str:
@@ -63,6 +74,25 @@ class StackRuns:
     def launched(self, known: set[str]) -> list[DagsterRun]:
         """Every run started after `known`, oldest first."""
         return [r for r in reversed(self.instance.get_runs()) if r.run_id not in known]
+
+    def why_failed(self, run: DagsterRun) -> str:
+        """What stopped `run`, from its event log: failed steps' errors and failed blocking checks."""
+        reasons = []
+        for record in self.instance.all_logs(run.run_id):
+            event = record.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.STEP_FAILURE:
+                error = event.step_failure_data.error
+                reasons.append(f"step {event.step_key} failed: {error.message.strip() if error else '?'}")
+            elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                check = event.event_specific_data
+                if not check.passed:
+                    reasons.append(f"check {check.asset_key.to_user_string()}:{check.check_name} failed")
+            elif event.event_type == DagsterEventType.RUN_FAILURE:
+                reasons.append(f"run failed: {record.message}")
+        said = "; ".join(reasons) or "no reason logged"
+        return f"run {run.run_id} ({run.job_name}, {run.status.value}): {said}"
 
     def _finished(self, run_id: str) -> DagsterRun | None:
         run = self.instance.get_run_by_id(run_id)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pyspark
 
-from deploy.stack import objectstore, postgres
+from deploy.stack import objectstore, postgres, proxy
 from deploy.stack.processes import Service
 from deploy.stack.settings import BUCKETS, HOST, LOCATIONS, Stack
 from resources.atomic import atomic_file
@@ -194,10 +194,15 @@ def daemon(stack: Stack) -> Service:
     )
 
 
-def webserver(stack: Stack) -> Service:
-    port = stack.port("webserver")
+def webserver(stack: Stack, read_only: bool = False) -> Service:
+    """The UI on a loopback port, reached by people only through the proxy (`deploy/stack/proxy.py`).
+
+    The read-only one serves viewers under the proxy's `/viewer/` and refuses every mutation.
+    """
+    port = stack.port("webserver_read_only" if read_only else "webserver")
+    viewer = ["--read-only", "--path-prefix", proxy.VIEWER_PREFIX] if read_only else []
     return Service(
-        name="dagster-webserver",
+        name="dagster-webserver-read-only" if read_only else "dagster-webserver",
         argv=[
             str(BIN / "dagster-webserver"),
             "-h",
@@ -206,10 +211,11 @@ def webserver(stack: Stack) -> Service:
             str(port),
             "-w",
             str(DEPLOY / "workspace.yaml"),
+            *viewer,
         ],
         env=lambda: stack.environment(stack.instance_environment()),
         cwd=REPO_ROOT,
-        healthy=lambda: _ok(f"http://{HOST}:{port}/server_info"),
+        healthy=lambda: _ok(f"http://{HOST}:{port}{proxy.VIEWER_PREFIX if read_only else ''}/server_info"),
         port=port,
         timeout_s=180,
     )
@@ -226,4 +232,6 @@ def all_services(stack: Stack) -> list[Service]:
         *(code_server(stack, location) for location in LOCATIONS),
         daemon(stack),
         webserver(stack),
+        webserver(stack, read_only=True),
+        proxy.service(stack),
     ]

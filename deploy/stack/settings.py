@@ -6,6 +6,10 @@ kernel's ephemeral range (32768+ on Linux), where any outgoing connection can
 take a port from under a server that has not started yet. Credentials are
 generated on the first `up`, kept owner-only in `stack/credentials.json`, and
 handed to each process through its environment, never on a command line.
+
+Every connection between the stack's processes that leaves a process is TLS
+where the server supports it: Postgres and the UI's proxy hold certificates
+from the stack's own CA (`stack/ca/`), and their clients verify them against it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resources.atomic import atomic_file
+from resources.certificates import LocalAuthority
 from resources.runtime import REPO_ROOT, RuntimeHome
 
 HOST = "127.0.0.1"
@@ -30,8 +35,16 @@ BUCKETS = {
 }
 # One role per holder. The ledger's owner creates its table; the pipeline writes as `ledger_writer`,
 # which may insert and read but never update or delete (enforced by Postgres, not by our code).
-ROLES = ("superuser", "dagster", "mlflow", "ledger_owner", "ledger_writer", "aws", "spark")
-_PORTS = ("postgres", "s3", "mlflow", "spark", "spark_ui", "spark_worker_ui", "webserver", *LOCATIONS)
+# `ui_operator` and `ui_viewer` sign in to the UI's proxy: the full UI, and the read-only one.
+ROLES = (
+    "superuser", "dagster", "mlflow", "ledger_owner", "ledger_writer", "aws", "spark",
+    "ui_operator", "ui_viewer",
+)  # fmt: skip
+_PORTS = (
+    "postgres", "s3", "mlflow", "spark", "spark_ui", "spark_worker_ui", "webserver", *LOCATIONS,
+    "webserver_read_only", "proxy",
+)  # fmt: skip
+PORTS = len(_PORTS)  # how many consecutive ports a stack takes from its base port
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,15 @@ class Stack:
     def kms_key_file(self) -> Path:
         return self.folder() / "kms-key-uri"
 
+    @property
+    def authority(self) -> LocalAuthority:
+        """The stack's CA: it issues the servers' certificates, and every client trusts it alone."""
+        return LocalAuthority(self.folder("ca"))
+
+    @property
+    def ca_certificate(self) -> Path:
+        return self.authority.certificate
+
     def credentials(self) -> dict[str, str]:
         """Each role's password (or secret), generated once and kept owner-only."""
         path = self.folder() / "credentials.json"
@@ -75,8 +97,10 @@ class Stack:
         return made
 
     def postgres_url(self, role: str, database: str, driver: str = "psycopg") -> str:
+        """A URL that connects only over TLS to a server whose certificate the stack's CA signed."""
         password = self.credentials()[role]
-        return f"postgresql+{driver}://{role}:{password}@{HOST}:{self.port('postgres')}/{database}"
+        tls = f"sslmode=verify-full&sslrootcert={self.ca_certificate}"
+        return f"postgresql+{driver}://{role}:{password}@{HOST}:{self.port('postgres')}/{database}?{tls}"
 
     def s3_endpoint(self) -> str:
         return f"http://{HOST}:{self.port('s3')}"
@@ -99,6 +123,8 @@ class Stack:
             "DAGSTER_PG_USER": "dagster",
             "DAGSTER_PG_PASSWORD": self.credentials()["dagster"],
             "DAGSTER_PG_DB": "dagster",
+            # deploy/dagster.yaml asks for `sslmode=verify-full`; libpq reads the CA to verify against here.
+            "PGSSLROOTCERT": str(self.ca_certificate),
             "DAGSTER_COMPUTE_LOG_BUCKET": BUCKETS["logs"],
             "PIPELINE_CODE_SERVER_HOST": HOST,
             **{f"PIPELINE_{name.upper()}_GRPC_PORT": str(self.port(name)) for name in LOCATIONS},

@@ -57,6 +57,11 @@ ARGV_DEVIATIONS = {
         ["-w", "<repo>/deploy/compose/workspace.yaml"],
         WORKSPACE_WHY,
     ),
+    "dagster-webserver-read-only": (
+        ["-w", "<repo>/deploy/workspace.yaml"],
+        ["-w", "<repo>/deploy/compose/workspace.yaml"],
+        WORKSPACE_WHY,
+    ),
 }
 OPERATOR_KEY_WHY = "the operator's signing key never enters the pipeline's containers"
 # Variables the stack gives a process that compose withholds on purpose, and why.
@@ -137,7 +142,7 @@ def required_names(stack: Stack, process: Process) -> set[str]:
     shared = set(stack.pipeline_environment()) | {"PYTHONPATH"}
     if process.name.startswith("code-server-"):
         role = shared
-    elif process.name in ("dagster-daemon", "dagster-webserver"):
+    elif process.name in ("dagster-daemon", "dagster-webserver", "dagster-webserver-read-only"):
         role = set(stack.instance_environment()) | {"PYTHONPATH"}
     elif process.name == "mlflow":
         role = set(stack.aws_environment())
@@ -520,7 +525,7 @@ def compose_layout_problems(files: Files) -> list[str]:
         if theirs[location]["port"] != ours[location]["port"]:
             problems.append(f"compose's workspace reads {location}'s port from {theirs[location]['port']}")
         host = theirs[location]["host"]["env"]
-        for reader in ("dagster-daemon", "dagster-webserver"):
+        for reader in ("dagster-daemon", "dagster-webserver", "dagster-webserver-read-only"):
             given = inline_environment(services.get(reader, {})).get(host)
             if given != f"code-server-{location}":
                 problems.append(f"{reader}: {host}={given}, not code-server-{location}")
@@ -591,7 +596,11 @@ def helm_instance_problems(stack: Stack, files: Files) -> list[str]:
     database = values["postgresql"]
     setting = stack.instance_environment()
     db_config = instance["storage"]["postgres"]["postgres_db"]
-    if database.get("enabled") or database.get("postgresqlScheme") != db_config["scheme"]:
+    if (
+        database.get("enabled")
+        or database.get("postgresqlScheme") != db_config["scheme"]
+        or database.get("postgresqlParams") != db_config["params"]
+    ):
         problems.append(
             "Helm's instance database is not an external Postgres reached as deploy/dagster.yaml's"
         )
@@ -865,6 +874,26 @@ def compose_publishes_on_every_interface(f: Files):
     _service(f, "dagster-webserver")["ports"] = ["3000:3000"]
 
 
+@drift("postgres runs")
+def compose_postgres_without_tls(f: Files):
+    _service(f, "postgres")["command"].remove("ssl=on")
+
+
+@drift("dagster-webserver-read-only runs")
+def compose_viewers_ui_can_write(f: Files):
+    _service(f, "dagster-webserver-read-only")["command"].remove("--read-only")
+
+
+@drift("dagster-webserver-read-only is not given PGSSLROOTCERT")
+def compose_viewers_ui_without_the_ca(f: Files):
+    del _service(f, "dagster-webserver-read-only")["environment"]["PGSSLROOTCERT"]
+
+
+@drift("Helm's instance database is not an external Postgres")
+def helm_instance_without_tls(f: Files):
+    f.helm["postgresql"]["postgresqlParams"] = {}
+
+
 @drift("spark-worker does not mount")
 def compose_worker_loses_the_home(f: Files):
     _service(f, "spark-worker")["volumes"] = ["spark-work:/var/lib/spark/work"]
@@ -981,7 +1010,10 @@ def test_compose_credentials_are_the_stacks_split_by_holder(stack: Stack, tmp_pa
     setting, password = stack.pipeline_environment(), stack.credentials()
     ledger = dict(line.split("=", 1) for line in content["pipeline.env"].decode().splitlines())
     places = Places(frozenset({HOST, "postgres"}), frozenset({str(stack.port("postgres")), "5432"}), "/")
-    assert places.value(ledger["PIPELINE_LEDGER_URL"]) == places.value(setting["PIPELINE_LEDGER_URL"])
+    ours, theirs = setting["PIPELINE_LEDGER_URL"], ledger["PIPELINE_LEDGER_URL"]
+    # The same URL but for the CA's path, which the query string holds: TLS verified against a CA.
+    assert places.value(theirs.split("&sslrootcert=")[0]) == places.value(ours.split("&sslrootcert=")[0])
+    assert theirs.endswith(f"sslmode=verify-full&sslrootcert={credentials.CA_IN_CONTAINERS}")
     assert ledger["SPARK_AUTH_SECRET"] == setting["SPARK_AUTH_SECRET"]
     assert content["postgres-superuser"].decode() == password[postgres.ADMIN]
     roles = env_file_names(content["roles.env"])
@@ -1009,10 +1041,12 @@ def test_compose_provisions_postgres_with_the_stacks_code(tmp_path: Path, monkey
             "PIPELINE_PG_HOST": "postgres",
             "PIPELINE_PG_PORT": "5432",
             "PIPELINE_PG_ADMIN_PASSWORD_FILE": str(admin),
+            "PGSSLROOTCERT": "/run/secrets/pipeline_ca",
             **{provision.role_password_variable(role): pw for role, pw in passwords.items()},
         }
     )
-    assert calls == [("postgres", "5432", "admin-password", passwords)]
+    tls = {"sslmode": "verify-full", "sslrootcert": "/run/secrets/pipeline_ca"}
+    assert calls == [("postgres", "5432", "admin-password", passwords, tls)]
     assert set(provision.LOGIN_ROLES) == {*postgres.DATABASES.values(), "ledger_writer"}
 
 

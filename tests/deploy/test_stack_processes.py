@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deploy.stack import postgres
-from deploy.stack.processes import Service, StackError, Supervisor
+from deploy.stack.processes import Service, StackError, Supervisor, hand_over, let_traverse
 from deploy.stack.settings import Stack
 from resources.runtime import RuntimeHome
 
@@ -96,3 +100,39 @@ def test_a_stack_started_by_a_process_that_ignores_sigterm_still_stops_at_once(t
     started = time.monotonic()
     assert processes.stop(service, timeout_s=20) is True
     assert time.monotonic() - started < 5
+
+
+@pytest.fixture
+def traversable() -> Iterator[Path]:
+    """A folder every account can traverse, as the folders above a runtime home must be (pytest's own
+    base folder is owner-only)."""
+    root = Path(tempfile.mkdtemp(prefix="traverse-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root starts servers under other accounts")
+def test_two_server_accounts_both_traverse_the_stack_folder_and_read_nothing(traversable: Path):
+    """Postgres and nginx both run under their own accounts below one owner-only home: granting the
+    second must not take traversal from the first, and neither may list or read what lies there."""
+    home = traversable / "home"
+    (home / "stack" / "postgres").mkdir(parents=True, mode=0o700)
+    (home / "stack" / "proxy").mkdir(mode=0o700)
+    (home / "stack" / "credentials.json").write_text("{}")
+    (home / "stack" / "credentials.json").chmod(0o600)
+    home.chmod(0o700)
+    (home / "stack").chmod(0o700)
+    let_traverse(home, home / "stack" / "postgres" / "data", "postgres")
+    let_traverse(home, home / "stack" / "proxy" / "nginx.conf", "www-data")
+    for account, own in (("postgres", "postgres"), ("www-data", "proxy")):
+        hand_over(account, home / "stack" / own)
+
+        def can(test: str, path: Path, account: str = account) -> bool:
+            return subprocess.run(["test", test, str(path)], user=account, check=False).returncode == 0
+
+        assert can("-w", home / "stack" / own), f"{account} cannot reach its folder"
+        assert not can("-r", home / "stack"), f"{account} can list the stack's folder"
+        assert not can("-r", home / "stack" / "credentials.json"), f"{account} can read the credentials"

@@ -19,11 +19,9 @@ import pytest
 from deploy.stack.__main__ import down, up
 from deploy.stack.processes import port_taken
 from deploy.stack.runs import StackRuns
-from deploy.stack.settings import Stack
+from deploy.stack.settings import PORTS, Stack
 from examples.healthcare.clinic import SMALL_WORLD_SETTINGS
 from resources.runtime import RuntimeHome
-
-PORTS = 10
 
 
 def _free_base() -> int:
@@ -32,7 +30,7 @@ def _free_base() -> int:
         base = random.randrange(20_000, 30_000, PORTS)  # noqa: S311 - a port, not a secret
         if not any(port_taken(base + offset) for offset in range(PORTS)):
             return base
-    raise RuntimeError("No ten consecutive free ports between 20000 and 30000 on 127.0.0.1.")
+    raise RuntimeError(f"No {PORTS} consecutive free ports between 20000 and 30000 on 127.0.0.1.")
 
 
 @pytest.fixture(scope="session")

@@ -115,12 +115,15 @@ def test_clean_feedback_starts_intake_and_one_retraining_through_the_daemon(stac
     known = runs.known()
     shop.feedback(cycle=1)
     intake = runs.next_run(lambda r: r.job_name == "ecommerce_feedback_intake", known, timeout_s=600)
-    assert intake is not None and intake.status == DagsterRunStatus.SUCCESS
+    assert intake is not None, "no run started"
+    assert intake.status == DagsterRunStatus.SUCCESS, runs.why_failed(intake)
     retraining = runs.next_run(_retrains, known, timeout_s=900)
-    assert retraining is not None and retraining.status == DagsterRunStatus.SUCCESS
+    assert retraining is not None, "no run started"
+    assert retraining.status == DagsterRunStatus.SUCCESS, runs.why_failed(retraining)
     assert retraining.tags.get("dagster/from_automation_condition") == "true"
     promotion = runs.next_run(lambda r: CHAMPION in (r.asset_selection or set()), known, timeout_s=600)
-    assert promotion is not None and promotion.status == DagsterRunStatus.SUCCESS
+    assert promotion is not None, "no run started"
+    assert promotion.status == DagsterRunStatus.SUCCESS, runs.why_failed(promotion)
     assert _champion(stack) == 2
     assert sum(_retrains(run) for run in runs.launched(known)) == 1
 
