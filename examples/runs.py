@@ -18,8 +18,11 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult, JobDefinition
 
+from pipelines.approve_code import approved_transforms
 from pipelines.operator import operator_key
+from resources.code_approval import sign_code_manifest
 from resources.integrity import IntegrityLedger
+from resources.keys import held_signing_key
 from resources.store import ArtifactStore
 from resources.trust_store import TrustStore
 
@@ -32,6 +35,11 @@ def trust_folder(home: Path) -> Path:
 def operator_key_file(home: Path) -> Path:
     """Where the instance over `home` keeps its operator's signing key."""
     return home.with_name(f"{home.name}-operator.key")
+
+
+def reviewers_folder(home: Path) -> Path:
+    """Where the instance over `home` keeps its reviewers' keys, one per approval power."""
+    return home.with_name(f"{home.name}-reviewers")
 
 
 @dataclass
@@ -67,6 +75,18 @@ class PipelineInstance:
 
     def _operator_key(self) -> Ed25519PrivateKey:
         return operator_key(operator_key_file(self.home), self.trust)
+
+    def reviewer_key(self, power: str) -> Ed25519PrivateKey:
+        """The reviewer's own key for `power` (beside the home, never in the pipeline's keyset), which
+        the operator lists as an approver of that power: the demo's one person in every role."""
+        key = held_signing_key(reviewers_folder(self.home) / f"{power}-approval.key")
+        self.trust.trust_approver_key(power, key.public_key(), "examples", self._operator_key())
+        return key
+
+    def approve_code(self) -> None:
+        """The reviewer's act: sign the current transformation code (what `make approve-code` does)."""
+        manifest = sign_code_manifest(approved_transforms(), "examples", self.reviewer_key("code"))
+        self.defs.resources["approvals"].record(manifest)
 
     def acknowledge_alarms(self, note: str) -> int:
         """The operator's act: clear every open alarm with a signed acknowledgement; returns how many."""

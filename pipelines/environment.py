@@ -16,6 +16,11 @@ editing code (the code location reads them once, when it loads):
 | `PIPELINE_HEALTHCARE_SETTINGS` | diagnostic model settings and thresholds | `/etc/pipeline/dx.json` |
 | `PIPELINE_KAFKA_BOOTSTRAP` | e-commerce live window from Kafka (`PIPELINE_KAFKA_*`) | `broker-1:9093` |
 | `PIPELINE_KMS_KEY_URI` | KMS key wrapping every key | `aws-kms://arn:aws:kms:<region>:<account>:key/<id>` |
+
+No resource here is given an approval key: the code-approval and retraining
+reviewer keys are held by people (`PIPELINE_CODE_APPROVER_KEY`,
+`PIPELINE_RETRAINING_APPROVER_KEY`, read by `make approve-code` and
+`make approve-retraining` only, never by a code location).
 """
 
 from __future__ import annotations
@@ -98,10 +103,13 @@ def resources_for(example: str, home: RuntimeHome, trust: TrustStore) -> dict[st
             landing=str(home.path("landing", example)),
             kafka=_kafka(example),
         ),
+        # Verify-only: approvals count when signed by an approver key the operator listed in `trust`.
         "approvals": CodeApprovals(
-            key_provider=keys, manifest_path=str(home.path("config") / "approved_code.json")
+            manifest_path=str(home.path("config") / "approved_code.json"), trust_store=str(trust.root)
         ),
-        "retraining_approvals": RetrainingApprovals(key_provider=keys, folder=str(home.path("approvals"))),
+        "retraining_approvals": RetrainingApprovals(
+            folder=str(home.path("approvals")), trust_store=str(trust.root)
+        ),
         "io_manager": ParquetIOManager(store=store, ledger=ledger, scratch=scratch, versioning=versioning),
         "json_io_manager": JsonIOManager(store=store, ledger=ledger),
         "model_io_manager": ModelDirIOManager(store=store, ledger=ledger, scratch=scratch),

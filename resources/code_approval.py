@@ -2,31 +2,34 @@
 
 Each transformation function is identified by a digest of its source and of
 the module that defines it. A reviewer signs the set of approved digests
-(`make approve-code`); a processing asset refuses to publish when the code
-about to run is not in that signed set. Altering a transformation (or
-swapping one in at run time) therefore stops the pipeline instead of
-silently biasing its features.
+with their own code-approval key (`make approve-code`); a processing asset
+refuses to publish when the code about to run is not in that signed set.
+Altering a transformation (or swapping one in at run time) therefore stops
+the pipeline instead of silently biasing its features.
+
+The pipeline holds no approval key: it verifies the manifest against the
+code-approver public keys the operator listed in the trust store. Whoever
+runs the pipeline, with every key it holds or can mint, cannot approve
+their own code.
 """
 
 from __future__ import annotations
 
-import base64
 import inspect
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import ConfigurableResource, Failure
 
 from resources.atomic import atomic_write_bytes
 from resources.digests import digest_bytes
-from resources.keys import KeyProvider
-from resources.signed_records import public_key_b64, sign_record, verify_record
+from resources.signed_records import public_key_b64, read_json_record, sign_record
+from resources.trust_store import TrustStore
 
-APPROVER_KEY = "code-approval"
+POWER = "code"  # the trust store's list of keys that may approve code
 
 
 def code_digest(function: Callable) -> str:
@@ -44,40 +47,37 @@ class CodeNotApproved(Failure):
     """The transformation about to run is not in the signed manifest."""
 
 
-class CodeApprovals(ConfigurableResource):
-    """Verifies transformation code against the reviewer-signed manifest.
+def sign_code_manifest(functions: dict[str, Callable], approver: str, key: Ed25519PrivateKey) -> dict:
+    """A manifest approving the current code of `functions`, signed with the reviewer's `key` (their act)."""
+    return sign_record(
+        {
+            "approved": {name: code_digest(fn) for name, fn in sorted(functions.items())},
+            "approver": approver,
+            "approver_key": public_key_b64(key),
+            "signed_at": datetime.now(UTC).isoformat(),
+        },
+        key,
+    )
 
-    `approver_public_key` (base64 raw Ed25519) is the key reviewers sign
-    with; left empty, the local key provider's approval key is used (the
-    embedded default).
+
+class CodeApprovals(ConfigurableResource):
+    """Verifies transformation code against a reviewer-signed manifest; holds no key that could sign one.
+
+    Protects against code changed without review, and against approving one's
+    own change with the pipeline's credentials: only a signature by a key
+    the operator listed as a code approver in the trust store (`trust_store`,
+    its folder) counts.
     """
 
-    key_provider: KeyProvider
     manifest_path: str
-    approver_public_key: str = ""
+    trust_store: str
 
     def _manifest_file(self) -> Path:
         return Path(self.manifest_path)
 
-    def _public_key(self) -> Ed25519PublicKey:
-        if self.approver_public_key:
-            return Ed25519PublicKey.from_public_bytes(base64.b64decode(self.approver_public_key))
-        return self.key_provider.signing_key(APPROVER_KEY).public_key()
-
-    def approve(self, functions: dict[str, Callable], approver: str) -> dict:
-        """Sign the current code of `functions` as approved (a reviewer's act)."""
-        key = self.key_provider.signing_key(APPROVER_KEY)
-        manifest = sign_record(
-            {
-                "approved": {name: code_digest(fn) for name, fn in sorted(functions.items())},
-                "approver": approver,
-                "approver_key": public_key_b64(key),
-                "signed_at": datetime.now(UTC).isoformat(),
-            },
-            key,
-        )
+    def record(self, manifest: dict) -> None:
+        """Keep a signed manifest where processing reads it (this grants nothing: it is verified at use)."""
         atomic_write_bytes(self._manifest_file(), json.dumps(manifest, indent=1, sort_keys=True).encode())
-        return manifest
 
     def approved(self) -> dict[str, str]:
         """The approved digests, after verifying the manifest's signature."""
@@ -87,14 +87,16 @@ class CodeApprovals(ConfigurableResource):
                 f"No approved-code manifest at {file}. A reviewer approves the transformation "
                 "code with `make approve-code` before processing may publish."
             )
-        try:
-            manifest = verify_record(json.loads(file.read_text()), self._public_key())
-        except (InvalidSignature, ValueError) as error:
-            raise CodeNotApproved(
-                f"The approved-code manifest at {file} is not signed by the trusted approver key. "
-                "Someone edited it; restore it or re-approve with `make approve-code`."
-            ) from error
-        return manifest["approved"]
+        manifest = read_json_record(file)
+        verified = TrustStore(Path(self.trust_store)).approved_by(POWER, manifest)
+        if verified is not None:
+            return verified["approved"]
+        raise CodeNotApproved(
+            f"The approved-code manifest at {file} is not signed by a code-approver key the operator "
+            f"trusts (it names key {manifest.get('approver_key', '?')}). Someone edited it or signed it "
+            "with a key of their own; restore it, or have a reviewer whose key the operator listed "
+            "(`python -m pipelines.operator trust-approver code KEY`) re-approve with `make approve-code`."
+        )
 
     def require(self, name: str, function: Callable) -> str:
         """Return the function's digest if approved; otherwise refuse to go on."""

@@ -5,6 +5,13 @@ a keyset folder created on first run with owner-only permissions under the
 git-ignored runtime home. `FolderKeyProvider` holds what every folder-backed
 provider shares (exclusive creation, the permission check); the KMS-backed
 provider in `resources.kms_keys` keeps the same files wrapped by a KMS key.
+
+Keys that grant a person's power are not here: the code-approval key and the
+retraining reviewer's key are each held by their reviewer in a file of their
+own (`held_signing_key`, `approver_key_file`), outside the pipeline's key
+folder, so the pipeline's run-time identity can sign neither. The pipeline
+checks approvals against the approver public keys the operator listed in the
+trust store (`resources.trust_store`).
 """
 
 from __future__ import annotations
@@ -28,11 +35,48 @@ from cryptography.hazmat.primitives.serialization import (
 from dagster import ConfigurableResource
 from tink import aead, secret_key_access
 
-from resources.atomic import fsync_dir
+from resources.atomic import atomic_write_bytes, fsync_dir
+from resources.runtime import REPO_ROOT
 
 aead.register()
 
 SECRET_BYTES = 32
+# Each approval power's key file, set per reviewer; the pipeline's environment never names them.
+APPROVER_KEY_VARIABLES = {
+    "code": "PIPELINE_CODE_APPROVER_KEY",
+    "retraining": "PIPELINE_RETRAINING_APPROVER_KEY",
+}
+
+
+def held_signing_key(path: Path) -> Ed25519PrivateKey:
+    """A person's Ed25519 key in their own owner-only file (the operator's, a reviewer's), made on first use.
+
+    Protects against other local users reading it: a file readable by group or
+    others is refused with the fix, never used.
+    """
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            raise PermissionError(
+                f"Key file {path} is readable by other users, so it no longer proves who signed. "
+                f"Restrict it with `chmod 600 {path}` (and its folder with `chmod 700 {path.parent}`) "
+                "and run again; if others may have copied it, have the operator replace it."
+            )
+        key = load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key.")
+        return key
+    key = Ed25519PrivateKey.generate()
+    atomic_write_bytes(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()), mode=0o600)
+    return key
+
+
+def approver_key_file(power: str) -> Path:
+    """Where the reviewer who holds `power` ("code" or "retraining") keeps their key: the variable in
+    `APPROVER_KEY_VARIABLES`, else `.reviewers/<power>-approval.key` in the repository (demo keys,
+    one per role)."""
+    return Path(
+        os.environ.get(APPROVER_KEY_VARIABLES[power]) or REPO_ROOT / ".reviewers" / f"{power}-approval.key"
+    )
 
 
 class KeyProvider(ConfigurableResource, ABC):
@@ -48,7 +92,7 @@ class KeyProvider(ConfigurableResource, ABC):
 
     @abstractmethod
     def signing_key(self, name: str) -> Ed25519PrivateKey:
-        """A named Ed25519 signing key (code-approval key, reviewer key, ...)."""
+        """A named Ed25519 signing key of the pipeline's own (the ledger's witness key, ...)."""
 
     @abstractmethod
     def ec_signing_key(self, name: str) -> ec.EllipticCurvePrivateKey:

@@ -1,6 +1,8 @@
 """Small JSON records signed with Ed25519 over their canonical JSON (approvals, manifests)."""
 
 import base64
+import json
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -29,3 +31,12 @@ def verify_record(record: dict[str, Any], public_key: Ed25519PublicKey) -> dict[
         raise InvalidSignature("signature is not base64") from error
     public_key.verify(signature, canonical_json(body))
     return body
+
+
+def read_json_record(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or an empty record if it is not one (it then verifies against no key)."""
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -9,9 +9,12 @@ outside `$PIPELINE_HOME`; in production a separate database role with INSERT
 only, or an object-lock bucket, and a KMS key per role). Two kinds of record:
 
 - **Operator records**, written only by explicit operator commands: the
-  trusted release public keys (`make trust-release-key`) and the operator's
-  signed acknowledgements that clear an alarm (`make acknowledge-alarm`).
-  Promotion never adds a key.
+  trusted release public keys (`make trust-release-key`), the approver keys
+  per power (`python -m pipelines.operator trust-approver code|retraining`)
+  and the operator's signed acknowledgements that clear an alarm
+  (`make acknowledge-alarm`). Promotion never adds a key; approver entries and
+  acknowledgements carry the operator key's signature, so a process that can
+  only append here (the pipeline) cannot add an approver or clear an alarm.
 - **The witness**: append-only, hash-chained logs the pipeline may add to but
   never rewrite. A signed checkpoint of the ledger head after every ledger
   append; every promoted release (version, config digest, predecessor), whose
@@ -43,8 +46,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from resources.atomic import atomic_write_bytes
 from resources.digests import canonical_json
 from resources.runtime import REPO_ROOT
+from resources.signed_records import public_key_b64, sign_record, verify_record
 
 GENESIS = "0" * 64
+# What a person approves with a key of their own; each power's keys are listed apart.
+APPROVAL_POWERS = ("code", "retraining")
 
 
 class TrustStoreError(Exception):
@@ -191,18 +197,81 @@ class TrustStore:
         signed = {**body, "signature": base64.b64encode(key.sign(canonical_json(body))).decode()}
         WitnessLog(self.root / "operator" / "acknowledgements.jsonl").append(signed)
 
-    def _acknowledgements(self) -> dict[str, str]:
-        """Alarm id -> when the operator acknowledged it, for acknowledgements the operator key signed."""
+    def _operator_signed(self, log: WitnessLog, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        """The records of `log` whose `fields` the operator key signed; any other record is ignored."""
         key = self._operator_key()
         if key is None:
-            return {}
-        cleared = {}
-        for record in WitnessLog(self.root / "operator" / "acknowledgements.jsonl").records():
-            body = {k: record[k] for k in ("alarm_id", "operator", "note", "at")}
+            return
+        for record in log.records():
+            body = {k: record[k] for k in fields}
             with contextlib.suppress(InvalidSignature, ValueError):
                 key.verify(base64.b64decode(record["signature"]), canonical_json(body))
-                cleared[record["alarm_id"]] = record["at"]
-        return cleared
+                yield record
+
+    def _acknowledgements(self) -> dict[str, str]:
+        """Alarm id -> when the operator acknowledged it, for acknowledgements the operator key signed."""
+        log = WitnessLog(self.root / "operator" / "acknowledgements.jsonl")
+        return {
+            r["alarm_id"]: r["at"] for r in self._operator_signed(log, ("alarm_id", "operator", "note", "at"))
+        }
+
+    @property
+    def _approvers(self) -> WitnessLog:
+        return WitnessLog(self.root / "operator" / "approver-keys.jsonl")
+
+    def trust_approver_key(
+        self, power: str, public_key: Ed25519PublicKey, operator: str, operator_key: Ed25519PrivateKey
+    ) -> None:
+        """List `public_key` as a `power` approver ("code" or "retraining"): an operator's act.
+
+        Protects against self-approval: the entry is signed with the operator
+        key, so the pipeline, which may append to the store, cannot list a key
+        it holds; a key already listed for the other power (or the operator's
+        own) is refused, so no single holder approves both the code and the
+        data a model learns from.
+        """
+        if power not in APPROVAL_POWERS:
+            raise ValueError(
+                f"Unknown approval power {power!r}; the powers are {', '.join(APPROVAL_POWERS)}."
+            )
+        recorded = self._operator_key()
+        if recorded is None or public_key_b64(recorded) != public_key_b64(operator_key):
+            raise TrustStoreError(
+                f"Only the operator key recorded in {self.root / 'operator'} may list approvers; this key is "
+                "not it. Run the command as the operator (`$PIPELINE_OPERATOR_KEY`)."
+            )
+        raw = public_key_b64(public_key)
+        if raw == public_key_b64(recorded):
+            raise TrustStoreError(
+                "The operator's own key cannot approve: give each reviewer a key of their own."
+            )
+        for other in APPROVAL_POWERS:
+            if raw in (public_key_b64(k) for k in self.trusted_approver_keys(other)):
+                if other == power:
+                    return
+                raise TrustStoreError(
+                    f"That key already approves {other}; {power} approval needs a key of its own, held by "
+                    f"its own reviewer (`python -m pipelines.approve_{power} --public-key` makes one)."
+                )
+        body = {"power": power, "public_key": raw, "added_by": operator, "at": _now()}
+        self._approvers.append(sign_record(body, operator_key))
+
+    def trusted_approver_keys(self, power: str) -> list[Ed25519PublicKey]:
+        """The keys whose signature approves `power`: entries the operator key signed, no others."""
+        fields = ("power", "public_key", "added_by", "at")
+        return [
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(r["public_key"]))
+            for r in self._operator_signed(self._approvers, fields)
+            if r["power"] == power
+        ]
+
+    def approved_by(self, power: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        """`record`'s body if a `power` approver key listed here signed it, else None (edited, or
+        signed by a key the operator never listed)."""
+        for key in self.trusted_approver_keys(power):
+            with contextlib.suppress(InvalidSignature, ValueError):
+                return verify_record(record, key)
+        return None
 
     def acknowledged_at(self, subject_suffix: str) -> str | None:
         """When the operator last acknowledged an alarm whose subject ends with `subject_suffix`."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from dagster import AssetCheckSeverity, AssetKey, ExecuteInProcessResult
 
 from examples.attacks.harm import HarmProbe
-from examples.runs import PipelineInstance, operator_key_file, trust_folder
+from examples.runs import PipelineInstance, operator_key_file, reviewers_folder, trust_folder
 
 CHECK_FAILED = "DagsterAssetCheckFailedError"  # how Dagster fails the step of a failed blocking check
 # Exceptions by which a control refuses a step (anything else failing a step is an error, not a catch).
@@ -81,12 +81,13 @@ class Outcome:
 
 
 def fresh_home(home: Path) -> Path:
-    """`home`, emptied, with its trust store and operator key: each scenario and clean run starts
-    from nothing (a trust store left from an earlier run would remember its sources' batches and
-    refuse the new run's as replays)."""
+    """`home`, emptied, with its trust store, operator key and reviewers' keys: each scenario and
+    clean run starts from nothing (a trust store left from an earlier run would remember its
+    sources' batches and refuse the new run's as replays)."""
     shutil.rmtree(home, ignore_errors=True)
     shutil.rmtree(trust_folder(home), ignore_errors=True)
     operator_key_file(home).unlink(missing_ok=True)
+    shutil.rmtree(reviewers_folder(home), ignore_errors=True)
     home.mkdir(mode=0o700, parents=True)
     return home
 

@@ -16,7 +16,6 @@ from examples.ecommerce.generate import default_paths, generate, generate_feedba
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
 from examples.runs import PipelineInstance
 from pipelines import ecommerce
-from pipelines.approve_code import approved_transforms
 from resources.runtime import RuntimeHome
 
 EVENTS = 3_000  # enough for collection and processing controls
@@ -36,7 +35,7 @@ class Shop(PipelineInstance):
         self.summary = generate(seed=self.seed, events=self.events, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
         self.defs = ecommerce.build_definitions(RuntimeHome(self.home), self.trust)
-        self.defs.resources["approvals"].approve(approved_transforms(), approver="examples")
+        self.approve_code()
         self.trust_release_key()
 
     def inbox(self, topic: str) -> Path:

@@ -16,7 +16,6 @@ from examples.healthcare.batches import SOURCES, load_or_create_keys, write_file
 from examples.healthcare.generate import default_paths, generate, generate_feedback
 from examples.runs import PipelineInstance
 from pipelines import healthcare
-from pipelines.approve_code import approved_transforms
 from pipelines.approve_retraining import approve
 from resources.kms_keys import key_provider_from_environment
 from resources.runtime import RuntimeHome
@@ -53,12 +52,17 @@ class Clinic(PipelineInstance):
         self.defs = healthcare.build_definitions(
             RuntimeHome(self.home), self.trust, diagnostic_settings=self.settings
         )
-        self.defs.resources["approvals"].approve(approved_transforms(), approver="examples")
+        self.approve_code()
         self.trust_release_key()
 
     def approve_retraining(self, reviewer: str) -> dict:
         """A reviewer's approval of the newest training set (what `make approve-retraining` signs)."""
-        return approve(self.ledger, self.defs.resources["retraining_approvals"], reviewer)
+        return approve(
+            self.ledger,
+            self.defs.resources["retraining_approvals"],
+            reviewer,
+            self.reviewer_key("retraining"),
+        )
 
     def feedback(self, cycle: int = 1, studies: int | None = None) -> None:
         generate_feedback(self.seed, studies or self.studies, self.home, cycle=cycle, workers=1)

@@ -9,7 +9,7 @@ from examples.attacks.__main__ import main as lab_main
 from examples.attacks.__main__ import run_attack_lab
 from examples.attacks.lab import fresh_home
 from examples.attacks.scorecard import markdown, merge, run_lab, summary
-from examples.runs import checks, metadata, operator_key_file, trust_folder
+from examples.runs import checks, metadata, operator_key_file, reviewers_folder, trust_folder
 from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
 
@@ -114,6 +114,8 @@ def test_a_fresh_home_starts_without_the_previous_runs_trust_store(tmp_path):
     trust_folder(home).mkdir()
     (trust_folder(home) / "sources.json").write_text("{}")
     operator_key_file(home).write_bytes(b"key")
+    reviewers_folder(home).mkdir()
     assert fresh_home(home) == home
     assert list(home.iterdir()) == []
     assert not trust_folder(home).exists() and not operator_key_file(home).exists()
+    assert not reviewers_folder(home).exists()

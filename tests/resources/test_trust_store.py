@@ -5,6 +5,7 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from resources.signed_records import public_key_b64, sign_record
 from resources.trust_store import ReleaseRecord, TrustStore, TrustStoreError
 
 
@@ -57,3 +58,33 @@ def test_release_keys_are_an_operator_list(trust):
     trust.trust_release_key(b"-----BEGIN PUBLIC KEY-----\nA\n-----END PUBLIC KEY-----\n", operator="ops")
     trust.trust_release_key(b"-----BEGIN PUBLIC KEY-----\nA\n-----END PUBLIC KEY-----\n", operator="ops")
     assert len(trust.trusted_release_keys()) == 1
+
+
+def test_only_the_operator_lists_approvers_and_each_power_needs_its_own_key(trust):
+    operator, reviewer, other = (Ed25519PrivateKey.generate() for _ in range(3))
+    trust.set_operator_key(operator.public_key())
+    with pytest.raises(TrustStoreError, match="Only the operator key"):
+        trust.trust_approver_key("code", reviewer.public_key(), "pipeline", reviewer)
+    trust.trust_approver_key("code", reviewer.public_key(), "ops", operator)
+    trust.trust_approver_key("code", reviewer.public_key(), "ops", operator)  # listing twice adds nothing
+    assert [k.public_bytes_raw() for k in trust.trusted_approver_keys("code")] == [
+        reviewer.public_key().public_bytes_raw()
+    ]
+    with pytest.raises(TrustStoreError, match="already approves code"):
+        trust.trust_approver_key("retraining", reviewer.public_key(), "ops", operator)
+    with pytest.raises(TrustStoreError, match="operator's own key"):
+        trust.trust_approver_key("retraining", operator.public_key(), "ops", operator)
+    trust.trust_approver_key("retraining", other.public_key(), "ops", operator)
+    assert [k.public_bytes_raw() for k in trust.trusted_approver_keys("retraining")] == [
+        other.public_key().public_bytes_raw()
+    ]
+
+
+def test_an_approver_entry_appended_without_the_operators_signature_is_ignored(trust):
+    """What the pipeline can do to the store (append) cannot list a key it holds."""
+    operator, insider = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    trust.set_operator_key(operator.public_key())
+    entry = {"power": "code", "public_key": public_key_b64(insider), "added_by": "ops", "at": "2026-01-01"}
+    trust._approvers.append(sign_record(entry, insider))
+    trust._approvers.append(entry | {"signature": ""})
+    assert trust.trusted_approver_keys("code") == []

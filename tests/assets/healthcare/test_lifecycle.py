@@ -27,9 +27,11 @@ from examples.healthcare.studies.plan import plan_studies
 from examples.runs import checks, materialized, metadata
 from pipelines import healthcare
 from resources.model_files import save_model_dir
+from resources.retraining_approval import sign_retraining_approval
 from resources.runtime import RuntimeHome
 from resources.tables import ModelDir
 from serving.healthcare import create_diagnostic_app
+from tests.serving import api_key_access
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +86,10 @@ def test_the_server_diagnoses_a_study_with_the_champion(clinic):
     import base64
 
     study = plan_studies(CohortConfig(seed=11, studies=4), 0)[0]
-    with TestClient(create_diagnostic_app(RuntimeHome(clinic.home), clinic.trust)) as client:
+    access, auth = api_key_access(("diagnose",))
+    with TestClient(
+        create_diagnostic_app(RuntimeHome(clinic.home), clinic.trust, access), headers=auth
+    ) as client:
         answer = client.post("/diagnose", json={"dicom": base64.b64encode(dicom_bytes(study)).decode()})
     assert answer.status_code == 200, answer.text
     assert answer.json()["model_version"] == 1 and 0 <= answer.json()["lesion_probability"] <= 1
@@ -102,8 +107,10 @@ def test_retraining_without_an_approval_is_refused(clinic):
 
 
 def test_an_approval_for_another_dataset_is_refused(clinic):
-    resources = clinic.defs.resources
-    resources["retraining_approvals"].approve(MODEL_NAME, "blake3:" + "0" * 64, reviewer="dr-review")
+    approval = sign_retraining_approval(
+        MODEL_NAME, "blake3:" + "0" * 64, "dr-review", clinic.reviewer_key("retraining")
+    )
+    clinic.defs.resources["retraining_approvals"].record(approval)
     result = clinic.run("healthcare_retraining")
     assert not result.success
     assert "not for this dataset" in failure_messages(result)
