@@ -12,11 +12,14 @@ export DAGSTER_HOME ?= $(PIPELINE_HOME)/dagster
 # The operator's trust store and key live outside the pipeline's home: the pipeline cannot rewrite them.
 export PIPELINE_TRUST_STORE ?= $(CURDIR)/.trust
 export PIPELINE_OPERATOR_KEY ?= $(CURDIR)/.operator/operator.key
+# Each approval power's key is held by its own reviewer, never in the pipeline's key folder (demo keys).
+export PIPELINE_CODE_APPROVER_KEY ?= $(CURDIR)/.reviewers/code-approval.key
+export PIPELINE_RETRAINING_APPROVER_KEY ?= $(CURDIR)/.reviewers/retraining-approval.key
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install data approve-code approve-retraining trust-release-key certs alarms acknowledge-alarm rotate-keys kafka-data demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
+.PHONY: help install data approve-code approve-retraining trust-approvers trust-release-key certs alarms acknowledge-alarm rotate-keys kafka-data demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,11 +38,15 @@ data: install  ## generate the example sources' signed batches and enrol the sou
 	$(PY) -m examples.ecommerce.generate --seed $(SEED) --events $(EVENTS)
 	$(PY) -m examples.healthcare.generate --seed $(SEED) --studies $(STUDIES)
 
-approve-code: install  ## a reviewer signs the current transformation code as approved
+approve-code: install  ## a reviewer signs the current transformation code with their own key
 	$(PY) -m pipelines.approve_code
 
-approve-retraining: install  ## a reviewer signs the current healthcare training set for retraining
+approve-retraining: install  ## a reviewer signs the current healthcare training set with their own key
 	$(PY) -m pipelines.approve_retraining
+
+trust-approvers: install  ## the operator lists the demo reviewers' public keys (one per power) as approvers
+	$(PY) -m pipelines.operator trust-approver code "$$($(PY) -m pipelines.approve_code --public-key)"
+	$(PY) -m pipelines.operator trust-approver retraining "$$($(PY) -m pipelines.approve_retraining --public-key)"
 
 trust-release-key: install  ## the operator lists the release key as trusted (promotion never does)
 	$(PY) -m pipelines.operator trust-release-key
@@ -63,7 +70,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	@cp dagster.yaml $@
 
-demo: install data approve-code trust-release-key $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
+demo: install data trust-approvers approve-code trust-release-key $(DAGSTER_HOME)/dagster.yaml  ## run the lifecycle end to end and print the summary
 	EVENTS=$(EVENTS) STUDIES=$(STUDIES) SEED=$(SEED) $(PY) -m examples.demo
 
 test: install $(DAGSTER_HOME)/dagster.yaml  ## the whole test suite
@@ -75,16 +82,16 @@ scorecard: install $(DAGSTER_HOME)/dagster.yaml  ## every attack on fresh pipeli
 attack: install $(DAGSTER_HOME)/dagster.yaml  ## one attack: make attack SCENARIO=healthcare/backdoor (no SCENARIO: the list)
 	@if [ -z "$(SCENARIO)" ]; then $(PY) -m examples.attacks list; else $(PY) -m examples.attacks attack $(SCENARIO); fi
 
-serve: install  ## the recommender server (current champion) on http://127.0.0.1:8000
-	$(VENV)/bin/uvicorn --factory serving.ecommerce:create_recommender_app --host 127.0.0.1 --port 8000
+serve: install  ## the recommender server (current champion) on http://127.0.0.1:8000; prints how to call it
+	$(PY) -m serving.ecommerce
 
-serve-healthcare: install  ## the lesion diagnostic server (current champion) on http://127.0.0.1:8001
-	$(VENV)/bin/uvicorn --factory serving.healthcare:create_diagnostic_app --host 127.0.0.1 --port 8001
+serve-healthcare: install  ## the lesion diagnostic server (current champion) on http://127.0.0.1:8001; prints how to call it
+	$(PY) -m serving.healthcare
 
 bench: install  ## cost of the integrity controls, as ratios against in-memory BLAKE3
 	$(PY) -m benchmarks.integrity
 
-stack: install  ## start the production stack on loopback (Postgres, S3/KMS, MLflow, Spark, Dagster daemon + UI)
+stack: install  ## start the production stack on loopback (Postgres over TLS, S3/KMS, MLflow, Spark, Dagster daemon, UI behind a TLS proxy with passwords)
 	$(PY) -m deploy.stack up
 
 stack-down: install  ## stop exactly the stack's processes and forget its state (its S3/KMS endpoint is in memory)
@@ -100,5 +107,6 @@ demo-stack: stack  ## both lifecycles (small worlds) submitted to the stack; ret
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
-clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs) and the trust store
+clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs), the trust store and every held key
 	rm -rf $(PIPELINE_HOME) $(PIPELINE_TRUST_STORE) $(dir $(PIPELINE_OPERATOR_KEY)) reports
+	rm -f $(PIPELINE_CODE_APPROVER_KEY) $(PIPELINE_RETRAINING_APPROVER_KEY)

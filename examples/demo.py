@@ -42,9 +42,11 @@ from examples.healthcare.studies.dicom import dicom_bytes
 from examples.healthcare.studies.model import CohortConfig
 from examples.healthcare.studies.plan import plan_studies
 from pipelines import ecommerce, healthcare
+from pipelines.approve_code import reviewer_key
 from pipelines.approve_retraining import approve
 from resources.runtime import REPO_ROOT, RuntimeHome
 from resources.trust_store import TrustStore
+from serving.settings import demo_api_key
 
 SHORT_LAB = {
     "ecommerce": [
@@ -78,8 +80,12 @@ def run_job(
     return result.success, result.get_asset_check_evaluations()
 
 
-def serve_and_ask(factory: str, ask: Callable[[str], httpx.Response]) -> dict:
-    """Start a model server (`module:factory`) on a free loopback port, `ask(base_url)` once, stop it."""
+def serve_and_ask(factory: str, ask: Callable[[str, dict[str, str]], httpx.Response]) -> dict:
+    """Start a model server (`module:factory`) on a free loopback port, `ask(base_url, headers)` once.
+
+    The headers carry the demo client's API key, created under `$PIPELINE_HOME/serving/` if needed.
+    """
+    auth = {"Authorization": f"Bearer {demo_api_key(RuntimeHome.from_environment()).read_text()}"}
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -110,7 +116,7 @@ def serve_and_ask(factory: str, ask: Callable[[str], httpx.Response]) -> dict:
                 pass
             time.sleep(1)
         health = httpx.get(f"{base}/healthz", timeout=5).json()
-        return {"health": health, "answer": ask(base).json()}
+        return {"health": health, "answer": ask(base, auth).json()}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -163,7 +169,9 @@ def ecommerce_demo(instance: DagsterInstance, home: RuntimeHome, trust: TrustSto
     if champion:
         served = serve_and_ask(
             "serving.ecommerce:create_recommender_app",
-            lambda base: httpx.get(f"{base}/recommend", params={"user_id": "u0000001", "k": 5}, timeout=10),
+            lambda base, auth: httpx.get(
+                f"{base}/recommend", params={"user_id": "u0000001", "k": 5}, headers=auth, timeout=10
+            ),
         )
         items = [i["item_id"] for i in served["answer"].get("items", [])]
         print(
@@ -191,7 +199,10 @@ def healthcare_demo(instance: DagsterInstance, home: RuntimeHome, trust: TrustSt
     went_ahead, _ = run_job(defs, "healthcare_retraining", instance, expect_refusal=True)
     if not went_ahead:
         print("  (as it must be: no reviewer has approved this training set yet)")
-    approve(defs.resources["ledger"], defs.resources["retraining_approvals"], reviewer="demo-reviewer")
+    approve(
+        defs.resources["ledger"], defs.resources["retraining_approvals"], "demo-reviewer",
+        reviewer_key("retraining", trust),
+    )  # fmt: skip
     outcomes += [run_job(defs, job, instance) for job in ("healthcare_retraining", "healthcare_audit")]
 
     print_collection(instance, (STUDIES_KEY, NOTES_KEY))
@@ -205,7 +216,7 @@ def healthcare_demo(instance: DagsterInstance, home: RuntimeHome, trust: TrustSt
         payload = {"dicom": base64.b64encode(dicom_bytes(study)).decode()}
         served = serve_and_ask(
             "serving.healthcare:create_diagnostic_app",
-            lambda base: httpx.post(f"{base}/diagnose", json=payload, timeout=30),
+            lambda base, auth: httpx.post(f"{base}/diagnose", json=payload, headers=auth, timeout=30),
         )
         print(
             f"\nServer: model v{served['health'].get('version')} loaded and verified; /diagnose on a new "

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "automation condition → promotion",
         runs.next_run(lambda r: CHAMPION in (r.asset_selection or set()), known, timeout_s=900),
     )
-    print(f"\nThe UI: http://127.0.0.1:{stack.port('webserver')}  (stop everything: make stack-down)")
+    print(f"\nThe UI: https://127.0.0.1:{stack.port('proxy')}/  (stop everything: make stack-down)")
     return 0 if ok else 1
 
 

@@ -7,4 +7,7 @@
 - `serving.app.create_app` is the FastAPI server (`/healthz`, `/predict`,
   `/metrics`) on top of one worker; examples add their own routes with
   `serving.app.add_worker_route`.
+- `serving.access` authenticates (API keys, JWTs), rate-limits, authorises by
+  scope and audits every request; `serving.settings` reads the TLS and access
+  settings and refuses to listen beyond loopback without them.
 """

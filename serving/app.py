@@ -5,6 +5,9 @@ starts the worker (which verifies the signature and loads the model once) and
 stops it at shutdown. Requests are answered from the worker's memory; nothing
 is verified per request. A refused model leaves the app up with `/healthz` at
 503 and the refusal in its body, so an orchestrator never routes traffic to it.
+A release server (`create_release_app`) re-verifies its release while it runs
+(`serving.release_watch`): a replaced release is refused, the verified model
+keeps serving and `/healthz` says "degraded".
 
 Examples add their own endpoints on top::
 
@@ -20,12 +23,19 @@ Request bodies over `max_body_bytes` (default `DEFAULT_MAX_BODY_BYTES`, sized
 for the largest endpoint body, a base64 DICOM) are refused with 413 before
 anything parses them.
 
-Run it (loopback only; put a TLS-terminating proxy in front in production)::
+Every request but `GET /healthz` is authenticated, rate-limited, authorised by
+scope and audited (`serving.access`): `/predict` and the routes added with
+`add_worker_route` need the model's `scope`, `/metrics` needs `admin`.
 
-    SERVING_MODEL_DIR=... SERVING_TRUSTED_KEYS=keys.json SERVING_HANDLER=module:attr \\
-        uvicorn --factory serving.app:app_from_env --host 127.0.0.1 --port 8000
+Run it with the checked entry point, which refuses to listen beyond loopback
+without TLS and authentication (`serving.settings` lists their variables)::
 
-(`SERVING_MAX_BODY_BYTES` overrides the body limit.)
+    python -m serving.app --model-dir DIR --trusted-keys keys.json --handler module:attr --scope predict
+
+or, on loopback (tests), ``SERVING_MODEL_DIR=... SERVING_TRUSTED_KEYS=keys.json
+SERVING_HANDLER=module:attr uvicorn --factory serving.app:app_from_env``
+(`SERVING_SCOPE` sets the model's scope, default `predict`;
+`SERVING_MAX_BODY_BYTES` overrides the body limit).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,12 +64,14 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel
-from starlette.routing import Match
 
 from resources.release_folder import ReleaseFolder
 from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
+from serving.access import ADMIN_SCOPE, AccessControl, AccessPolicy, route_template
 from serving.body_limit import BodyLimit, json_body_limit
+from serving.release_watch import ReleaseWatch, reverify_seconds_from_env
+from serving.settings import LOOPBACK, ServingSettings, serve
 from serving.worker import DEFAULT_MAX_CPU_SECONDS, DEFAULT_MAX_MEMORY_MB
 from serving.worker_client import (
     RequestFailed,
@@ -70,7 +83,6 @@ from serving.worker_client import (
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 # The largest body an endpoint takes is the diagnostic server's: one DICOM file of up to 8 MiB
 # (domain.healthcare.dicom.DEFAULT_MAX_BYTES), base64 in a JSON object (serving.diagnostic_handler
 # .MAX_DICOM_BASE64 characters). Larger bodies get 413 before anything parses them.
@@ -106,6 +118,19 @@ class ServingMetrics:
         self.loads = Counter(
             "serving_model_loads", "Successful worker starts (verified model loads).", registry=self.registry
         )
+        self.release_refusals = Counter(
+            "serving_release_refusals",
+            "Re-verifications that refused the release on disk (the last verified model kept serving).",
+            registry=self.registry,
+        )
+        self.release_swaps = Counter(
+            "serving_release_swaps", "Verified successor releases swapped in while running.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.degraded = Gauge(
+            "serving_degraded", "1 while the release on disk is refused and an older verified model serves.",
+            registry=self.registry,
+        )  # fmt: skip
 
     def loaded(self, info: dict[str, Any]) -> None:
         self.loads.inc()
@@ -116,14 +141,16 @@ class ServingMetrics:
         self.load_failures.inc()
         self.model_loaded.set(0)
 
+    def release_refused(self) -> None:
+        self.release_refusals.inc()
+        self.degraded.set(1)
 
-def _endpoint_label(request: Request) -> str:
-    """The route template (bounded label cardinality), never the raw path."""
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return getattr(route, "path", "other")
-    return "unmatched"
+    def release_verified(self) -> None:
+        self.degraded.set(0)
+
+    def release_swapped(self, info: dict[str, Any]) -> None:
+        self.release_swaps.inc()
+        self.loaded(info)
 
 
 def call_worker(app: FastAPI, method: str, params: dict[str, Any], timeout: float | None = None) -> Any:
@@ -148,9 +175,10 @@ def add_worker_route(
     param_model: type[BaseModel] | None = None,
     *,
     http_method: str = "GET",
+    scope: str | None = None,
     **route_kwargs: Any,
 ) -> None:
-    """Expose worker method `method_name` at `path`.
+    """Expose worker method `method_name` at `path`, to clients holding `scope` (default: the model's).
 
     GET reads `param_model`'s fields from the query string (``/recommend?user_id=u1&k=5``);
     POST/PUT read them from the JSON body. Validation happens in the server, before
@@ -174,6 +202,7 @@ def add_worker_route(
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = f"worker_{method_name}"
     app.add_api_route(path, endpoint, methods=[http_method], **route_kwargs)
+    app.state.route_scopes[path] = scope or app.state.scope
 
 
 async def _refuse_without_echo(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -189,15 +218,22 @@ def create_release_app(
     title: str,
     home: RuntimeHome,
     trust: TrustStore,
+    access: AccessPolicy,
+    scope: str,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    reverify_seconds: float | None = None,
 ) -> FastAPI:
     """A server for the current release of `model_name`, trusting only what the operator's store says.
 
     The trusted keys and the rollback floor come from `trust`, never from the
     release folder: a server with no local state of its own (a new host, a
     wiped disk) still refuses a release older than the newest on record.
+    While it runs, the release is re-verified when it changes and every
+    `reverify_seconds` (default `SERVING_REVERIFY_SECONDS`, else 30), so a
+    model replaced under the server is refused (`serving.release_watch`).
     """
-    current = ReleaseFolder(home.path("releases")).current(model_name)
+    folder = ReleaseFolder(home.path("releases"))
+    current = folder.current(model_name)
     if current is None:
         raise FileNotFoundError(
             f"No {model_name} release has been published yet: run `make demo` (or the example's "
@@ -216,8 +252,13 @@ def create_release_app(
         handler,
         state_file=home.path("serving") / f"{model_name}-versions.json",
         floor=floor.version if floor else 0,
+        access=access,
+        scope=scope,
         title=title,
         max_body_bytes=max_body_bytes,
+        watch=ReleaseWatch(
+            model_name, folder, trust, interval_seconds=reverify_seconds or reverify_seconds_from_env()
+        ),
     )
 
 
@@ -227,6 +268,8 @@ def create_app(
     handler: str,
     *,
     state_file: Path,
+    access: AccessPolicy,
+    scope: str = "predict",
     floor: int = 0,
     max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
     max_cpu_seconds: int = DEFAULT_MAX_CPU_SECONDS,
@@ -235,8 +278,14 @@ def create_app(
     restart_backoff: float = 5.0,
     title: str = "Secure model server",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    watch: ReleaseWatch | None = None,
 ) -> FastAPI:
     """A FastAPI app serving `model_dir` through one isolated, resource-limited worker.
+
+    With `watch`, the release is re-verified while the app runs and a verified
+    successor swapped in (`serving.release_watch`).
+
+    Callers are authenticated by `access`; `/predict` needs `scope` (`serving.access`).
 
     A request body over `max_body_bytes` gets 413 before anything reads or
     parses it (`serving.body_limit`): by its `Content-Length` at once, or, for
@@ -263,10 +312,14 @@ def create_app(
             await run_in_threadpool(client.start)
         except WorkerUnavailable as exc:
             log.error("model refused; serving 503 until a valid model is deployed: %s", exc)
+        if watch is not None:
+            watch.start(app)
         try:
             yield
         finally:
-            await run_in_threadpool(client.close)
+            if watch is not None:
+                await run_in_threadpool(watch.stop)
+            await run_in_threadpool(app.state.worker.close)  # the served worker: the watch may swap it
 
     app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(RequestValidationError, _refuse_without_echo)
@@ -275,10 +328,18 @@ def create_app(
     app.state.request_timeout = request_timeout
     app.state.max_body_bytes = max_body_bytes
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)  # inside `observe`: 413s are counted
+    app.state.scope = scope
+    app.state.route_scopes = {"/predict": scope, "/metrics": ADMIN_SCOPE}
+    app.add_middleware(  # outside the body limit: an unauthenticated body is never read
+        AccessControl,
+        policy=access,
+        route_scopes=app.state.route_scopes,
+        model_version=lambda: (app.state.worker.info or {}).get("version"),
+    )
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Response:
-        endpoint = _endpoint_label(request)
+        endpoint = route_template(request.scope)
         started = time.perf_counter()
         status = 500
         try:
@@ -291,10 +352,13 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
+        served: WorkerClient = app.state.worker
         try:
-            info = client.ensure_started()  # restarts a dead worker (with back-off after a refusal)
+            info = served.ensure_started()  # restarts a dead worker (with back-off after a refusal)
         except WorkerUnavailable as exc:
             return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        # Degraded is still 200: the verified model keeps answering; only the release on disk is refused.
+        degraded = watch.health() if watch is not None else None
         return JSONResponse(
             {
                 "status": "ok",
@@ -302,7 +366,8 @@ def create_app(
                 "signer": info["signer"],
                 "digest": info["digest"],
                 "architecture": info["architecture"],
-                "worker_pid": client.pid,
+                "worker_pid": served.pid,
+                **(degraded or {}),
             }
         )
 
@@ -335,6 +400,8 @@ def app_from_env() -> FastAPI:
         keys,
         handler,
         state_file=Path(state) if state else _default_state_file(),
+        access=ServingSettings.from_environment().access_policy(RuntimeHome.from_environment()),
+        scope=os.environ.get("SERVING_SCOPE", "predict"),
         max_body_bytes=max_body,
     )
 
@@ -344,28 +411,35 @@ def _default_state_file() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import uvicorn
-
+    """Serve one model; network and access settings come from the environment (`serving.settings`)."""
     parser = argparse.ArgumentParser(prog="python -m serving.app", description="Serve a signed model.")
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--trusted-keys", required=True, type=Path)
     parser.add_argument("--handler", required=True)
     parser.add_argument("--state-file", type=Path, help="accepted versions (default: under $PIPELINE_HOME)")
-    parser.add_argument("--host", default=LOOPBACK, help="default 127.0.0.1 (loopback only)")
+    parser.add_argument("--scope", default="predict", help="the scope a client needs for /predict")
+    parser.add_argument("--host", default=os.environ.get("SERVING_HOST") or LOOPBACK, help="default loopback")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
         "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="larger request bodies get 413"
     )
     args = parser.parse_args(argv)
     state_file = args.state_file or _default_state_file()
-    app = create_app(
-        args.model_dir,
-        args.trusted_keys,
-        args.handler,
-        state_file=state_file,
-        max_body_bytes=args.max_body_bytes,
+    settings = replace(ServingSettings.from_environment(), host=args.host, port=args.port)
+    serve(
+        lambda access: create_app(
+            args.model_dir,
+            args.trusted_keys,
+            args.handler,
+            state_file=state_file,
+            access=access,
+            scope=args.scope,
+            max_body_bytes=args.max_body_bytes,
+        ),
+        settings,
+        RuntimeHome.from_environment(),
+        try_it="-H 'content-type: application/json' -d '{\"inputs\": [[1.0]]}' {base}/predict",
     )
-    uvicorn.run(app, host=args.host, port=args.port, server_header=False)
 
 
 if __name__ == "__main__":

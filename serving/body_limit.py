@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,10 @@ def _content_length(scope: Scope) -> int | None:
     return int(value) if len(value) <= 18 else 10**18
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+async def send_error(
+    send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer `status` with a JSON ``{"detail": ...}`` body, without calling the app."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -126,8 +129,12 @@ async def _refuse(send: Send, status: int, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),  # the unread rest of the body is not waited for
+                *headers,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    await send_error(send, status, detail, [(b"connection", b"close")])  # the unread body is not waited for

@@ -3,6 +3,9 @@
 `WorkerClient` runs `python -P -m serving.worker` with a minimal environment
 (no credentials, no pipeline settings), a read-only model directory and the
 trusted keys in a private file, and exchanges JSON lines with it.
+`successor` starts another worker with the same limits on another release
+(the running server's re-verification, `serving.release_watch`), and
+`retire` hands a worker's callers over to its successor.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ class WorkerClient:
         self.limits: dict[str, Any] | None = None
         self.last_error: str | None = None
         self._failed_at: float | None = None
+        self._replaced_by: WorkerClient | None = None
         self.starts = 0
 
     # -- lifecycle --
@@ -272,6 +276,36 @@ class WorkerClient:
             proc.kill()
             proc.wait(timeout=grace)
 
+    def successor(self, model_dir: Path, trusted_keys: Sequence[bytes | str], *, floor: int) -> WorkerClient:
+        """A client for another release with this one's handler, limits and anti-rollback state.
+
+        It has no callbacks and is not started: starting it is the verification.
+        """
+        return WorkerClient(
+            model_dir,
+            trusted_keys,
+            self.handler,
+            state_file=self.state_file,
+            floor=floor,
+            max_memory_mb=self.max_memory_mb,
+            max_cpu_seconds=self.max_cpu_seconds,
+            max_open_files=self.max_open_files,
+            threads=self.threads,
+            load_timeout=self.load_timeout,
+            restart_backoff=self.restart_backoff,
+            python=self.python,
+        )
+
+    def retire(self, replacement: WorkerClient) -> None:
+        """Stop this worker; a request that still reaches this client goes to `replacement`.
+
+        A request already in flight finishes first (`close` waits for the lock), and one
+        that picked this client up just before the swap never restarts the old model.
+        """
+        replacement.on_loaded, replacement.on_load_failure = self.on_loaded, self.on_load_failure
+        self._replaced_by = replacement
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._stop_locked()
@@ -294,6 +328,8 @@ class WorkerClient:
         if len(body) > MAX_LINE_BYTES - 256:
             raise RequestFailed(f"request larger than {MAX_LINE_BYTES} bytes", "bad_request")
         with self._lock:
+            if self._replaced_by is not None:
+                return self._replaced_by.request(method, params, timeout)
             for attempt in range(2):
                 if not self.alive() or self.info is None:
                     self.start()

@@ -30,7 +30,7 @@ from resources.runtime import RuntimeHome
 from resources.signing import CONFIG_FILE, public_key_pem
 from resources.trust_store import ReleaseRecord, TrustStore
 from serving.app import create_release_app
-from tests.serving import ARCHITECTURES, write_model
+from tests.serving import ARCHITECTURES, api_key_access, write_model
 
 MODEL = "tiny-line"
 CHECK = release_check(AssetKey(["tiny", "champion_model"]), MODEL, ARCHITECTURES)
@@ -63,8 +63,11 @@ class Releases:
     def fresh_server_health(self) -> tuple[int, dict]:
         """/healthz of a server started with no local state of its own (a new host, a wiped disk)."""
         shutil.rmtree(self.home.root / "serving", ignore_errors=True)
-        app = create_release_app(MODEL, HANDLER, title="tiny", home=self.home, trust=self.trust)
-        with TestClient(app) as client:
+        access, auth = api_key_access()
+        app = create_release_app(
+            MODEL, HANDLER, title="tiny", home=self.home, trust=self.trust, access=access, scope="predict"
+        )
+        with TestClient(app, headers=auth) as client:
             response = client.get("/healthz")
             return response.status_code, response.json()
 

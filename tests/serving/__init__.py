@@ -15,6 +15,7 @@ import torch
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from resources.signing import sign_model
+from serving.access import AccessPolicy, ApiKeyClient, ApiKeys, hash_api_key, new_api_key
 
 ARCHITECTURE = "tiny-linear"
 
@@ -87,3 +88,14 @@ def expected_outputs(inputs: list[list[float]], seed: int = 0) -> list[list[floa
     weights = tiny_weights(seed)
     x = torch.tensor(inputs)
     return (x @ weights["linear.weight"].T + weights["linear.bias"]).tolist()
+
+
+def api_key_access(
+    scopes: tuple[str, ...] = ("predict", "recommend", "diagnose", "admin"),
+    client_id: str = "tests",
+    rate_per_minute: int = 100_000,
+) -> tuple[AccessPolicy, dict[str, str]]:
+    """An access policy with one API-key client, and the headers that client sends."""
+    key = new_api_key()
+    client = ApiKeyClient(client_id, hash_api_key(key), frozenset(scopes), rate_per_minute)
+    return AccessPolicy(api_keys=ApiKeys([client])), {"Authorization": f"Bearer {key}"}

@@ -23,12 +23,14 @@ from pydantic import BaseModel, Field
 
 from resources.runtime import REPO_ROOT
 from resources.signing import key_fingerprint, public_key_pem
+from serving.access import add_client
 from serving.app import add_worker_route, create_app
 from serving.worker import write_trusted_keys
-from tests.serving import expected_outputs, write_model
+from tests.serving import api_key_access, expected_outputs, write_model
 
 HANDLER = "tests.serving:TinyHandler"
 INPUTS = [[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]]
+ACCESS, AUTH = api_key_access()
 
 
 class DescribeQuery(BaseModel):
@@ -63,11 +65,12 @@ def test_the_app_serves_a_signed_model_from_an_isolated_worker(home, tmp_path, r
         [public_key_pem(release_key)],
         HANDLER,
         state_file=home / "versions.json",
+        access=ACCESS,
         max_memory_mb=2048,
         max_cpu_seconds=600,
     )
     add_worker_route(app, "/describe", "describe", DescribeQuery)
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         health = client.get("/healthz")
         assert health.status_code == 200, health.text
         body = health.json()
@@ -129,8 +132,10 @@ def test_a_refused_model_gives_503_and_a_clear_error(home, tmp_path, release_key
     attacker = ec.generate_private_key(ec.SECP256R1())
     model_dir = write_model(tmp_path / "models" / "v9", attacker, version=9)
     keys = [public_key_pem(release_key)]
-    app = create_app(model_dir, keys, HANDLER, state_file=home / "versions.json", restart_backoff=300)
-    with TestClient(app) as client:
+    app = create_app(
+        model_dir, keys, HANDLER, state_file=home / "versions.json", access=ACCESS, restart_backoff=300
+    )
+    with TestClient(app, headers=AUTH) as client:
         health = client.get("/healthz")
         assert health.status_code == 503
         assert health.json()["status"] == "unavailable"
@@ -156,6 +161,8 @@ def test_uvicorn_on_loopback(home, tmp_path, release_key, monkeypatch):
     monkeypatch.setenv("SERVING_TRUSTED_KEYS", str(keys))
     monkeypatch.setenv("SERVING_HANDLER", HANDLER)
     monkeypatch.setenv("SERVING_STATE_FILE", str(home / "versions.json"))
+    monkeypatch.setenv("SERVING_CLIENTS_FILE", str(tmp_path / "clients.json"))
+    key = add_client(tmp_path / "clients.json", "ops", ["predict", "admin"])
     port = _free_port()
     config = uvicorn.Config(
         "serving.app:app_from_env", factory=True, host="127.0.0.1", port=port, log_level="warning"
@@ -169,7 +176,7 @@ def test_uvicorn_on_loopback(home, tmp_path, release_key, monkeypatch):
         while not server.started and time.monotonic() < deadline and thread.is_alive():
             time.sleep(0.1)
         assert server.started, "uvicorn did not start"
-        with httpx.Client(base_url=base, timeout=30) as http:
+        with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
             health = http.get("/healthz")
             assert health.status_code == 200 and health.json()["version"] == 1
             answer = http.post("/predict", json={"inputs": INPUTS})

@@ -16,7 +16,7 @@ import serving.app
 from resources.signing import public_key_pem
 from serving.app import DEFAULT_MAX_BODY_BYTES, create_app
 from serving.body_limit import JSON_OVERHEAD_BYTES, BodyLimit
-from tests.serving import expected_outputs, write_model
+from tests.serving import api_key_access, expected_outputs, write_model
 
 HANDLER = "tests.serving:TinyHandler"
 INPUTS = [[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]]
@@ -180,11 +180,14 @@ def test_the_model_server_refuses_a_60_mb_body_before_parsing_it(home, tmp_path,
 
     monkeypatch.setattr(serving.app, "call_worker", recorded)
     model_dir = write_model(tmp_path / "models" / "v1", release_key, version=1)
-    app = create_app(model_dir, [public_key_pem(release_key)], HANDLER, state_file=home / "versions.json")
+    access, auth = api_key_access()
+    app = create_app(
+        model_dir, [public_key_pem(release_key)], HANDLER, state_file=home / "versions.json", access=access
+    )
     rows = b",".join([b"[1.0,2.0,3.0]"] * (60 * MB // 14 + 1))
     huge = b'{"inputs": [' + rows + b"]}"
     assert len(huge) > 60 * MB
-    with TestClient(app) as client:
+    with TestClient(app, headers=auth) as client:
         started = time.perf_counter()
         answer = client.post("/predict", content=huge, headers={"content-type": "application/json"})
         elapsed = time.perf_counter() - started
@@ -201,6 +204,7 @@ def test_the_model_server_refuses_a_60_mb_body_before_parsing_it(home, tmp_path,
 
     # The same body, streamed without a length: cut off right past the limit, the handler never reached.
     chunk = b" " * MB
-    answer = _drive(app, chunks=60, chunk=chunk, path="/predict")
+    credential = [(b"authorization", auth["Authorization"].encode())]
+    answer = _drive(app, chunks=60, chunk=chunk, path="/predict", headers=credential)
     assert answer["status"] == 413 and answer["pulled"] == DEFAULT_MAX_BODY_BYTES // MB + 1
     assert worker_calls == ["predict"]

@@ -28,6 +28,9 @@ from resources.signing import CONFIG_FILE, public_key_pem, sign_model
 from resources.trust_store import ReleaseRecord, TrustStore
 from serving.healthcare import create_diagnostic_app
 from tests.domain.healthcare.ood_world import CONFIG, TEST_SEED, studies, trained
+from tests.serving import api_key_access
+
+ACCESS, AUTH = api_key_access(("diagnose",))
 
 
 def publish(root: Path, *, with_guard: bool = True, tamper: bool = False) -> tuple[RuntimeHome, TrustStore]:
@@ -56,7 +59,7 @@ def _b64(data: bytes) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     home, trust = publish(tmp_path_factory.mktemp("guarded"))
-    with TestClient(create_diagnostic_app(home, trust)) as client:
+    with TestClient(create_diagnostic_app(home, trust, ACCESS), headers=AUTH) as client:
         yield client
 
 
@@ -88,7 +91,7 @@ def test_a_study_of_another_acquisition_profile_gets_422_with_the_reason(client,
 
 def test_a_release_without_its_guard_is_refused_at_load(tmp_path):
     home, trust = publish(tmp_path, with_guard=False)
-    with TestClient(create_diagnostic_app(home, trust)) as client:
+    with TestClient(create_diagnostic_app(home, trust, ACCESS), headers=AUTH) as client:
         health = client.get("/healthz")
         study = client.post("/diagnose", json=_b64(dicom_bytes(studies(TEST_SEED, 1)[0])))
     assert health.status_code == 503 and "contract" in health.text
@@ -98,6 +101,6 @@ def test_a_release_without_its_guard_is_refused_at_load(tmp_path):
 
 def test_a_release_whose_guard_was_altered_after_signing_is_refused(tmp_path):
     home, trust = publish(tmp_path, tamper=True)
-    with TestClient(create_diagnostic_app(home, trust)) as client:
+    with TestClient(create_diagnostic_app(home, trust, ACCESS), headers=AUTH) as client:
         health = client.get("/healthz")
     assert health.status_code == 503 and "signature" in health.text

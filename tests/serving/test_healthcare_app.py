@@ -30,9 +30,11 @@ from resources.runtime import RuntimeHome
 from resources.signing import CONFIG_FILE, public_key_pem, sign_model
 from resources.trust_store import ReleaseRecord, TrustStore
 from serving.healthcare import MAX_DICOM_BASE64, create_diagnostic_app
+from tests.serving import api_key_access
 
 IMAGE_SIZE = 64
 THRESHOLD = 0.4
+ACCESS, AUTH = api_key_access(("diagnose",))
 
 
 @dataclass
@@ -74,13 +76,13 @@ def served(tmp_path_factory):
     trust.trust_release_key(public_key_pem(key), operator="test")
     ReleaseFolder(home.path("releases")).publish(MODEL_NAME, model_dir, 1)
     trust.record_release(ReleaseRecord(MODEL_NAME, 1, digest_file(model_dir / CONFIG_FILE), ""))
-    with TestClient(create_diagnostic_app(home, trust)) as client:
+    with TestClient(create_diagnostic_app(home, trust, ACCESS), headers=AUTH) as client:
         yield Served(client, model, studies, dicoms, x)
 
 
 def test_no_release_yet_is_a_clear_error(home):
     with pytest.raises(FileNotFoundError, match="No healthcare-lesion-cnn release"):
-        create_diagnostic_app(RuntimeHome(home), TrustStore(home.with_name("trust")))
+        create_diagnostic_app(RuntimeHome(home), TrustStore(home.with_name("trust")), ACCESS)
 
 
 def test_healthz_reports_the_verified_release(served):

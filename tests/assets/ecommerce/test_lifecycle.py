@@ -19,6 +19,7 @@ from examples.runs import checks, materialized, metadata
 from pipelines import ecommerce
 from resources.runtime import RuntimeHome
 from serving.ecommerce import create_recommender_app
+from tests.serving import api_key_access
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,10 @@ def test_mlflow_run_holds_the_training_data_digests(shop):
 
 def test_server_answers_recommend_from_the_verified_champion(shop):
     user = shop.stored_table("ecommerce/training_interactions")["user_id"].iloc[0]
-    with TestClient(create_recommender_app(RuntimeHome(shop.home), shop.trust)) as client:
+    access, auth = api_key_access(("recommend", "admin"))
+    with TestClient(
+        create_recommender_app(RuntimeHome(shop.home), shop.trust, access), headers=auth
+    ) as client:
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["version"] == 1
         answer = client.get("/recommend", params={"user_id": user, "k": 5})
