@@ -229,7 +229,7 @@ def create_release_app(
     release folder: a server with no local state of its own (a new host, a
     wiped disk) still refuses a release older than the newest on record.
     While it runs, the release is re-verified when it changes and every
-    `reverify_seconds` (default `SERVING_REVERIFY_SECONDS`, else 30), so a
+    `reverify_seconds` (default `SERVING_REVERIFY_SECONDS`, else 300), so a
     model replaced under the server is refused (`serving.release_watch`).
     """
     folder = ReleaseFolder(home.path("releases"))

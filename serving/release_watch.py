@@ -7,11 +7,13 @@ served version in place (trojaned weights signed by their own key), point
 release the operator never trusted. `ReleaseWatch` re-verifies the release
 that `current` names:
 
-- when the pointer or the release's files change (their inode, size and
-  mtime, polled every `poll_seconds`: a few `stat` calls), and
+- when the pointer or the release's files change (their inode, size, mtime
+  and ctime, polled every `poll_seconds`: a few `stat` calls; a file's
+  mtime can be set back, its ctime cannot), and
 - on a timer, every `interval_seconds` (`SERVING_REVERIFY_SECONDS`, default
-  30), whether or not anything seemed to change (an attacker can restore a
-  file's mtime).
+  300), whether or not anything seemed to change: the trust store's keys and
+  floor can change without the release changing. Each verification loads
+  the model once in a fresh worker, so a short interval costs CPU.
 
 Each verification starts a fresh isolated worker on the candidate
 (`WorkerClient.successor`): signature, digests, the trusted keys and the
@@ -48,7 +50,7 @@ from serving.worker_client import WorkerClient, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REVERIFY_SECONDS = 30.0
+DEFAULT_REVERIFY_SECONDS = 300.0
 DEFAULT_POLL_SECONDS = 1.0
 
 
@@ -75,7 +77,7 @@ def fingerprint(pointer: Path, release: Path | None) -> tuple:
             st = path.stat()
         except OSError:
             return (str(path), None)
-        return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     files = sorted(release.rglob("*")) if release is not None and release.is_dir() else []
     return (stat(pointer), stat(release) if release else None, *(stat(f) for f in files))

@@ -69,6 +69,8 @@ def make_read_only(model_dir: Path) -> None:
         if path.is_symlink():
             continue  # the loader refuses links; never chmod through one
         mode = 0o555 if path.is_dir() else 0o444
+        if stat.S_IMODE(path.lstat().st_mode) == mode:
+            continue  # a chmod would change the ctime the release watch looks at, for nothing
         try:
             os.chmod(path, mode)
         except PermissionError as exc:

@@ -7,6 +7,7 @@ lab's own helpers, applied while the server runs.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -243,10 +244,27 @@ def test_both_examples_catalogue_the_scenario():
 
 def test_the_re_verification_interval_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("SERVING_REVERIFY_SECONDS", raising=False)
-    assert reverify_seconds_from_env() == 30.0
+    assert reverify_seconds_from_env() == 300.0
     monkeypatch.setenv("SERVING_REVERIFY_SECONDS", "2.5")
     assert reverify_seconds_from_env() == 2.5
     for wrong in ("0", "-1", "nan", "inf", "soon"):
         monkeypatch.setenv("SERVING_REVERIFY_SECONDS", wrong)
         with pytest.raises(ValueError, match="SERVING_REVERIFY_SECONDS"):
             reverify_seconds_from_env()
+
+
+def test_weights_rewritten_in_place_with_their_mtime_set_back_still_change_the_fingerprint(tmp_path):
+    release = tmp_path / "v2"
+    release.mkdir()
+    weights = release / "model.safetensors"
+    weights.write_bytes(b"A" * 64)
+    pointer = tmp_path / "current.json"
+    pointer.write_text('{"version": 2}')
+    before = fingerprint(pointer, release)
+    stat = weights.stat()
+    time.sleep(0.01)
+    with open(weights, "r+b") as handle:  # same inode, same size
+        handle.write(b"B" * 64)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == stat.st_mtime_ns
+    assert fingerprint(pointer, release) != before
