@@ -13,8 +13,9 @@ secret included. Then they are split by holder, so each compose service is hande
 | `pipeline.env` | `PIPELINE_LEDGER_URL` (as `ledger_writer`), `SPARK_AUTH_SECRET` | code servers |
 | `mlflow.env` | `MLFLOW_BACKEND_STORE_URI` | mlflow |
 | `spark-stack.conf` | Spark's settings and shared secret (a compose secret) | spark-master, spark-worker |
-| `ca.pem` | the CA every client verifies Postgres against (a compose secret) | every Postgres client |
+| `ca.pem` | the CA clients verify Postgres, S3/KMS and MLflow against (a compose secret) | their clients |
 | `postgres-server.{pem,key}`, `pg_hba.conf` | Postgres's certificate, key, TLS-only rules | postgres |
+| `https-server.{pem,key}` | the HTTPS certificate and key of S3/KMS and MLflow (secrets) | s3, mlflow |
 | `proxy-server.{pem,key}`, `operators`, `viewers`, `nginx.conf` | the UI proxy's TLS and passwords | proxy |
 | `ui-passwords` | the UI's `operator` and `viewer` passwords | the people who sign in |
 
@@ -52,7 +53,7 @@ COMPOSE_HBA = "local all all scram-sha-256\nhostssl all all all scram-sha-256\n"
 # Bind-mounted into containers whose accounts are not the caller's (see above).
 CONTAINER_READABLE = (
     "postgres-superuser", "spark-stack.conf", "ca.pem", "postgres-server.pem", "pg_hba.conf",
-    "proxy-server.pem", "operators", "viewers", "nginx.conf",
+    "https-server.pem", "https-server.key", "proxy-server.pem", "operators", "viewers", "nginx.conf",
 )  # fmt: skip
 
 
@@ -71,6 +72,8 @@ def files(stack: Stack) -> dict[str, bytes]:
     ledger = f"postgresql+psycopg://ledger_writer:{password['ledger_writer']}@{POSTGRES}/ledger?{tls}"
     mlflow = f"postgresql+psycopg2://mlflow:{password['mlflow']}@{POSTGRES}/mlflow?{tls}"
     database = stack.authority.server(("postgres",), name="postgres")
+    # MLflow's port is published on the host's loopback too.
+    https = stack.authority.server(("s3", "mlflow", "localhost", "127.0.0.1"), name="https")
     front = stack.authority.server(("localhost", "127.0.0.1"), name="proxy")
     upstreams = {"/": "dagster-webserver:3000", f"{proxy.VIEWER_PREFIX}/": "dagster-webserver-read-only:3001"}
     nginx = proxy.config("0.0.0.0:8443", upstreams, PROXY_FILES, Path("/tmp/nginx"), "/dev/stdout")  # noqa: S104, S108
@@ -86,6 +89,8 @@ def files(stack: Stack) -> dict[str, bytes]:
         "postgres-server.pem": database.certificate.read_bytes(),
         "postgres-server.key": database.key.read_bytes(),
         "pg_hba.conf": COMPOSE_HBA.encode(),
+        "https-server.pem": https.certificate.read_bytes(),
+        "https-server.key": https.key.read_bytes(),
         "proxy-server.pem": front.certificate.read_bytes(),
         "proxy-server.key": front.key.read_bytes(),
         **proxy.password_files(password),

@@ -7,10 +7,11 @@ file it keeps (data, logs, process ids, generated credentials) under
 - PostgreSQL: the Dagster instance, the provenance ledger and MLflow's backend
   store, one database and one role each; TLS only, with a certificate from the
   stack's CA (`stack/ca/`), which every client verifies;
-- an S3 + KMS endpoint (moto): the artifact store, the DVC remote, MLflow's
-  artifacts and Dagster's compute logs, encrypted server-side under a KMS key;
-- an MLflow server: runs and the model registry in Postgres, artifacts
-  proxied to the bucket;
+- an S3 + KMS endpoint (moto), HTTPS only: the artifact store, the DVC
+  remote, MLflow's artifacts and Dagster's compute logs, encrypted
+  server-side under a KMS key;
+- an MLflow server, HTTPS only: runs and the model registry in Postgres,
+  artifacts proxied to the bucket;
 - a Spark standalone master and worker: authentication, RPC and I/O
   encryption on;
 - one `dagster code-server` per location, `dagster-daemon` and

@@ -4,10 +4,15 @@ moto keeps its state in memory: when it stops, the buckets and the KMS key are
 gone, so `make stack-down` forgets the whole stack's state with them. The
 store encrypts every object itself before upload (Tink streaming AEAD), so
 the server-side encryption is a second layer, as in production with SSE-KMS.
+
+It serves HTTPS only, with the certificate the stack's CA issued for its HTTPS
+endpoints: a plain HTTP request breaks the TLS handshake. Every client
+verifies it against the CA (`AWS_CA_BUNDLE`, which boto3, s3fs and DVC read).
 """
 
 from __future__ import annotations
 
+import ssl
 import sys
 
 import boto3
@@ -28,6 +33,7 @@ def client(stack: Stack, name: str):
         region_name=REGION,
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        verify=env["AWS_CA_BUNDLE"],
     )
 
 
@@ -76,14 +82,34 @@ def provision_buckets(kms, s3) -> str:
     return arn
 
 
+def answers(stack: Stack) -> bool:
+    """Whether the endpoint answers over HTTPS with a certificate the stack's CA issued."""
+    verify = ssl.create_default_context(cafile=stack.ca_certificate)
+    return httpx.get(f"{stack.s3_endpoint()}/moto-api/", verify=verify, timeout=2).status_code == 200
+
+
 def service(stack: Stack) -> Service:
     port = stack.port("s3")
+    tls = stack.https_identity
     return Service(
         name="s3",
-        argv=[sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        argv=[
+            sys.executable,
+            "-m",
+            "moto.server",
+            "-H",
+            HOST,
+            "-p",
+            str(port),
+            "--ssl-cert",
+            str(tls.certificate),
+            "--ssl-key",
+            str(tls.key),
+        ],  # fmt: skip
         env=stack.environment,
-        healthy=lambda: httpx.get(f"{stack.s3_endpoint()}/moto-api/", timeout=2).status_code == 200,
+        healthy=lambda: answers(stack),
         port=port,
         hint="moto comes with the dev extra: `make install`.",
+        prepare=stack.issue_https_identity,
         after_start=lambda: provision(stack),
     )

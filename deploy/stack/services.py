@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +23,15 @@ BIN = Path(sys.executable).parent
 SPARK_HOME = Path(pyspark.__file__).parent
 
 
-def _ok(url: str) -> bool:
-    return httpx.get(url, timeout=2).status_code == 200
+def _ok(url: str, verify: ssl.SSLContext | bool = True) -> bool:
+    return httpx.get(url, verify=verify, timeout=2).status_code == 200
 
 
 def mlflow(stack: Stack) -> Service:
+    """The tracking server, HTTPS only (uvicorn, with the certificate the S3/KMS endpoint's `prepare`
+    issued), its runs in Postgres and its artifacts proxied to the bucket."""
     port = stack.port("mlflow")
+    tls = stack.https_identity
     return Service(
         name="mlflow",
         argv=[
@@ -41,6 +46,8 @@ def mlflow(stack: Stack) -> Service:
             "--workers",
             "1",
             "--serve-artifacts",
+            "--uvicorn-opts",
+            shlex.join(["--ssl-keyfile", str(tls.key), "--ssl-certfile", str(tls.certificate)]),
         ],  # fmt: skip
         env=lambda: {
             **stack.environment(stack.aws_environment()),
@@ -48,7 +55,9 @@ def mlflow(stack: Stack) -> Service:
             "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKETS['mlflow']}/artifacts",
             "MLFLOW_S3_ENDPOINT_URL": stack.s3_endpoint(),
         },
-        healthy=lambda: _ok(f"http://{HOST}:{port}/health"),
+        healthy=lambda: _ok(
+            f"{stack.mlflow_uri()}/health", ssl.create_default_context(cafile=stack.ca_certificate)
+        ),
         port=port,
         timeout_s=180,
         hint="MLflow migrates its database on first start; its log says what failed.",

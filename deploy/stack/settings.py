@@ -7,9 +7,10 @@ take a port from under a server that has not started yet. Credentials are
 generated on the first `up`, kept owner-only in `stack/credentials.json`, and
 handed to each process through its environment, never on a command line.
 
-Every connection between the stack's processes that leaves a process is TLS
-where the server supports it: Postgres and the UI's proxy hold certificates
-from the stack's own CA (`stack/ca/`), and their clients verify them against it.
+Postgres, the S3/KMS endpoint, MLflow and the UI's proxy speak TLS only, with
+certificates from the stack's own CA (`stack/ca/`), and their clients verify
+them against that CA alone. Spark encrypts its RPC under its shared secret;
+the webservers and code servers listen on loopback only.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.atomic import atomic_file
-from resources.certificates import LocalAuthority
+from resources.atomic import atomic_file, atomic_write_bytes
+from resources.certificates import Identity, LocalAuthority
 from resources.runtime import REPO_ROOT, RuntimeHome
 
 HOST = "127.0.0.1"
@@ -86,6 +87,21 @@ class Stack:
     def ca_certificate(self) -> Path:
         return self.authority.certificate
 
+    @property
+    def https_identity(self) -> Identity:
+        """The certificate and key of the stack's HTTPS endpoints, S3/KMS and MLflow: both run as this
+        account, so they share one (`issue_https_identity` writes it)."""
+        folder = self.folder("tls")
+        return Identity(folder / "server.pem", folder / "server.key")
+
+    def issue_https_identity(self) -> None:
+        """A certificate for 127.0.0.1 and localhost from the stack's CA, and its key, owner-only."""
+        issued = self.authority.server((HOST, "localhost"), name="https")
+        target = self.https_identity
+        atomic_write_bytes(target.certificate, issued.certificate.read_bytes(), mode=0o600)
+        atomic_write_bytes(target.key, issued.key.read_bytes(), mode=0o600)
+        issued.key.unlink()  # the servers' copy is the only one
+
     def credentials(self) -> dict[str, str]:
         """Each role's password (or secret), generated once and kept owner-only."""
         path = self.folder() / "credentials.json"
@@ -103,12 +119,16 @@ class Stack:
         return f"postgresql+{driver}://{role}:{password}@{HOST}:{self.port('postgres')}/{database}?{tls}"
 
     def s3_endpoint(self) -> str:
-        return f"http://{HOST}:{self.port('s3')}"
+        return f"https://{HOST}:{self.port('s3')}"
+
+    def mlflow_uri(self) -> str:
+        return f"https://{HOST}:{self.port('mlflow')}"
 
     def aws_environment(self) -> dict[str, str]:
-        """What boto3, s3fs and DVC read to reach the S3/KMS endpoint."""
+        """What boto3, s3fs and DVC read to reach the S3/KMS endpoint, and to verify it against the CA."""
         return {
             "AWS_ENDPOINT_URL": self.s3_endpoint(),
+            "AWS_CA_BUNDLE": str(self.ca_certificate),
             "AWS_ACCESS_KEY_ID": "pipeline",
             "AWS_SECRET_ACCESS_KEY": self.credentials()["aws"],
             "AWS_DEFAULT_REGION": REGION,
@@ -146,7 +166,9 @@ class Stack:
             "PIPELINE_SPARK_MASTER": f"spark://{HOST}:{self.port('spark')}",
             "SPARK_AUTH_SECRET": self.credentials()["spark"],
             "SPARK_LOCAL_IP": HOST,
-            "PIPELINE_MLFLOW_URI": f"http://{HOST}:{self.port('mlflow')}",
+            "PIPELINE_MLFLOW_URI": self.mlflow_uri(),
+            # MLflow's client verifies the tracking server against this CA (and no other).
+            "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.ca_certificate),
             **self.instance_environment(),
         }
 

@@ -15,6 +15,7 @@ import re
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -85,6 +86,8 @@ def helm_withheld() -> dict[str, str]:
     """Variables the stack gives a code server that the Helm deployments withhold on purpose, and why."""
     workspace = "the chart writes the workspace itself, one server per user deployment"
     return {
+        "AWS_CA_BUNDLE": "the cloud's S3 and KMS endpoints present publicly trusted certificates, which the "
+        "image's trust store verifies; the private CA would refuse them",
         "PIPELINE_CODE_SERVER_HOST": workspace,
         **{f"PIPELINE_{location.upper()}_GRPC_PORT": workspace for location in LOCATIONS},
     }
@@ -273,6 +276,8 @@ class Places:
     def value(self, token: str, host: bool = True) -> str:
         """`token` with its host, port and repository path named generically; a bare word is taken for
         a host only where one stands (`host`): in an argv, after a host flag."""
+        if " " in token:  # options handed on to another program as one argument (`--uvicorn-opts`)
+            return " ".join(self.value(part, host) for part in shlex.split(token))
         url = URL.fullmatch(token)
         if url:
             port = f":{self.value(url['port'])}" if url["port"] else ""
@@ -1069,7 +1074,8 @@ def test_compose_provisions_the_object_store_as_the_stack_does(stack_on_moto: St
     """Same buckets, same default SSE-KMS under the aliased key, same public access block."""
     objectstore.provision(stack_on_moto)
     expected = _object_store(stack_on_moto)
-    httpx.post(f"{stack_on_moto.s3_endpoint()}/moto-api/reset", timeout=10).raise_for_status()
+    verify = ssl.create_default_context(cafile=stack_on_moto.ca_certificate)
+    httpx.post(f"{stack_on_moto.s3_endpoint()}/moto-api/reset", verify=verify, timeout=10).raise_for_status()
     for name, value in {**stack_on_moto.aws_environment(), "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_KMS", "AWS_PROFILE"):
@@ -1089,12 +1095,12 @@ def stack_on_moto(tmp_path: Path) -> Iterator[Stack]:
         port = probe.getsockname()[1]
     stack = Stack(RuntimeHome(tmp_path / "home"), base_port=port - 1)
     assert stack.port("s3") == port
-    server = subprocess.Popen(
-        objectstore.service(stack).argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    service = objectstore.service(stack)
+    service.prepare()  # its HTTPS certificate
+    server = subprocess.Popen(service.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not _answers(f"{stack.s3_endpoint()}/moto-api/"):
+        while not _answers(stack):
             assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
             time.sleep(0.2)
         yield stack
@@ -1103,8 +1109,8 @@ def stack_on_moto(tmp_path: Path) -> Iterator[Stack]:
         server.wait(timeout=30)
 
 
-def _answers(url: str) -> bool:
+def _answers(stack: Stack) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return objectstore.answers(stack)
     except httpx.HTTPError:
         return False

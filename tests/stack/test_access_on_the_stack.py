@@ -1,5 +1,5 @@
-"""Who reaches the stack's services, and how: Postgres over verified TLS only, the UI only through
-its authenticating proxy, and the viewers' UI unable to launch anything."""
+"""Who reaches the stack's services, and how: Postgres, the S3/KMS endpoint and MLflow over verified TLS
+only, the UI only through its authenticating proxy, and the viewers' UI unable to launch anything."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import socket
 import ssl
 from pathlib import Path
 
+import boto3
+import botocore.exceptions
 import httpx
 import psycopg
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from deploy.stack import proxy
 from deploy.stack.postgres import ADMIN
@@ -81,6 +85,39 @@ def test_every_client_of_postgres_asks_for_verified_tls(stack, runs):
 
 def _trusting(ca_certificate: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_certificate)
+
+
+def _https_url(stack: Stack, service: str) -> str:
+    return {"s3": f"{stack.s3_endpoint()}/moto-api/", "mlflow": f"{stack.mlflow_uri()}/health"}[service]
+
+
+@pytest.mark.parametrize("service", ["s3", "mlflow"])
+def test_s3_and_mlflow_serve_only_tls_with_the_stacks_certificate(stack, other_ca, service):
+    url = _https_url(stack, service)
+    assert url.startswith("https://")
+    assert httpx.get(url, verify=_trusting(stack.ca_certificate), timeout=10).status_code == 200
+    # The server takes the connection and breaks a plain request off: no HTTP answer comes back.
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+        httpx.get(url.replace("https://", "http://", 1), timeout=10)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(url, verify=_trusting(other_ca), timeout=10)
+
+
+def test_s3_and_mlflow_clients_verify_against_the_ca_the_environment_names(stack, stack_env, other_ca):
+    """boto3 (and s3fs, DVC, Dagster's log manager through it) and MLflow's client trust the CA in
+    `AWS_CA_BUNDLE` and `MLFLOW_TRACKING_SERVER_CERT_PATH`: the stack's passes, another CA fails."""
+    assert stack_env["AWS_CA_BUNDLE"] == stack_env["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    assert stack_env["AWS_CA_BUNDLE"] == str(stack.ca_certificate)
+    assert "Buckets" in boto3.client("s3").list_buckets()
+    assert "Default" in {e.name for e in MlflowClient(stack.mlflow_uri()).search_experiments()}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_CA_BUNDLE", str(other_ca))
+        patch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(other_ca))
+        patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        with pytest.raises(botocore.exceptions.SSLError):
+            boto3.client("s3").list_buckets()
+        with pytest.raises(MlflowException, match="CERTIFICATE_VERIFY_FAILED"):
+            MlflowClient(stack.mlflow_uri()).search_experiments()
 
 
 def _proxy_url(stack: Stack, path: str) -> str:

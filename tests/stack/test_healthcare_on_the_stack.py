@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from deploy.stack.objectstore import client
 from deploy.stack.runs import StackRuns
-from deploy.stack.settings import BUCKETS, HOST, Stack
+from deploy.stack.settings import BUCKETS, Stack
 from domain.healthcare.deidentify import phi_values
 from domain.healthcare.release import MODEL_NAME
 from examples.healthcare.clinic import MODEL_STUDIES, Clinic
@@ -37,9 +37,7 @@ def clinic(stack: Stack, stack_env: dict[str, str], runs: StackRuns) -> Clinic:
 
 def test_the_healthcare_lifecycle_runs_through_the_daemon_to_a_registered_champion(stack, clinic):
     assert [run.status for run in clinic.submitted] == [DagsterRunStatus.SUCCESS] * 2
-    champion = MlflowClient(f"http://{HOST}:{stack.port('mlflow')}").get_model_version_by_alias(
-        MODEL_NAME, "champion"
-    )
+    champion = MlflowClient(stack.mlflow_uri()).get_model_version_by_alias(MODEL_NAME, "champion")
     assert int(champion.version) == 1
     report = clinic.ledger.verify_chain()
     assert report.ok, report.problems
