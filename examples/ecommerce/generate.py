@@ -68,7 +68,7 @@ def generate(
         world = build_world(cfg, period=period)
         window = world.window_start.strftime("%Y%m%d")
         landing = paths[name]
-        _clear_window(landing, window)
+        _clear_window(paths["feedback"], window)
         windows[name] = {
             "window": window,
             "landing": str(landing),
@@ -83,21 +83,27 @@ def generate(
     }
 
 
-def generate_feedback(seed: int, events: int, home: Path, *, cycle: int = 1) -> dict:
+def generate_feedback(
+    seed: int, events: int, home: Path, *, cycle: int = 1, landing: Path | None = None
+) -> dict:
     """Land week `cycle` after the collected window as feedback batches (clicks and new reviews).
 
     Same shop, same users and items, same signing sources: what the deployed
     recommender's users do next, which monitoring validates before retraining.
+    `landing` is where the batches are written instead of the home's feedback landing folder (a
+    staging folder, from which they are delivered whole); that folder's earlier batches of the same
+    week are removed either way.
     """
     paths = default_paths(home)
+    landing = landing or paths["feedback"]
     world = build_world(WorldConfig(seed=seed, events=events), period=cycle)
     window = world.window_start.strftime("%Y%m%d")
     _clear_window(paths["feedback"], window)
     keys = SourceKeys.load_or_create(paths["keys"])
     return {
         "window": window,
-        "landing": str(paths["feedback"]),
-        "sources": emit_window(world, paths["feedback"], keys, window=window, offsets={}),
+        "landing": str(landing),
+        "sources": emit_window(world, landing, keys, window=window, offsets={}),
     }
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +20,7 @@ from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write
 from examples.runs import PipelineInstance
 from pipelines import ecommerce
 from resources.runtime import RuntimeHome
+from resources.sources import MANIFEST_SUFFIX
 
 EVENTS = 3_000  # enough for collection and processing controls
 MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity
@@ -71,10 +75,20 @@ class Shop(PipelineInstance):
         )
 
     def feedback(self, cycle: int, transform: Callable[[dict], dict] | None = None) -> None:
-        """Land week `cycle` of feedback; `transform` rewrites each activity payload before signing."""
-        generate_feedback(self.seed, self.events, self.home, cycle=cycle)
-        if transform is not None:
-            self.rewrite("user-activity", transform, window="feedback")
+        """Land week `cycle` of feedback; `transform` rewrites each activity payload before signing.
+
+        The week is prepared in a staging folder and then moved into the landing zone whole, data
+        before manifests, as a delivery agent would: a sensor watching the zone never sees a week
+        half written, nor its clean batches before the rewrite.
+        """
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.home))  # same disk: moves are renames
+        try:
+            generate_feedback(self.seed, self.events, self.home, cycle=cycle, landing=staging)
+            if transform is not None:
+                self._rewrite(staging / "user-activity", transform)
+            deliver(staging, self.paths["feedback"])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def rewrite(self, topic: str, transform: Callable[[dict], dict], *, window: str = "inbox") -> None:
         """Re-sign every landed batch of `topic` after `transform` rewrote each payload.
@@ -82,7 +96,9 @@ class Shop(PipelineInstance):
         This is what a compromised source (or a sub-processor upstream of it) can do: its
         signature is valid, only the content is the attacker's.
         """
-        folder = self.paths[window] / topic
+        self._rewrite(self.paths[window] / topic, transform)
+
+    def _rewrite(self, folder: Path, transform: Callable[[dict], dict]) -> None:
         for manifest in sorted(folder.glob("*.manifest.json")):
             meta = json.loads(manifest.read_text())
             data = folder / f"{meta['batch_id']}.jsonl"
@@ -90,7 +106,7 @@ class Shop(PipelineInstance):
             for message in messages:
                 message["value"] = json.dumps(transform(json.loads(message["value"])))
             write_batch(
-                self.paths[window],
+                folder.parent,
                 meta["source"],
                 meta["topic"],
                 messages,
@@ -108,3 +124,13 @@ class Shop(PipelineInstance):
                 if limit and len(found) >= limit:
                     return found
         return found
+
+
+def deliver(staging: Path, landing: Path) -> None:
+    """Move every file under `staging` to the same place under `landing`, manifests last."""
+    files = [path for path in staging.rglob("*") if path.is_file()]
+    files.sort(key=lambda path: path.name.endswith(MANIFEST_SUFFIX))
+    for file in files:
+        target = landing / file.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(file, target)
