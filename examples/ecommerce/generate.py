@@ -68,7 +68,7 @@ def generate(
         world = build_world(cfg, period=period)
         window = world.window_start.strftime("%Y%m%d")
         landing = paths[name]
-        _clear_window(paths["feedback"], window)
+        _clear_window(landing, window)
         windows[name] = {
             "window": window,
             "landing": str(landing),
