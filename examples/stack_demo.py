@@ -10,7 +10,10 @@ What a team does on its own deployment, in order:
    written encrypted to the bucket;
 3. new e-commerce feedback lands, and the demo only watches: the landing
    sensor starts the intake and the automation condition retrains and
-   promotes once every blocking check upstream has passed.
+   promotes once every blocking check upstream has passed;
+4. new studies land: the landing sensor starts the healthcare intake, a
+   reviewer signs an approval for the training set it built (`make
+   approve-retraining`), and the approval sensor starts the retraining.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each example generates its sources' signed batches; a reviewer approves the transformation
     # code and the operator lists the release key as trusted.
     shop = Shop(stack.pipeline_home, seed=args.seed, events=args.events)
-    Clinic(stack.pipeline_home, seed=args.seed, studies=args.studies)
+    clinic = Clinic(stack.pipeline_home, seed=args.seed, studies=args.studies)
 
     runs = StackRuns(stack)
     print("\nSubmitted to the stack (launched by its daemon)")
@@ -78,6 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         "automation condition → promotion",
         runs.next_run(lambda r: CHAMPION in (r.asset_selection or set()), known, timeout_s=900),
     )
+
+    print("\nNew studies land; a reviewer approves the training set they built")
+    known = runs.known()
+    clinic.feedback(cycle=1, studies=args.studies // 3)
+    ok &= _outcome(
+        "landing sensor → healthcare_feedback",
+        runs.next_run(lambda r: r.job_name == "healthcare_feedback", known, timeout_s=600),
+    )
+    if ok:  # a reviewer approves only a training set the intake built with every check passed
+        clinic.approve_retraining(reviewer="demo-reviewer")
+        ok &= _outcome(
+            "approval sensor → healthcare_retraining",
+            runs.next_run(lambda r: r.job_name == "healthcare_retraining", known, timeout_s=900),
+        )
     print(f"\nThe UI: https://127.0.0.1:{stack.port('proxy')}/  (stop everything: make stack-down)")
     return 0 if ok else 1
 

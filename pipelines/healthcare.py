@@ -1,9 +1,10 @@
 """The healthcare diagnostic's code location: DICOM and reports to a signed, served CNN.
 
-Retraining is controlled and infrequent: `healthcare_feedback` validates new
-studies and builds the next training set; a reviewer looks at it and signs
-an approval for its exact digest (`make approve-retraining`); only then does
-`healthcare_retraining` train, check and promote.
+Retraining is controlled and infrequent: new studies landing start
+`healthcare_feedback`, which validates them and builds the next training set;
+a reviewer looks at it and signs an approval for its exact digest (`make
+approve-retraining`); only then does the daemon start `healthcare_retraining`
+to train, check and promote.
 """
 
 import json
@@ -14,6 +15,9 @@ from typing import Any
 from dagster import AssetSelection, Definitions, define_asset_job, definitions
 
 from assets.healthcare import collection, deployment, grading, modeling, monitoring, processing
+from domain.healthcare.release import MODEL_NAME
+from pipelines.approved_retraining import approved_retraining_sensor
+from pipelines.intake import landing_sensor
 from pipelines.location import build_location
 from pipelines.oversight import oversight
 from resources.runtime import RuntimeHome
@@ -68,6 +72,10 @@ def build_definitions(home: RuntimeHome, trust: TrustStore, **overrides: Any) ->
         stages=STAGES,
         oversight=OVERSIGHT,
         jobs=[baseline_job, lifecycle_job, feedback_job, retraining_job],
+        sensors=[
+            landing_sensor("healthcare", "feedback", feedback_job),
+            approved_retraining_sensor("healthcare", retraining_job, MODEL_NAME, modeling.TRAINING_SET_KEY),
+        ],
         home=home,
         trust=trust,
         resources={"diagnostic_settings": modeling.DiagnosticSettings(), **overrides},

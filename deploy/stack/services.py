@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import ssl
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pyspark
 from deploy.stack import objectstore, postgres, proxy
 from deploy.stack.processes import Service
 from deploy.stack.settings import BUCKETS, HOST, LOCATIONS, Stack
-from resources.atomic import atomic_file
+from resources.atomic import atomic_file, atomic_write_bytes
 from resources.runtime import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -152,7 +151,7 @@ def spark_worker(stack: Stack) -> Service:
 
 
 def _install_instance(stack: Stack) -> None:
-    shutil.copyfile(DEPLOY / "dagster.yaml", stack.dagster_home / "dagster.yaml")
+    atomic_write_bytes(stack.dagster_home / "dagster.yaml", (DEPLOY / "dagster.yaml").read_bytes())
 
 
 def _succeeds(argv: list, env: dict[str, str]) -> bool:

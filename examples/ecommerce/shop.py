@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,12 +12,12 @@ from typing import ClassVar
 from dagster import AssetKey
 
 from assets.ecommerce.collection import BASELINE_KEY
+from examples.delivery import staged_delivery
 from examples.ecommerce.generate import default_paths, generate, generate_feedback
 from examples.ecommerce.sources import SOURCES, SourceKeys, kafka_message, write_batch
 from examples.runs import PipelineInstance
 from pipelines import ecommerce
 from resources.runtime import RuntimeHome
-from resources.sources import MANIFEST_SUFFIX
 
 EVENTS = 3_000  # enough for collection and processing controls
 MODEL_EVENTS = 30_000  # enough users and items for a recommender to beat popularity
@@ -81,14 +78,10 @@ class Shop(PipelineInstance):
         before manifests, as a delivery agent would: a sensor watching the zone never sees a week
         half written, nor its clean batches before the rewrite.
         """
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.home))  # same disk: moves are renames
-        try:
+        with staged_delivery(self.home, self.paths["feedback"]) as staging:
             generate_feedback(self.seed, self.events, self.home, cycle=cycle, landing=staging)
             if transform is not None:
                 self._rewrite(staging / "user-activity", transform)
-            deliver(staging, self.paths["feedback"])
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def rewrite(self, topic: str, transform: Callable[[dict], dict], *, window: str = "inbox") -> None:
         """Re-sign every landed batch of `topic` after `transform` rewrote each payload.
@@ -124,13 +117,3 @@ class Shop(PipelineInstance):
                 if limit and len(found) >= limit:
                     return found
         return found
-
-
-def deliver(staging: Path, landing: Path) -> None:
-    """Move every file under `staging` to the same place under `landing`, manifests last."""
-    files = [path for path in staging.rglob("*") if path.is_file()]
-    files.sort(key=lambda path: path.name.endswith(MANIFEST_SUFFIX))
-    for file in files:
-        target = landing / file.relative_to(staging)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(file, target)

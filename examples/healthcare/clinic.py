@@ -12,6 +12,7 @@ from dagster import AssetKey
 
 from assets.healthcare.collection import BASELINE_KEY, PSEUDONYM_KEY_NAME
 from assets.healthcare.modeling import DiagnosticSettings
+from examples.delivery import staged_delivery
 from examples.healthcare.batches import SOURCES, load_or_create_keys, write_file_batch
 from examples.healthcare.generate import default_paths, generate, generate_feedback
 from examples.runs import PipelineInstance
@@ -65,7 +66,11 @@ class Clinic(PipelineInstance):
         )
 
     def feedback(self, cycle: int = 1, studies: int | None = None) -> None:
-        generate_feedback(self.seed, studies or self.studies, self.home, cycle=cycle, workers=1)
+        """Land window `cycle` of new studies, delivered whole (see `staged_delivery`)."""
+        with staged_delivery(self.home, self.paths["feedback"]) as staging:
+            generate_feedback(
+                self.seed, studies or self.studies, self.home, cycle=cycle, workers=1, landing=staging
+            )
 
     def batch_files(self, topic: str, window: str = "inbox") -> list[Path]:
         """The landed batch folders of a topic, in order."""

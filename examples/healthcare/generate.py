@@ -98,13 +98,19 @@ def generate(
 
 
 def generate_feedback(
-    seed: int, studies: int, home: Path, *, cycle: int = 1, workers: int | None = None
+    seed: int,
+    studies: int,
+    home: Path,
+    *,
+    cycle: int = 1,
+    workers: int | None = None,
+    landing: Path | None = None,
 ) -> dict:
-    """Land window `cycle` after the inbox into the feedback landing: new studies for retraining."""
+    """Land window `cycle` after the inbox into the feedback landing (or `landing`): new studies."""
     paths = default_paths(home)
     load_or_create_keys(paths["keys"])
     cfg = CohortConfig(seed=seed, studies=studies)
-    return _land(cfg, [(paths["feedback"], cycle)], paths["keys"], workers)[0]
+    return _land(cfg, [(landing or paths["feedback"], cycle)], paths["keys"], workers)[0]
 
 
 def _land(cfg: CohortConfig, targets: list[tuple[Path, int]], keys: Path, workers: int | None) -> list[dict]:

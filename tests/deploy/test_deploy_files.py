@@ -79,6 +79,8 @@ COMPOSE_VALUES_DIFFER = {
 CHART_PROVIDED = {"DAGSTER_HOME", "DAGSTER_PG_PASSWORD"}
 # Instance settings the Helm values add to deploy/dagster.yaml's, and why.
 HELM_ONLY_RUN_MONITORING = {"max_resume_run_attempts": 0}  # a K8s run could be resumed; the stack's cannot
+# The chart's instance template does not render a runtime limit; its K8s launcher detects dead run workers.
+STACK_ONLY_MONITORING = {"max_runtime_seconds"}
 BUILD_TOOLS = {"build-essential", "gcc", "g++", "clang", "make", "cmake"}
 
 
@@ -591,7 +593,10 @@ def helm_instance_problems(stack: Stack, files: Files) -> list[str]:
     problems = []
     if chart["run_coordinator"] != {k: instance["run_coordinator"][k] for k in ("class", "config")}:
         problems.append(f"Helm's run coordinator {chart['run_coordinator']} is not deploy/dagster.yaml's")
-    if chart["run_monitoring"] != {**instance["run_monitoring"], **HELM_ONLY_RUN_MONITORING}:
+    stack_monitoring = {
+        key: value for key, value in instance["run_monitoring"].items() if key not in STACK_ONLY_MONITORING
+    }
+    if chart["run_monitoring"] != {**stack_monitoring, **HELM_ONLY_RUN_MONITORING}:
         problems.append(f"Helm's run monitoring {chart['run_monitoring']} is not deploy/dagster.yaml's")
     ours, theirs = instance["compute_logs"], chart["compute_logs"]
     if theirs["class"] != ours["class"] or theirs["config"] != ours["config"]:

@@ -58,3 +58,22 @@ def test_no_patient_identifier_is_readable_in_the_bucket(stack, clinic):
     for key in stored:
         body = s3.get_object(Bucket=BUCKETS["store"], Key=key)["Body"].read()
         assert not [value for value in identifying if value.encode() in body], key
+
+
+def test_new_studies_then_a_reviewers_approval_retrain_through_the_daemon(stack, clinic, runs):
+    """The daemon takes new studies in by itself, then retrains only once a trusted reviewer approves."""
+    known = runs.known()
+    clinic.feedback(cycle=1, studies=300)
+    intake = runs.next_run(lambda r: r.job_name == "healthcare_feedback", known, timeout_s=600)
+    assert intake is not None, "no run started"
+    assert intake.status == DagsterRunStatus.SUCCESS, runs.why_failed(intake)
+    assert not [r for r in runs.launched(known) if r.job_name == "healthcare_retraining"]
+
+    clinic.approve_retraining(reviewer="dr-review")
+    retraining = runs.next_run(lambda r: r.job_name == "healthcare_retraining", known, timeout_s=900)
+    assert retraining is not None, "no run started"
+    assert retraining.status == DagsterRunStatus.SUCCESS, runs.why_failed(retraining)
+    assert retraining.tags["pipeline/approved_by"] == "dr-review"
+    champion = MlflowClient(stack.mlflow_uri()).get_model_version_by_alias(MODEL_NAME, "champion")
+    assert int(champion.version) == 2
+    assert clinic.ledger.verify_chain().ok
