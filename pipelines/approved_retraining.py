@@ -22,7 +22,7 @@ from dagster import (
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from pipelines.intake import POLL_SECONDS
+from pipelines.intake import poll_seconds
 from resources.integrity import IntegrityLedger
 from resources.retraining_approval import RetrainingApprovals, RetrainingNotApproved
 
@@ -48,7 +48,7 @@ def approved_retraining_sensor(
     @sensor(
         name=f"{example}_approved_retraining",
         job=job,
-        minimum_interval_seconds=POLL_SECONDS,
+        minimum_interval_seconds=poll_seconds(),
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Starts {job.name} when a trusted reviewer has approved the newest training set.",
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from dagster import (
@@ -28,7 +29,17 @@ from dagster import (
 
 from resources.sources import MANIFEST_SUFFIX, SourceRegistry
 
-POLL_SECONDS = 15
+DEFAULT_POLL_SECONDS = 15
+
+
+def poll_seconds() -> int:
+    """How often the sensors look for new data and approvals (`PIPELINE_SENSOR_INTERVAL_SECONDS`)."""
+    value = os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS") or str(DEFAULT_POLL_SECONDS)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"PIPELINE_SENSOR_INTERVAL_SECONDS={value!r} must be a whole number of seconds, 1 or more."
+        )
+    return int(value)
 
 
 def _landed(folder: Path) -> set[str]:
@@ -47,7 +58,7 @@ def landing_sensor(example: str, window: str, job: JobDefinition) -> SensorDefin
     @sensor(
         name=f"{example}_{window}_landed",
         job=job,
-        minimum_interval_seconds=POLL_SECONDS,
+        minimum_interval_seconds=poll_seconds(),
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Starts {job.name} when new signed batches have landed in the {window} window.",
     )
@@ -76,6 +87,6 @@ def automation_sensor(example: str) -> AutomationConditionSensorDefinition:
         name=f"{example}_automation",
         target=AssetSelection.all(),
         default_status=DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=POLL_SECONDS,
+        minimum_interval_seconds=poll_seconds(),
         description="Retrains and promotes when validated new data arrives and every blocking check passed.",
     )

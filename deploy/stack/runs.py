@@ -21,6 +21,16 @@ from deploy.stack.proxy import USERS
 from deploy.stack.settings import HOST, Stack
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+_SENSOR_TICKS = """
+query SensorTicks($selector: SensorSelector!, $after: Float) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { ticks(afterTimestamp: $after, limit: 100) { status timestamp runIds } } }
+    ... on PythonError { message }
+    ... on SensorNotFoundError { message }
+  }
+}
+"""
 
 
 class StackRuns:
@@ -74,6 +84,27 @@ class StackRuns:
     def launched(self, known: set[str]) -> list[DagsterRun]:
         """Every run started after `known`, oldest first."""
         return [r for r in reversed(self.instance.get_runs()) if r.run_id not in known]
+
+    def sensor_ticks(self, location: str, sensor: str, after: float, count: int, timeout_s: float) -> list:
+        """The first `count` evaluations of `sensor` that finished after `after` (a Unix time), each
+        with its status and the runs it requested; TimeoutError if the daemon made fewer in time."""
+        selector = {
+            "repositoryLocationName": location,
+            "repositoryName": "__repository__",
+            "sensorName": sensor,
+        }
+        deadline = time.monotonic() + timeout_s
+        while True:
+            answer = self.client._execute(_SENSOR_TICKS, {"selector": selector, "after": after})
+            found = answer["sensorOrError"]
+            if found["__typename"] != "Sensor":
+                raise ValueError(f"No sensor {sensor} in {location}: {found.get('message')}")
+            done = [tick for tick in found["sensorState"]["ticks"] if tick["status"] != "STARTED"]
+            if len(done) >= count:
+                return sorted(done, key=lambda tick: tick["timestamp"])[:count]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{sensor} evaluated {len(done)} times in {timeout_s:.0f} s, not {count}.")
+            time.sleep(2)
 
     def why_failed(self, run: DagsterRun) -> str:
         """What stopped `run`, from its event log: failed steps' errors and failed blocking checks."""

@@ -54,6 +54,7 @@ class Stack:
 
     home: RuntimeHome
     base_port: int = 25400
+    sensor_interval_s: int | None = None  # how often its sensors look; None: the pipeline's default
 
     @classmethod
     def from_environment(cls) -> Stack:
@@ -154,7 +155,7 @@ class Stack:
     def pipeline_environment(self) -> dict[str, str]:
         """The pipeline's settings (`pipelines/environment.py`) pointed at the stack's services."""
         kms_key_uri = self.kms_key_file.read_text().strip() if self.kms_key_file.exists() else ""
-        return {
+        settings = {
             "PIPELINE_HOME": str(self.pipeline_home),
             # The operator's trust store stays outside the pipeline's home, beside it (the pipeline
             # reads it; the operator's key, which writes it, is given to no service).
@@ -171,6 +172,9 @@ class Stack:
             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.ca_certificate),
             **self.instance_environment(),
         }
+        if self.sensor_interval_s is not None:
+            settings["PIPELINE_SENSOR_INTERVAL_SECONDS"] = str(self.sensor_interval_s)
+        return settings
 
     def environment(self, settings: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of a process the stack starts: this process's, the repository on the

@@ -38,7 +38,8 @@ def stack() -> Iterator[Stack]:
     # mkdtemp, not tmp_path: Postgres runs as another account when we are root and must be able to
     # traverse every folder above its data directory (pytest's base folder is owner-only).
     root = Path(tempfile.mkdtemp(prefix="pipeline-stack-"))
-    stack = Stack(RuntimeHome(root), base_port=_free_base())
+    # Sensors that look every 5 s, not every 15: the tests wait on them less.
+    stack = Stack(RuntimeHome(root), base_port=_free_base(), sensor_interval_s=5)
     try:
         with pytest.MonkeyPatch.context() as patch:
             # The healthcare code server holds the small world's model to the small world's thresholds.

@@ -7,6 +7,8 @@ configuration file (`PIPELINE_HEALTHCARE_SETTINGS`), not from code.
 
 from __future__ import annotations
 
+import time
+
 import pydicom
 import pytest
 from dagster import DagsterRunStatus
@@ -67,6 +69,10 @@ def test_new_studies_then_a_reviewers_approval_retrain_through_the_daemon(stack,
     intake = runs.next_run(lambda r: r.job_name == "healthcare_feedback", known, timeout_s=600)
     assert intake is not None, "no run started"
     assert intake.status == DagsterRunStatus.SUCCESS, runs.why_failed(intake)
+    # Without an approval, the approval sensor looks and starts nothing.
+    after = time.time()
+    ticks = runs.sensor_ticks("healthcare", "healthcare_approved_retraining", after, count=2, timeout_s=300)
+    assert not [tick for tick in ticks if tick["runIds"]], ticks
     assert not [r for r in runs.launched(known) if r.job_name == "healthcare_retraining"]
 
     clinic.approve_retraining(reviewer="dr-review")
