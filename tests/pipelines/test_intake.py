@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from dagster import RunRequest, SkipReason, build_sensor_context
 
 from pipelines import ecommerce
-from pipelines.intake import landing_sensor
+from pipelines.intake import landing_sensor, poll_seconds
 from resources.sources import SourceRegistry
 
 
@@ -49,3 +50,16 @@ def test_a_window_is_taken_once_it_stops_changing_and_only_once(tmp_path: Path):
     assert isinstance(result, SkipReason)
     result, cursor = _tick(sensor, sources, cursor)
     assert isinstance(result, SkipReason)
+
+
+def test_the_sensor_interval_is_configuration_and_a_bad_value_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("PIPELINE_SENSOR_INTERVAL_SECONDS", raising=False)
+    assert poll_seconds() == 15
+    monkeypatch.setenv("PIPELINE_SENSOR_INTERVAL_SECONDS", "5")
+    assert poll_seconds() == 5
+    sensor = landing_sensor("ecommerce", "feedback", ecommerce.feedback_intake_job)
+    assert sensor.minimum_interval_seconds == 5
+    for bad in ("0", "-3", "fast", "2.5"):
+        monkeypatch.setenv("PIPELINE_SENSOR_INTERVAL_SECONDS", bad)
+        with pytest.raises(ValueError, match="whole number of seconds"):
+            poll_seconds()
