@@ -147,7 +147,7 @@ class Stack:
             # deploy/dagster.yaml asks for `sslmode=verify-full`; libpq reads the CA to verify against here.
             "PGSSLROOTCERT": str(self.ca_certificate),
             "DAGSTER_COMPUTE_LOG_BUCKET": BUCKETS["logs"],
-            "PIPELINE_CODE_SERVER_HOST": HOST,
+            **{f"PIPELINE_{name.upper()}_GRPC_HOST": HOST for name in LOCATIONS},
             **{f"PIPELINE_{name.upper()}_GRPC_PORT": str(self.port(name)) for name in LOCATIONS},
             **self.aws_environment(),
         }

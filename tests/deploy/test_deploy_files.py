@@ -38,36 +38,22 @@ MOTO_ACCOUNT = "123456789012"  # the account moto puts every resource in
 PIPELINE_DOCKERFILE = "deploy/Dockerfile"
 
 # Where compose's argv differs from the stack's on purpose: (stack tokens, compose tokens, why).
-WORKSPACE_WHY = (
-    "each location's code server is its own container, so compose's workspace names one host per "
-    "location; deploy/workspace.yaml reads one PIPELINE_CODE_SERVER_HOST for all"
-)
 ARGV_DEVIATIONS = {
     "postgres": (
         ["-c", "unix_socket_directories="],
         [],
         "the image's entrypoint sets the database up over a socket inside the container",
     ),
-    "dagster-daemon": (
-        ["-w", "<repo>/deploy/workspace.yaml"],
-        ["-w", "<repo>/deploy/compose/workspace.yaml"],
-        WORKSPACE_WHY,
-    ),
-    "dagster-webserver": (
-        ["-w", "<repo>/deploy/workspace.yaml"],
-        ["-w", "<repo>/deploy/compose/workspace.yaml"],
-        WORKSPACE_WHY,
-    ),
-    "dagster-webserver-read-only": (
-        ["-w", "<repo>/deploy/workspace.yaml"],
-        ["-w", "<repo>/deploy/compose/workspace.yaml"],
-        WORKSPACE_WHY,
-    ),
 }
 OPERATOR_KEY_WHY = "the operator's signing key never enters the pipeline's containers"
 # Variables the stack gives a process that compose withholds on purpose, and why.
 COMPOSE_WITHHELD = {
-    "PIPELINE_CODE_SERVER_HOST": WORKSPACE_WHY,
+    # The stack gives every process one instance environment; compose gives the hosts to the workspace's
+    # readers only (compose_layout_problems checks those).
+    **{
+        f"PIPELINE_{location.upper()}_GRPC_HOST": "only the daemon and the webservers read the workspace"
+        for location in LOCATIONS
+    },
     "SPARK_LOCAL_IP": "a container binds its own address; peers reach it by its service name",
     "PATH": "each image sets its own",
 }
@@ -90,8 +76,11 @@ def helm_withheld() -> dict[str, str]:
     return {
         "AWS_CA_BUNDLE": "the cloud's S3 and KMS endpoints present publicly trusted certificates, which the "
         "image's trust store verifies; the private CA would refuse them",
-        "PIPELINE_CODE_SERVER_HOST": workspace,
-        **{f"PIPELINE_{location.upper()}_GRPC_PORT": workspace for location in LOCATIONS},
+        **{
+            f"PIPELINE_{location.upper()}_GRPC_{part}": workspace
+            for location in LOCATIONS
+            for part in ("HOST", "PORT")
+        },
     }
 
 
@@ -226,7 +215,6 @@ class Files:
     dockerfile: str
     compose: dict[str, Any]
     workspace: dict[str, Any]
-    compose_workspace: dict[str, Any]
     instance: dict[str, Any]
     helm: dict[str, Any]
     credentials: dict[str, set[str]]  # each credentials file compose can be given -> what it holds
@@ -249,7 +237,6 @@ def files(stack: Stack) -> Files:
         dockerfile=(DEPLOY / "Dockerfile").read_text(),
         compose=load(DEPLOY / "compose.yaml"),
         workspace=load(DEPLOY / "workspace.yaml"),
-        compose_workspace=load(DEPLOY / "compose" / "workspace.yaml"),
         instance=load(DEPLOY / "dagster.yaml"),
         helm=load(DEPLOY / "helm" / "values.yaml"),
         credentials={
@@ -525,13 +512,11 @@ def compose_layout_problems(files: Files) -> list[str]:
             entry["grpc_server"]["location_name"]: entry["grpc_server"] for entry in workspace["load_from"]
         }
 
-    ours, theirs = locations(files.workspace), locations(files.compose_workspace)
-    if set(ours) != set(LOCATIONS) or set(theirs) != set(ours):
-        problems.append(f"compose's workspace serves {sorted(theirs)}, deploy/workspace.yaml {sorted(ours)}")
-    for location in set(ours) & set(theirs):
-        if theirs[location]["port"] != ours[location]["port"]:
-            problems.append(f"compose's workspace reads {location}'s port from {theirs[location]['port']}")
-        host = theirs[location]["host"]["env"]
+    served = locations(files.workspace)
+    if set(served) != set(LOCATIONS):
+        problems.append(f"deploy/workspace.yaml serves {sorted(served)}, not {sorted(LOCATIONS)}")
+    for location, server in served.items():
+        host = server["host"]["env"]
         for reader in ("dagster-daemon", "dagster-webserver", "dagster-webserver-read-only"):
             given = inline_environment(services.get(reader, {})).get(host)
             if given != f"code-server-{location}":
@@ -982,9 +967,16 @@ def helm_webserver_cannot_read_the_logs(f: Files):
     _drop_env(f.helm["dagsterWebserver"]["env"], "DAGSTER_COMPUTE_LOG_BUCKET")
 
 
-@drift("compose's workspace serves ['ecommerce']")
-def compose_workspace_loses_a_location(f: Files):
-    f.compose_workspace["load_from"].pop()
+@drift("deploy/workspace.yaml serves ['ecommerce']")
+def workspace_loses_a_location(f: Files):
+    f.workspace["load_from"].pop()
+
+
+@drift("dagster-webserver: PIPELINE_HEALTHCARE_GRPC_HOST=code-server-ecommerce, not code-server-healthcare")
+def compose_points_a_location_at_the_other_server(f: Files):
+    f.compose["services"]["dagster-webserver"]["environment"]["PIPELINE_HEALTHCARE_GRPC_HOST"] = (
+        "code-server-ecommerce"
+    )
 
 
 @pytest.mark.parametrize("name", list(DRIFTS))
