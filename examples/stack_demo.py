@@ -85,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\nNew studies land; a reviewer approves the training set they built")
     known = runs.known()
     clinic.feedback(cycle=1, studies=args.studies // 3)
-    ok &= _outcome(
+    intake = _outcome(
         "landing sensor → healthcare_feedback",
         runs.next_run(lambda r: r.job_name == "healthcare_feedback", known, timeout_s=600),
     )
-    if ok:  # a reviewer approves only a training set the intake built with every check passed
+    ok &= intake
+    if intake:  # a reviewer approves only a training set the intake built with every check passed
         clinic.approve_retraining(reviewer="demo-reviewer")
         ok &= _outcome(
             "approval sensor → healthcare_retraining",
