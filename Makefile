@@ -88,8 +88,9 @@ serve: install  ## the recommender server (current champion) on http://127.0.0.1
 serve-healthcare: install  ## the lesion diagnostic server (current champion) on http://127.0.0.1:8001; prints how to call it
 	$(PY) -m serving.healthcare
 
-bench: install  ## cost of the integrity controls, as ratios against in-memory BLAKE3
+bench: install  ## performance suite: ratios against baselines of the same run; writes reports/bench.json
 	$(PY) -m benchmarks.integrity
+	$(PY) -m benchmarks.store
 
 stack: install  ## start the production stack on loopback (Postgres over TLS, S3/KMS, MLflow, Spark, Dagster daemon, UI behind a TLS proxy with passwords)
 	$(PY) -m deploy.stack up

@@ -1,12 +1,15 @@
 """The artifact store: encrypted at rest, atomic writes, one write area per stage.
 
-Every artifact is encrypted with Tink streaming AEAD (AES256-GCM-HKDF, 1 MB
-segments) under a data keyset that is itself wrapped by the key provider's
-key-encryption key: envelope encryption, so a KMS in production only ever
-unwraps one small keyset. The artifact's store path is the associated data,
-so ciphertext moved to another artifact's path does not decrypt.
-`rotate_data_key` makes a fresh key the keyset's primary for new writes and
-keeps the older keys, so what they encrypted still decrypts.
+Every artifact is encrypted under a data key from a Tink keyset that is itself
+wrapped by the key provider's key-encryption key: envelope encryption, so a KMS
+in production only ever unwraps one small keyset. Artifacts are sealed in
+`resources.segmented_aead`'s format (AES-256-GCM through OpenSSL over 4 MiB
+segments, a fresh HKDF-derived key per artifact, at disk speed); the
+artifact's store path is the associated data, so ciphertext moved to another
+artifact's path does not decrypt. Artifacts written by earlier versions in
+Tink's streaming AEAD (AES256-GCM-HKDF, 1 MB segments) still read: the header
+tells the two apart. `rotate_data_key` makes a fresh key the keyset's primary
+for new writes and keeps the older keys, so what they encrypted still decrypts.
 
 Spark cannot read files the application encrypted itself, so Spark stages
 work on plaintext copies in a private per-run scratch folder
@@ -32,18 +35,21 @@ import tink
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from tink import aead, secret_key_access, streaming_aead
-from tink.proto import tink_pb2
+from tink.proto import aes_gcm_hkdf_streaming_pb2, tink_pb2
 from upath import UPath
 
 from resources.atomic import atomic_file
-from resources.digests import CHUNK, Hasher, IntegrityError, digest_file
+from resources.digests import CHUNK, Hasher, IntegrityError, algorithm_of, digest_file
 from resources.keys import KeyProvider
+from resources.segmented_aead import MAGIC, DecryptingReader, DecryptionError, EncryptingWriter, read_to_end
 
 streaming_aead.register()
 
 # The lifecycle stages, and `security` for the attack lab's scorecard.
 STAGES = ("collection", "storage", "processing", "modeling", "deployment", "monitoring", "security")
 _KEYSET_AD = b"secure-ai-pipeline/store-keyset"
+# Tink's streaming key type: its 32 key bytes are the HKDF input of both formats (under different HKDF
+# info), so one keyset serves artifacts from before `resources.segmented_aead` and after.
 _DATA_KEY_TEMPLATE = streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
 
 
@@ -53,6 +59,24 @@ def _keyset_proto(handle: tink.KeysetHandle) -> tink_pb2.Keyset:
 
 def _new_data_key() -> tink_pb2.Keyset.Key:
     return _keyset_proto(tink.new_keyset_handle(_DATA_KEY_TEMPLATE)).key[0]
+
+
+def _data_keys(handle: tink.KeysetHandle) -> tuple[int, dict[int, bytes]]:
+    """The primary key id, and every enabled data key's bytes by Tink key id.
+
+    Tink manages the data keys (creates them, has the KEK wrap them, rotates
+    them) but has no Python primitive that seals large segments at OpenSSL
+    speed, and no way to hand a key's bytes to one other than serialising the
+    keyset with its secret-key access token: this is the one place that reads
+    them, for `resources.segmented_aead`.
+    """
+    keyset = _keyset_proto(handle)
+    keys = {
+        key.key_id: aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey.FromString(key.key_data.value).key_value
+        for key in keyset.key
+        if key.status == tink_pb2.ENABLED
+    }
+    return keyset.primary_key_id, keys
 
 
 class StoreAccessError(PermissionError):
@@ -100,32 +124,21 @@ class _HashingWriter(io.RawIOBase):
 
 
 class _HashingReader(io.RawIOBase):
-    """Hashes everything read from `source`."""
+    """Hashes everything read from `source`; `size_hint` bounds its size, so `readall` allocates once."""
 
-    def __init__(self, source: BinaryIO, algorithm: str):
-        self._source, self.hasher = source, Hasher(algorithm)
+    def __init__(self, source: BinaryIO, algorithm: str, size_hint: int = 0):
+        self._source, self.hasher, self._size_hint = source, Hasher(algorithm), size_hint
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._source.read(len(buffer))
-        self.hasher.update(data)
-        buffer[: len(data)] = data
-        return len(data)
+        count = self._source.readinto(buffer)
+        self.hasher.update(memoryview(buffer)[:count])
+        return count
 
-
-class _Unclosable(io.RawIOBase):
-    """Tink closes its destination when the message ends; the commit must stay ours."""
-
-    def __init__(self, sink: BinaryIO):
-        self._sink = sink
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        return self._sink.write(data)
+    def readall(self) -> bytes:
+        return read_to_end(self, self._size_hint)
 
 
 class ArtifactStore(ConfigurableResource):
@@ -143,7 +156,7 @@ class ArtifactStore(ConfigurableResource):
     algorithm: str = "blake3"
     stage_storage_options: dict[str, dict[str, str]] = {}
 
-    _aead: streaming_aead.StreamingAead | None = PrivateAttr(default=None)
+    _keyset: tink.KeysetHandle | None = PrivateAttr(default=None)
 
     def _root(self, stage: str | None = None) -> UPath:
         options = self.stage_storage_options.get(stage, {}) if stage else {}
@@ -169,18 +182,17 @@ class ArtifactStore(ConfigurableResource):
         with self._open_atomic(self._keyset_file()) as sink:
             sink.write(wrapped.encode())
 
-    def _streaming_aead(self) -> streaming_aead.StreamingAead:
-        if self._aead is None:
+    def _keyset_handle(self) -> tink.KeysetHandle:
+        if self._keyset is None:
             with self._reachable():
-                handle = self._data_keyset(self.key_provider.key_encryption_aead())
-            self._aead = handle.primitive(streaming_aead.StreamingAead)
-        return self._aead
+                self._keyset = self._data_keyset(self.key_provider.key_encryption_aead())
+        return self._keyset
 
     def rotate_data_key(self) -> int:
         """Make a fresh data key the primary; returns its key id.
 
         New artifacts are encrypted under the new key; the older keys stay in
-        the keyset (Tink tries each on decryption), so everything written
+        the keyset (each artifact names its key), so everything written
         before still decrypts and verifies. The keyset is re-wrapped by the
         KEK and replaced atomically. Run one rotation at a time: two
         concurrent read-modify-writes would drop one new key (a local store
@@ -198,7 +210,7 @@ class ArtifactStore(ConfigurableResource):
             keyset.primary_key_id = new_key.key_id
             handle = tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
             self._write_keyset(handle, kek)
-        self._aead = handle.primitive(streaming_aead.StreamingAead)
+        self._keyset = handle
         return new_key.key_id
 
     @contextlib.contextmanager
@@ -255,7 +267,8 @@ class ArtifactStore(ConfigurableResource):
         with self._open_atomic(target) as raw:
             stored = _HashingWriter(raw, self.algorithm, close_sink=False)
             if self.encrypt:
-                encrypting = self._streaming_aead().new_encrypting_stream(_Unclosable(stored), path.encode())
+                key_id, keys = _data_keys(self._keyset_handle())
+                encrypting = EncryptingWriter(stored, key_id, keys[key_id], path.encode())
                 plain = _HashingWriter(encrypting, self.algorithm, close_sink=True)
             else:
                 plain = _HashingWriter(stored, self.algorithm, close_sink=False)
@@ -271,22 +284,23 @@ class ArtifactStore(ConfigurableResource):
         it fully before trusting anything derived from it (`read_verified` and
         `copy_verified` do).
         """
-        algorithm = digest.split(":", 1)[0]
+        algorithm = algorithm_of(digest)
         with (self._root() / path).open("rb") as raw:
+            segmented = self.encrypt and raw.read(len(MAGIC)) == MAGIC
+            size = raw.seek(0, os.SEEK_END)  # the plaintext is never longer than the bytes at rest
+            raw.seek(0)
             stored = _HashingReader(raw, algorithm)
             if self.encrypt:
                 try:
-                    plain_source = self._streaming_aead().new_decrypting_stream(
-                        io.BufferedReader(stored, CHUNK), path.encode()
-                    )
-                except tink.TinkError as error:
+                    plain_source = self._decrypting(stored, path, segmented=segmented)
+                except (tink.TinkError, DecryptionError) as error:
                     raise IntegrityError(f"{path} cannot be decrypted: {error}") from error
             else:
                 plain_source = stored
-            plain = _HashingReader(plain_source, algorithm)
+            plain = _HashingReader(plain_source, algorithm, size)
             try:
                 yield io.BufferedReader(plain, CHUNK)
-            except tink.TinkError as error:
+            except (tink.TinkError, DecryptionError) as error:
                 raise IntegrityError(
                     f"{path} failed authenticated decryption: its bytes were changed at rest "
                     f"or it was encrypted under another key ({error}). Do not use it; "
@@ -304,6 +318,14 @@ class ArtifactStore(ConfigurableResource):
                     f"{path}: content digest {plain.hasher.digest()} does not match the "
                     f"ledger's {digest}. Re-materialise it from trusted inputs."
                 )
+
+    def _decrypting(self, stored: BinaryIO, path: str, *, segmented: bool) -> BinaryIO:
+        """The plaintext of an encrypted artifact: in `resources.segmented_aead`'s format, or in
+        Tink's streaming AEAD for artifacts written before it (Tink tries each key of the keyset)."""
+        if segmented:
+            return DecryptingReader(stored, _data_keys(self._keyset_handle())[1], path.encode())
+        legacy = self._keyset_handle().primitive(streaming_aead.StreamingAead)
+        return legacy.new_decrypting_stream(io.BufferedReader(stored, CHUNK), path.encode())
 
     def read_verified(self, path: str, *, digest: str, stored_digest: str) -> bytes:
         with self.open_verified(path, digest=digest, stored_digest=stored_digest) as stream:

@@ -2,7 +2,7 @@
 
 moto keeps its state in memory: when it stops, the buckets and the KMS key are
 gone, so `make stack-down` forgets the whole stack's state with them. The
-store encrypts every object itself before upload (Tink streaming AEAD), so
+store encrypts every object itself before upload (`resources.segmented_aead`), so
 the server-side encryption is a second layer, as in production with SSE-KMS.
 
 It serves HTTPS only, with the certificate the stack's CA issued for its HTTPS

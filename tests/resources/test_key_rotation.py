@@ -9,8 +9,6 @@ import pytest
 import sqlalchemy as sa
 import tink
 from dagster import materialize
-from tink import secret_key_access, streaming_aead
-from tink.proto import tink_pb2
 
 from assets.storage_audit import integrity_audit
 from pipelines.environment import resources_for
@@ -20,7 +18,8 @@ from resources.integrity import IntegrityLedger, LedgerEntry, _entries, mac_key_
 from resources.io_managers import JsonIOManager
 from resources.kms_keys import KmsKeyProvider
 from resources.runtime import RuntimeHome
-from resources.store import _KEYSET_AD, ArtifactStore
+from resources.segmented_aead import DecryptingReader, DecryptionError
+from resources.store import _KEYSET_AD, ArtifactStore, _data_keys
 from resources.trust_store import TrustStore
 
 
@@ -61,15 +60,11 @@ def decrypts_with_only(home, keys, key_id: int, path: str) -> bool:
     """Whether the artifact at `path` decrypts with a keyset holding nothing but data key `key_id`."""
     wrapped = (home / "store" / ".keyset" / "data-keyset.json").read_text()
     handle = tink.json_proto_keyset_format.parse_encrypted(wrapped, keys.key_encryption_aead(), _KEYSET_AD)
-    keyset = tink_pb2.Keyset.FromString(tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
-    only = tink_pb2.Keyset(primary_key_id=key_id, key=[k for k in keyset.key if k.key_id == key_id])
-    single = tink.proto_keyset_format.parse(only.SerializeToString(), secret_key_access.TOKEN)
+    only = {key_id: _data_keys(handle)[1][key_id]}
     ciphertext = io.BytesIO((home / "store" / path).read_bytes())
-    decrypting = single.primitive(streaming_aead.StreamingAead)
     try:
-        with decrypting.new_decrypting_stream(ciphertext, path.encode()) as plain:
-            plain.read()
-    except tink.TinkError:
+        DecryptingReader(ciphertext, only, path.encode()).read()
+    except DecryptionError:
         return False
     return True
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import boto3
 import pytest
+from tink import streaming_aead
 
-from resources.digests import IntegrityError
+from resources.digests import IntegrityError, digest_bytes, digest_file
 from resources.keys import LocalKeyProvider
-from resources.store import ArtifactStore, StoreAccessError, StoreUnavailableError
+from resources.segmented_aead import HEADER, MAGIC, SEGMENT_SIZE, TAG_SIZE
+from resources.store import ArtifactStore, StoreAccessError, StoredArtifact, StoreUnavailableError
 
 SECRET_ROW = b"user u0000042 bought item i000777 for 19.99 -- confidential"
 
@@ -66,6 +68,73 @@ def test_one_changed_byte_is_refused(store):
     assert store.stored_digest(artifact.path) != artifact.stored_digest
 
 
+@pytest.mark.parametrize("size", [0, 2 * SEGMENT_SIZE, 2 * SEGMENT_SIZE + 1])
+def test_objects_at_segment_boundaries_read_back_whether_written_at_once_or_in_pieces(store, size):
+    data = os.urandom(size)
+    at_once = store.stage("modeling").write_bytes("modeling/t/once.bin", data)
+    with store.stage("modeling").open_write("modeling/t/pieces.bin") as handle:
+        for start in range(0, size, 1 << 16):
+            handle.write(data[start : start + (1 << 16)])
+    for artifact in (at_once, handle.artifact):
+        segments = max(1, -(-size // SEGMENT_SIZE))
+        assert store.local_path(artifact.path).stat().st_size == HEADER.size + size + segments * TAG_SIZE
+        assert artifact.size == size and artifact.digest == digest_bytes(data)
+        assert artifact.stored_digest == store.stored_digest(artifact.path)
+        read = store.read_verified(
+            artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest
+        )
+        assert read == data
+
+
+def test_a_middle_segment_changed_at_rest_is_refused_even_with_a_matching_stored_digest(store):
+    """Whoever can rewrite the bytes at rest and the ledger's stored digest still cannot forge a segment."""
+    artifact = store.stage("processing").write_bytes("processing/t/1.bin", os.urandom(3 * SEGMENT_SIZE))
+    path = store.local_path(artifact.path)
+    data = bytearray(path.read_bytes())
+    data[HEADER.size + SEGMENT_SIZE + TAG_SIZE + 9] ^= 0x80
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="failed authenticated decryption"):
+        store.read_verified(artifact.path, digest=artifact.digest, stored_digest=digest_file(path))
+
+
+def test_new_writes_use_the_primary_key_and_older_artifacts_still_read_after_rotation(store, home, keys):
+    before = store.stage("collection").write_bytes("collection/t/before.bin", SECRET_ROW)
+    new_key = store.rotate_data_key()
+    after = store.stage("collection").write_bytes("collection/t/after.bin", SECRET_ROW * 2)
+    reopened = ArtifactStore(key_provider=keys, root=str(home / "store"))
+    headers = [HEADER.unpack(store.local_path(a.path).read_bytes()[: HEADER.size]) for a in (before, after)]
+    assert headers[1][2] == new_key != headers[0][2]
+    for artifact, data in ((before, SECRET_ROW), (after, SECRET_ROW * 2)):
+        read = reopened.read_verified(
+            artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest
+        )
+        assert read == data
+
+
+def write_the_old_way(store: ArtifactStore, path: str, data: bytes) -> StoredArtifact:
+    """An artifact as the template wrote it before the segmented format: Tink streaming AEAD."""
+    target = store.local_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    legacy = store._keyset_handle().primitive(streaming_aead.StreamingAead)
+    with open(target, "wb") as sink, legacy.new_encrypting_stream(sink, path.encode()) as encrypting:
+        encrypting.write(data)
+    return StoredArtifact(path, digest_bytes(data), digest_file(target), len(data))
+
+
+def test_artifacts_written_in_tink_streaming_format_still_read_and_are_still_checked(store, home, keys):
+    data = os.urandom(3 << 20)
+    old = write_the_old_way(store, "processing/t/old.bin", data)
+    assert not store.local_path(old.path).read_bytes().startswith(MAGIC)
+    store.rotate_data_key()
+    reopened = ArtifactStore(key_provider=keys, root=str(home / "store"))
+    assert reopened.read_verified(old.path, digest=old.digest, stored_digest=old.stored_digest) == data
+
+    moved = reopened.local_path("processing/t/moved.bin")
+    moved.write_bytes(reopened.local_path(old.path).read_bytes())
+    with pytest.raises(IntegrityError, match="failed authenticated decryption"):
+        reopened.read_verified("processing/t/moved.bin", digest=old.digest, stored_digest=digest_file(moved))
+
+
 @pytest.mark.parametrize(
     "stage, path",
     [
@@ -98,7 +167,7 @@ home = sys.argv[1]
 store = ArtifactStore(key_provider=LocalKeyProvider(folder=f"{home}/keys"), root=f"{home}/store")
 with store.stage("processing").open_write("processing/big/table.parquet") as handle:
     for i in range(100_000):
-        handle.write(b"row %09d " % i * 10_000)
+        handle.write(b"row %09d " % i * 100_000)  # 1.4 MB: several segments reach the disk
         if i == 20:
             print("writing", flush=True)
         time.sleep(0.01)
@@ -152,3 +221,13 @@ def test_a_failed_write_to_an_object_store_publishes_nothing(keys, aws_environme
     assert not store.exists("collection/table.parquet")
     stage.write_bytes("collection/table.parquet", b"complete")
     assert store.exists("collection/table.parquet")
+
+
+def test_an_object_store_round_trip_over_several_segments(keys, aws_environment):
+    boto3.client("s3").create_bucket(Bucket="segments")
+    store = ArtifactStore(key_provider=keys, root="s3://segments/pipeline")
+    data = os.urandom(2 * SEGMENT_SIZE + 1)
+    artifact = store.stage("modeling").write_bytes("modeling/weights.bin", data)
+    assert artifact.stored_digest == store.stored_digest(artifact.path)
+    read = store.read_verified(artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest)
+    assert read == data
