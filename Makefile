@@ -19,7 +19,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install data approve-code approve-retraining trust-approvers trust-release-key certs alarms acknowledge-alarm rotate-keys kafka-data demo test scorecard attack serve serve-healthcare bench ui stack stack-down stack-status demo-stack clean
+.PHONY: help install data approve-code approve-retraining trust-approvers trust-release-key certs alarms acknowledge-alarm rotate-keys kafka-data demo test scorecard attack serve serve-healthcare bench ui screenshots stack stack-down stack-status demo-stack clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -107,6 +107,9 @@ demo-stack: stack  ## both lifecycles (small worlds) submitted to the stack; ret
 
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+screenshots: install  ## refresh docs/img/ from the browser tests (tests/ui, Chromium at /usr/bin/chromium)
+	SCREENSHOTS=1 $(PY) -m pytest tests/ui
 
 clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs), the trust store and every held key
 	rm -rf $(PIPELINE_HOME) $(PIPELINE_TRUST_STORE) $(dir $(PIPELINE_OPERATOR_KEY)) reports

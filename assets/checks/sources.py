@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from assets.checks.evidence import intake_report
+from assets.checks.markdown import markdown_table
 from domain.distribution import histogram_shift
 
 MAX_QUARANTINE_SHARE = 0.05
@@ -120,7 +121,8 @@ def volume_check(key: AssetKey, baseline: AssetKey, section: str) -> AssetChecks
             passed=not spikes,
             severity=AssetCheckSeverity.ERROR,
             metadata={
-                "ratio_to_baseline": MetadataValue.json(ratios),
+                **{f"ratio_to_baseline[{source}]": float(ratio) for source, ratio in sorted(ratios.items())},
+                "highest_ratio": float(max(ratios.values(), default=0.0)),
                 "sources_over": MetadataValue.json(sorted(spikes)),
                 "max_ratio": MAX_VOLUME_RATIO,
             },
@@ -165,9 +167,15 @@ def mix_check(
             metadata={
                 **test.metadata(),
                 "rule_of_thumb_psi": WARN_PSI,
-                "actual": MetadataValue.json(actual),
-                "baseline": MetadataValue.json(trusted[field]),
+                **{f"share[{value}]": float(share) for value, share in sorted(actual.items())},
+                "shares": MetadataValue.md(_shares_table(trusted[field], actual)),
             },
         )
 
     return mix_stable
+
+
+def _shares_table(baseline: dict[str, float], window: dict[str, float]) -> str:
+    values = sorted(set(baseline) | set(window))
+    rows = ([v, f"{baseline.get(v, 0.0):.3f}", f"{window.get(v, 0.0):.3f}"] for v in values)
+    return markdown_table(["value", "trusted baseline", "this window"], rows)

@@ -18,7 +18,6 @@ from dagster import (
     AssetKey,
     AutomationCondition,
     Definitions,
-    MetadataValue,
     ResourceParam,
     asset_check,
 )
@@ -79,7 +78,7 @@ def not_worse_than_champion(
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "champion_version": champion.version,
-            "scores": MetadataValue.json(scores),
+            **{f"{model}_{metric}": value for model, row in scores.items() for metric, value in row.items()},
             "tolerance": RECALL_TOLERANCE,
         },
     )

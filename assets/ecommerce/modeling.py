@@ -402,12 +402,18 @@ def beats_popularity_baseline(context: AssetCheckExecutionContext) -> AssetCheck
     """
     meta = materialization_metadata(context, MODEL_KEY)
     pairs = {
-        m: (meta.get(f"model_{m}", 0.0), meta.get(f"popularity_{m}", 0.0)) for m in ("recall@10", "ndcg@10")
+        m: (float(meta.get(f"model_{m}", 0.0)), float(meta.get(f"popularity_{m}", 0.0)))
+        for m in ("recall@10", "ndcg@10")
     }
     return AssetCheckResult(
         passed=all(model > baseline for model, baseline in pairs.values()),
         severity=AssetCheckSeverity.ERROR,
-        metadata={m: MetadataValue.json({"model": a, "popularity": b}) for m, (a, b) in pairs.items()},
+        # Flat numbers, so the UI plots each one's history.
+        metadata={
+            f"{who}_{m}": MetadataValue.float(value)
+            for m, pair in pairs.items()
+            for who, value in zip(("model", "popularity"), pair, strict=True)
+        },
     )
 
 

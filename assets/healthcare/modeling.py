@@ -401,8 +401,8 @@ def meets_clinical_minimums(
         passed=not short,
         severity=AssetCheckSeverity.ERROR,
         metadata={
-            "measured": MetadataValue.json({name: meta.get(name, 0.0) for name in minimums}),
-            "minimums": MetadataValue.json(minimums),
+            **{name: MetadataValue.float(float(meta.get(name, 0.0))) for name in minimums},
+            **{f"min_{name}": MetadataValue.float(floor) for name, floor in minimums.items()},
             "subgroups_tested": len(subgroups),
             "below": MetadataValue.json(short),
         },
