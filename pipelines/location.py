@@ -2,8 +2,8 @@
 
 A location is the merge of its stage modules' definitions (each stage module
 under `assets/<example>/` exports `defs`), its oversight (audits and their
-schedule), its jobs, and the environment's resources placed under the runtime
-home it is given.
+schedule), the controls view over every check those define, its jobs, and the
+environment's resources placed under the runtime home it is given.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from dagster import Definitions, JobDefinition, SensorDefinition, in_process_executor
+from dagster import AssetCheckSpec, Definitions, JobDefinition, SensorDefinition, in_process_executor
 
+from assets.controls import controls_view
 from pipelines.environment import resources_for
 from pipelines.oversight import Oversight
 from resources.runtime import RuntimeHome
@@ -32,10 +33,11 @@ def build_location(
     resources: Mapping[str, Any],
 ) -> Definitions:
     """`example`'s definitions over `home` and `trust`; `resources` adds to or replaces the environment's."""
+    checked = [*(stage.defs for stage in stages), oversight.defs]
     return Definitions.merge(
-        *(stage.defs for stage in stages),
-        oversight.defs,
+        *checked,
         Definitions(
+            assets=[controls_view(example, _check_specs(checked))],
             jobs=jobs,
             sensors=sensors,
             resources={**resources_for(example, home, trust), **resources},
@@ -43,3 +45,13 @@ def build_location(
             executor=in_process_executor,
         ),
     )
+
+
+def _check_specs(defs: Sequence[Definitions]) -> list[AssetCheckSpec]:
+    """Every asset check `defs` define, on their assets or on their own."""
+    return [
+        spec
+        for definitions in defs
+        for assets in [*(definitions.assets or ()), *(definitions.asset_checks or ())]
+        for spec in assets.check_specs
+    ]

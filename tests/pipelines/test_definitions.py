@@ -62,11 +62,13 @@ def test_assets_are_grouped_by_lifecycle_stage_and_documented(name, locations):
 
 @pytest.mark.parametrize("name", ["ecommerce", "healthcare"])
 def test_a_location_is_the_merge_of_its_stage_modules_and_its_audits(name, locations):
-    """Nothing is listed by hand: every asset and check comes from a stage module's `defs` or the audits."""
+    """Nothing is listed by hand: every asset and check comes from a stage module's `defs`, the audits or
+    the controls view."""
     graph = locations[name].resolve_asset_graph()
     stages = BUILDERS[name].STAGES
     from_stages = {key for stage in stages for asset in stage.defs.assets for key in asset.keys}
-    audits = {key for key in graph.get_all_asset_keys() if key.path[-1].endswith("_audit")}
+    audits = BUILDERS[name].OVERSIGHT.selection.resolve(graph)
+    assert {key.path[-1] for key in audits} == {"integrity_audit", "retraining_audit", "controls"}
     assert graph.get_all_asset_keys() == from_stages | audits
     groups = {graph.get(key).group_name for key in from_stages}
     assert groups == {"collection", "processing", "modeling", "deployment", "monitoring"}

@@ -4,7 +4,8 @@ The instance (a throwaway DAGSTER_HOME with the repository's `dagster.yaml`, who
 setting keeps the first-visit community dialog away) holds
 a small-world lifecycle of each example, run by the same `Shop` and `Clinic`
 the lifecycle tests use, and the two runs the tests look at: a feedback
-window (its drift plot) and a forged batch stopped by `batches_authenticated`.
+window (its drift plot) and a forged batch stopped by `batches_authenticated`;
+then the e-commerce controls view, built from all of it.
 The webserver starts first, so it loads both code locations while the worlds run.
 
 Playwright drives Debian's Chromium (`/usr/bin/chromium`, which `.ci/run`
@@ -121,7 +122,8 @@ def _stop_group(server: subprocess.Popen, signum: int) -> None:
 
 @pytest.fixture(scope="session")
 def worlds(ui_root: Path, webserver) -> Worlds:
-    """Both lifecycles, a feedback window and a forged batch, run on the webserver's instance."""
+    """Both lifecycles, a feedback window, a forged batch and the e-commerce controls view, run on the
+    webserver's instance."""
     instance = DagsterInstance.from_config(str(ui_root / "dagster"))
     shop = Shop(ui_root / "shop", instance=instance)
     shop.lifecycle()
@@ -138,6 +140,8 @@ def worlds(ui_root: Path, webserver) -> Worlds:
     settings = DiagnosticSettings(**SMALL_THRESHOLDS, **TINY_CNN)
     clinic = Clinic(ui_root / "clinic", instance=instance, settings=settings)
     clinic.lifecycle()
+    # The e-commerce controls view, read from every check evaluation above (as the nightly audit does).
+    assert shop.run("ecommerce_audit", assets=["ecommerce/controls"]).success
     return Worlds(shop=shop, clinic=clinic, stopped=stopped)
 
 

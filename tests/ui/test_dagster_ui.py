@@ -3,7 +3,8 @@
 Each test opens a view as a person would and compares what it shows with what
 the definitions and the runs say: the locations load, the lifecycle graph has
 its stage groups, an asset's blocking checks show their last results, a stopped
-run names the check that stopped it, and the drift plot is an image that loads.
+run names the check that stopped it, the drift plot is an image that loads, and
+the controls view lists the checklist with the instance's check results.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 STAGES = ("collection", "storage", "processing", "modeling", "deployment", "monitoring")
 CHECKED_ASSET = AssetKey(["ecommerce", "activity_events"])
 DRIFT_ASSET = AssetKey(["ecommerce", "feedback_drift"])
+CONTROLS_ASSET = AssetKey(["ecommerce", "controls"])
 STATUS = {True: "Succeeded", False: "Failed"}
 # A row of the UI's tables (code locations, an asset's checks): Dagster 1.13 draws them as divs.
 ROW = "[class*='VirtualizedTable_row']"
@@ -123,4 +125,18 @@ def test_the_drift_plot_image_loads(ui: Browser, worlds: Worlds):
     width, height = image.evaluate("img => [img.complete && img.naturalWidth, img.naturalHeight]")
     assert width > 100 and height > 100, (width, height)
     ui.screenshot("ui-drift-plot")
+    assert ui.errors == []
+
+
+def test_the_controls_view_lists_the_checklist_with_the_instances_results(ui: Browser, worlds: Worlds):
+    recorded = worlds.shop.instance.get_latest_materialization_event(CONTROLS_ASSET).asset_materialization
+    assert recorded.metadata["items"].value == 24 and recorded.metadata["checks_passed"].value > 0
+    page = ui.open(asset_path(CONTROLS_ASSET))
+    page.get_by_role("row").filter(has=page.get_by_text("controls", exact=True)).get_by_text(
+        "[Show Markdown]"
+    ).click()
+    table = page.locator("table").filter(has=page.get_by_role("columnheader", name="checklist item"))
+    expect(table.locator("tbody tr")).to_have_count(24)
+    expect(table.locator("tbody")).to_contain_text("passed")
+    ui.screenshot("ui-controls")
     assert ui.errors == []
