@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import ExecuteInProcessResult
+from dagster import AssetKey, ExecuteInProcessResult
 from playwright.sync_api import Page
 
 from examples.ecommerce.shop import Shop
@@ -18,9 +18,11 @@ CHROMIUM = Path(os.environ.get("PIPELINE_CHROMIUM", "/usr/bin/chromium"))
 LOCATIONS = ("ecommerce", "healthcare")
 SCREENSHOTS = REPO_ROOT / "docs" / "img"
 VIEWPORT = {"width": 1440, "height": 900}
-# Small enough for a few seconds of CNN training: the UI only has to show what the runs did.
-TINY_CNN = {"epochs": 2, "channels": [8, 16, 16]}
 STARTUP_SECONDS = 300
+
+
+def failed_checks(run: ExecuteInProcessResult) -> list[tuple[AssetKey, str]]:
+    return [(e.asset_key, e.check_name) for e in run.get_asset_check_evaluations() if not e.passed]
 
 
 @dataclass

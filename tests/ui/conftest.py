@@ -33,19 +33,18 @@ from dagster import DagsterInstance
 from playwright.sync_api import Browser as Chromium
 from playwright.sync_api import sync_playwright
 
-from assets.healthcare.modeling import DiagnosticSettings
-from examples.ecommerce.shop import Shop
-from examples.healthcare.clinic import SMALL_THRESHOLDS, Clinic
+from examples.ecommerce.shop import MODEL_EVENTS, Shop
+from examples.healthcare.clinic import MODEL_STUDIES, Clinic
 from examples.runs import checks
 from resources.runtime import REPO_ROOT
 from tests.ui.browser import (
     CHROMIUM,
     LOCATIONS,
     STARTUP_SECONDS,
-    TINY_CNN,
     VIEWPORT,
     Browser,
     Worlds,
+    failed_checks,
 )
 
 
@@ -125,8 +124,8 @@ def worlds(ui_root: Path, webserver) -> Worlds:
     """Both lifecycles, a feedback window, a forged batch and the e-commerce controls view, run on the
     webserver's instance."""
     instance = DagsterInstance.from_config(str(ui_root / "dagster"))
-    shop = Shop(ui_root / "shop", instance=instance)
-    shop.lifecycle()
+    shop = Shop(ui_root / "shop", instance=instance, events=MODEL_EVENTS)  # enough for a model to promote
+    assert shop.lifecycle().success, failed_checks(shop.runs[-1])
     shop.feedback(cycle=1)
     shop.run("ecommerce_feedback_intake")
     # The forged batch of the collection tests: a valid-looking batch signed by a key nobody enrolled.
@@ -137,9 +136,8 @@ def worlds(ui_root: Path, webserver) -> Worlds:
     stopped = shop.run_selection(["ecommerce/activity_events", "ecommerce/sessions"])
     assert checks(stopped)["activity_events:batches_authenticated"] is False, checks(stopped)
 
-    settings = DiagnosticSettings(**SMALL_THRESHOLDS, **TINY_CNN)
-    clinic = Clinic(ui_root / "clinic", instance=instance, settings=settings)
-    clinic.lifecycle()
+    clinic = Clinic(ui_root / "clinic", instance=instance, studies=MODEL_STUDIES)  # a model that promotes
+    assert clinic.lifecycle().success, failed_checks(clinic.runs[-1])
     # The e-commerce controls view, read from every check evaluation above (as the nightly audit does).
     assert shop.run("ecommerce_audit", assets=["ecommerce/controls"]).success
     return Worlds(shop=shop, clinic=clinic, stopped=stopped)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from dagster import AssetKey, Definitions, ExecuteInProcessResult
+from dagster import AssetKey, Definitions
 from playwright.sync_api import expect
 
 from examples.runs import PipelineInstance
-from tests.ui.browser import LOCATIONS, Browser, Worlds, fit_graph
+from tests.ui.browser import LOCATIONS, Browser, Worlds, failed_checks, fit_graph
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +46,6 @@ def last_results(pipeline: PipelineInstance, asset: AssetKey) -> dict[str, bool]
     for run in pipeline.runs:
         results |= {e.check_name: e.passed for e in run.get_asset_check_evaluations() if e.asset_key == asset}
     return results
-
-
-def failed_checks(run: ExecuteInProcessResult) -> list[tuple[AssetKey, str]]:
-    return [(e.asset_key, e.check_name) for e in run.get_asset_check_evaluations() if not e.passed]
 
 
 def asset_path(key: AssetKey) -> str:
