@@ -104,7 +104,7 @@ def labels_agree_with_reference_grader(
     model, calibration = grading.load_grader(grader.path)
     frame = pd.read_parquet(table.path, columns=["study_uid", "label", "image"])
     labels = frame["label"].to_numpy()
-    probabilities = model.predict_proba(image_array(frame))
+    probabilities = model.fold_probabilities(image_array(frame))
     found = grading.disagreements(calibration, probabilities, labels, false_alarm_rate=FALSE_ALARM_RATE)
     against = grading.evidence_against(calibration, probabilities, labels)
     metadata = {

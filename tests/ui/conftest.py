@@ -31,7 +31,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import DagsterInstance
 from playwright.sync_api import Browser as Chromium
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from examples.ecommerce.shop import MODEL_EVENTS, Shop
 from examples.healthcare.clinic import MODEL_STUDIES, Clinic
@@ -175,6 +175,8 @@ def ui(chromium: Chromium, base_url: str) -> Iterator[Browser]:
     """A fresh page (own storage, fixed viewport, UTC) that records console and page errors."""
     context = chromium.new_context(viewport=VIEWPORT, locale="en-US", timezone_id="UTC")
     context.set_default_timeout(60_000)
+    # expect() waits 5 s by default; a loaded 2-core CI runner lays out the asset graph slower than that.
+    expect.set_options(timeout=60_000)
     browser = Browser(page=context.new_page(), base_url=base_url)
     browser.page.on("console", lambda m: browser.errors.append(m.text) if m.type == "error" else None)
     browser.page.on("pageerror", lambda error: browser.errors.append(str(error)))

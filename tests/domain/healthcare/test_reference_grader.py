@@ -67,8 +67,18 @@ def test_a_grader_round_trips_through_safetensors_and_refuses_another_shape(tmp_
     grading.save_grader(grader.eval(), calibration, tmp_path / "grader")
     loaded, stored = grading.load_grader(tmp_path / "grader")
     assert stored == calibration
-    np.testing.assert_array_equal(loaded.predict_proba(images), grader.predict_proba(images))
+    np.testing.assert_array_equal(loaded.fold_probabilities(images), grader.fold_probabilities(images))
     config_file = tmp_path / "grader" / "config.json"
     config_file.write_text(config_file.read_text().replace('"folds": 2', '"folds": 3'))
     with pytest.raises(ValueError, match="2-fold reference grader"):
         grading.load_grader(tmp_path / "grader")
+
+
+def test_each_folds_score_is_read_against_the_calibration_before_the_folds_are_averaged():
+    rng = np.random.default_rng(16)
+    calibration = grading.calibrate(*_reference(rng, 900))
+    _, labels, _ = _reference(rng, 900)
+    folds = np.stack([_scores(rng, labels), _scores(rng, labels)])  # two graders' scores of each study
+    each = [grading.evidence_against(calibration, fold, labels) for fold in folds]
+    np.testing.assert_allclose(grading.evidence_against(calibration, folds, labels), np.mean(each, axis=0))
+    assert _verdicts(calibration, folds, labels) == dict.fromkeys(grading.LABELS, True)
