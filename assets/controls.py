@@ -223,7 +223,7 @@ CHECKLIST: tuple[Control, ...] = (
             ),
             _healthcare(
                 {
-                    "training_label_issues": ["diagnostic_model"],
+                    "training_label_issues": ["training_set"],
                     "expectations_met": ["training_set"],
                     "label_share_within_baseline": ["clinical_notes", "feedback_notes"],
                     "label_shares_within_baseline": ["study_images", "training_set"],

@@ -34,7 +34,7 @@ from assets.checks.tracking import tracking_check
 from assets.ecommerce.collection import REFERENCE_EVENTS_KEY, REFERENCE_REVIEWS_KEY
 from assets.ecommerce.monitoring import FEEDBACK_INTERACTIONS_KEY
 from assets.ecommerce.processing import INTERACTIONS_KEY, SCORED_REVIEWS_KEY
-from domain.distribution import DEFAULT_FALSE_ALARM_RATE, CalibratedTest
+from domain.distribution import DEFAULT_FALSE_ALARM_RATE, CalibratedTest, share_shift
 from domain.ecommerce import ranking_metrics, recommender, shilling, transforms
 from domain.ecommerce.training_data import (
     label_balance_shift,
@@ -56,7 +56,6 @@ MODEL_KEY = AssetKey(["ecommerce", "recommender_model"])
 OWNER = "team:ml-engineering"
 
 FALSE_ALARM_RATE = DEFAULT_FALSE_ALARM_RATE  # per check, on clean data: the calibrated limits' one knob
-MAX_LABEL_ISSUE_EXCESS = 0.05
 
 
 class RecommenderSettings(ConfigurableResource):
@@ -317,17 +316,28 @@ def sentiment_label_issues(
     """Sentiment labels that contradict their review text stay at the reference's natural rate.
 
     Protects against label flipping (OWASP LLM04, MITRE ATLAS AML.T0020):
-    cleanlab's confident learning flags labels the text disagrees with.
+    cleanlab's confident learning flags labels the text disagrees with, and
+    the share flagged is tested one-sided against the reference's at both
+    window sizes, so a small window is not stopped by chance and a large one
+    cannot hide a few points of flips.
     """
-    found = label_issue_share(pd.read_parquet(scored_reviews.path))
-    expected = reference["label_issues"]["share"]
+    found, expected = label_issue_share(pd.read_parquet(scored_reviews.path)), reference["label_issues"]
+    if not found["reviews"]:
+        return AssetCheckResult(
+            passed=True, severity=AssetCheckSeverity.ERROR, description="No labelled reviews to check."
+        )
+    test = share_shift(
+        "sentiment_label_issues", expected["share"], expected["reviews"], found["share"], found["reviews"],
+        one_sided=True, false_alarm_rate=FALSE_ALARM_RATE,
+    )  # fmt: skip
     return AssetCheckResult(
-        passed=found["share"] <= expected + MAX_LABEL_ISSUE_EXCESS,
+        passed=test.passed,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "issue_share": found["share"],
-            "reference_share": expected,
+            "reference_share": expected["share"],
             "issues": found["issues"],
+            **test.metadata(),
             "examples": MetadataValue.json(found["examples"]),
         },
     )

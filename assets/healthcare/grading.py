@@ -1,7 +1,8 @@
 """A second opinion on training labels from a grader that only ever saw the trusted reference window.
 
 `reference_grader` is built with the baseline; `labels_agree_with_reference_grader`
-holds every training set to the evidence it finds against clean labels.
+holds every training set to the evidence it finds against clean labels, and
+`training_label_issues` to how many labels it contradicts outright.
 See `domain.healthcare.reference_grader` for why this finds a backdoor the
 diagnostic model has learnt.
 """
@@ -101,10 +102,8 @@ def labels_agree_with_reference_grader(
     of fold, the false-alarm rate split over the two labels (OWASP LLM04,
     MITRE ATLAS AML.T0020 / AML.T0018).
     """
-    model, calibration = grading.load_grader(grader.path)
-    frame = pd.read_parquet(table.path, columns=["study_uid", "label", "image"])
+    calibration, frame, probabilities = _graded(table, grader)
     labels = frame["label"].to_numpy()
-    probabilities = model.fold_probabilities(image_array(frame))
     found = grading.disagreements(calibration, probabilities, labels, false_alarm_rate=FALSE_ALARM_RATE)
     against = grading.evidence_against(calibration, probabilities, labels)
     metadata = {
@@ -134,4 +133,59 @@ def labels_agree_with_reference_grader(
     )
 
 
-defs = Definitions(assets=[reference_grader], asset_checks=[labels_agree_with_reference_grader])
+@asset_check(
+    asset=TRAINING_SET_KEY,
+    name="training_label_issues",
+    blocking=True,
+    additional_ins={"grader": AssetIn(key=GRADER_KEY)},
+)
+def training_label_issues(
+    context: AssetCheckExecutionContext, table: TableFile, grader: ModelDir
+) -> AssetCheckResult:
+    """The reference grader confidently contradicts no more of this training set's labels than of clean ones.
+
+    Cleanlab's confident learning on each grader fold's scores (out of sample
+    here, out of fold on the reference), the share of contradicted labels
+    tested one-sided against the reference's at both sizes. Catches flipped
+    diagnoses and mislabelled studies whose report was forged to match, and
+    names them; the grader never saw this data, so a model that learnt the
+    poison cannot hide it (OWASP LLM04, MITRE ATLAS AML.T0020).
+    """
+    calibration, frame, probabilities = _graded(table, grader)
+    if not calibration.label_issues:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description="The reference grader has no label-issue reference: rematerialise reference_grader.",
+        )
+    found = grading.label_issues(
+        calibration, probabilities, frame["label"].to_numpy(), false_alarm_rate=FALSE_ALARM_RATE
+    )
+    reference = calibration.label_issues
+    return AssetCheckResult(
+        passed=found.test.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"{found.share:.1%} of the labels contradicted, reference {reference['share']:.1%}, "
+            f"limit {reference['share'] + found.test.limit:.1%}"
+        ),
+        metadata={
+            "issue_share": found.share,
+            "reference_share": reference["share"],
+            "contradicted_by_every_fold": int(found.flagged.sum()),
+            **found.test.metadata(),
+            "examples": MetadataValue.json(frame["study_uid"][found.flagged][:20].tolist()),
+        },
+    )
+
+
+def _graded(table: TableFile, grader: ModelDir) -> tuple[grading.Calibration, pd.DataFrame, np.ndarray]:
+    """The grader's calibration, the training set's studies, and each fold's lesion probability for them."""
+    model, calibration = grading.load_grader(grader.path)
+    frame = pd.read_parquet(table.path, columns=["study_uid", "label", "image"])
+    return calibration, frame, model.fold_probabilities(image_array(frame))
+
+
+defs = Definitions(
+    assets=[reference_grader], asset_checks=[labels_agree_with_reference_grader, training_label_issues]
+)

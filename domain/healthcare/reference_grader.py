@@ -24,6 +24,12 @@ with the reference's per-patient clustering (`disagreements`,
 most powerful statistic for "some of these labels belong to the other
 class", so a few relabelled studies raise it whatever the trigger looks
 like and whichever way labels were turned, with no cut-off to choose.
+
+The same unseen-study scores feed confident learning (cleanlab): how many
+labels a fold's scores confidently contradict, in a training set and out of
+fold on the reference, compared at both sizes (`label_issues`). The mean
+ratio moves with every relabelled study; the count of contradicted labels
+stays put until some are contradicted outright, and names them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from cleanlab.filter import find_label_issues
 from torch import nn
 
 from domain.distribution import (
@@ -43,6 +50,7 @@ from domain.distribution import (
     design_effect,
     effective_size,
     mean_shift,
+    share_shift,
 )
 from domain.healthcare import diagnostic_model as cnn
 from domain.healthcare.lesion_cnn import LesionCNN, check_shape, predict_proba
@@ -81,13 +89,16 @@ class Calibration:
     patient's studies move together in their evidence; `fgsm` each fold's FGSM
     report (studies, lost, gained, accuracy drop) on the studies it did not
     see: what a clean model of the pipeline's architecture and training loses
-    to the perturbation (`robustness.fgsm_budget`).
+    to the perturbation (`robustness.fgsm_budget`); `label_issues` how many
+    reference labels the out-of-fold scores confidently contradict
+    (`studies`, `share`, and the `design_effect` of a patient's studies).
     """
 
     edges: list[float]
     counts: dict[str, list[int]]
     design_effects: dict[str, float]
     fgsm: list[dict[str, Any]] = field(default_factory=list)
+    label_issues: dict[str, float] = field(default_factory=dict)
 
     def shares(self, name: str) -> np.ndarray:
         """Per bin, the share of reference studies labelled `name` scored in it, smoothed by half a
@@ -168,6 +179,50 @@ def disagreements(
     return results
 
 
+@dataclass(frozen=True)
+class LabelIssues:
+    """Labels the grader's folds confidently contradict in a training set, against the reference's rate."""
+
+    flagged: np.ndarray  # per study: contradicted by every fold
+    share: float  # the mean over folds of the share each fold contradicts
+    test: CalibratedTest
+
+
+def confident_issues(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Which `labels` one fold's lesion `probabilities` confidently contradict (cleanlab's confident
+    learning: a study scored above the other class's typical self-confidence and below its own's)."""
+    if np.unique(labels).size < 2:
+        return np.zeros(len(labels), dtype=bool)
+    # n_jobs=1: no worker processes (they would fork the Dagster run and pickle data between them).
+    return find_label_issues(labels, np.column_stack([1 - probabilities, probabilities]), n_jobs=1)
+
+
+def label_issues(
+    calibration: Calibration,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+) -> LabelIssues:
+    """The share of `labels` the grader's folds (`probabilities`, one row per fold) confidently
+    contradict, tested one-sided against the reference's out-of-fold share.
+
+    Each fold's scores on unseen studies are what the reference's out-of-fold
+    scores are, so each fold flags issues on its own and the shares are
+    averaged; the average spreads no more than one fold's share, so the null
+    (one share at each size, counted in independent patients with the
+    reference's design effect) errs towards fewer false alarms.
+    """
+    reference = calibration.label_issues
+    flags = np.array([confident_issues(fold, labels) for fold in np.atleast_2d(probabilities)])
+    share, deff = float(flags.mean()), reference["design_effect"]
+    test = share_shift(
+        "label_issues", reference["share"], effective_size(int(reference["studies"]), deff), share,
+        effective_size(len(labels), deff), one_sided=True, false_alarm_rate=false_alarm_rate,
+    )  # fmt: skip
+    return LabelIssues(flags.all(axis=0), share, test)
+
+
 def patient_folds(patients: pd.Series, seed: int) -> np.ndarray:
     """Each study's fold: patients shuffled by `seed` and dealt round-robin, so no patient spans two."""
     names = np.array(sorted(patients.unique()))
@@ -204,7 +259,13 @@ def calibrate(
         name: np.bincount(bins[labels == label], minlength=len(edges) + 1).tolist()
         for name, label in LABELS.items()
     }
-    calibration = Calibration(edges, counts, {}, fgsm or [])
+    issues = pd.Series(confident_issues(out_of_fold, labels).astype(float)).groupby(np.asarray(patients))
+    contradicted = {
+        "studies": len(labels),
+        "share": float(issues.sum().sum() / len(labels)),
+        "design_effect": design_effect(issues.size().to_numpy(), issues.sum().to_numpy()),
+    }
+    calibration = Calibration(edges, counts, {}, fgsm or [], contradicted)
     for name, label in LABELS.items():
         rows = labels == label
         evidence = calibration.evidence(name, out_of_fold[rows])

@@ -115,7 +115,7 @@ def _long_tailed(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(rng.random(n) < 0.03, rng.uniform(0.8, 1.0, n), rng.beta(0.5, 12, n))
 
 
-@pytest.mark.parametrize("n", [80, 3_000])
+@pytest.mark.parametrize("n", [80, 600])  # small and long-tailed; large enough for the CLT
 def test_a_mean_of_a_long_tailed_score_false_alarms_at_about_the_stated_rate(n):
     rng = np.random.default_rng(n + 1)
     alarms = sum(

@@ -14,11 +14,13 @@ import torch
 from domain.healthcare import reference_grader as grading
 
 
-def _reference(rng: np.random.Generator, patients: int) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+def _reference(
+    rng: np.random.Generator, patients: int, lesion_like: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, pd.Series]:
     """Out-of-fold lesion probabilities, labels and patients of a clean reference window."""
     sizes = rng.integers(1, 4, patients)
     labels = np.repeat(rng.random(patients) < 0.35, sizes).astype(int)
-    return _scores(rng, labels), labels, pd.Series(np.repeat(np.arange(patients), sizes))
+    return _scores(rng, labels, lesion_like), labels, pd.Series(np.repeat(np.arange(patients), sizes))
 
 
 def _scores(rng: np.random.Generator, labels: np.ndarray, lesion_like: float = 1.0) -> np.ndarray:
@@ -82,3 +84,29 @@ def test_each_folds_score_is_read_against_the_calibration_before_the_folds_are_a
     each = [grading.evidence_against(calibration, fold, labels) for fold in folds]
     np.testing.assert_allclose(grading.evidence_against(calibration, folds, labels), np.mean(each, axis=0))
     assert _verdicts(calibration, folds, labels) == dict.fromkeys(grading.LABELS, True)
+
+
+FAINT = 0.4  # lesion scores Beta(2.4, 2): a grader that is often unsure, so clean labels get contradicted too
+
+
+def test_clean_training_sets_have_no_more_contradicted_labels_than_the_reference_on_every_seed():
+    rng = np.random.default_rng(17)
+    calibration = grading.calibrate(*_reference(rng, 900, FAINT))
+    assert calibration.label_issues["share"] > 0.005 and calibration.label_issues["design_effect"] >= 1
+    for _ in range(20):
+        _, labels, _ = _reference(rng, int(rng.integers(300, 1_500)))
+        folds = np.stack([_scores(rng, labels, FAINT) for _ in range(grading.FOLDS)])
+        found = grading.label_issues(calibration, folds, labels)
+        assert found.test.passed, found.test
+
+
+def test_lesions_relabelled_normal_are_contradicted_and_named():
+    rng = np.random.default_rng(18)
+    calibration = grading.calibrate(*_reference(rng, 900, FAINT))
+    _, labels, _ = _reference(rng, 900)
+    folds = np.stack([_scores(rng, labels, FAINT) for _ in range(grading.FOLDS)])
+    hidden = rng.choice(np.flatnonzero(labels == 1), round(0.05 * labels.size), replace=False)
+    labels[hidden] = 0
+    found = grading.label_issues(calibration, folds, labels)
+    assert not found.test.passed
+    assert np.isin(np.flatnonzero(found.flagged), hidden).mean() >= 0.8
