@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
-from domain.distribution import CalibratedTest, paired_drop_lower_bound, share_shift
+from domain.distribution import CalibratedTest, effective_size, paired_drop_lower_bound, share_shift
 
 
 def label_shares(frame: pd.DataFrame, columns: Sequence[str], label: str = "label") -> dict[str, dict]:
@@ -57,8 +57,14 @@ def label_share_shifts(
     *,
     false_alarm_rate: float,
     label: str = "label",
+    one_sided: bool = False,
+    design_effect: float = 1.0,
 ) -> tuple[list[SubgroupShift], list[str]]:
-    """Each subgroup's calibrated share test, and the subgroups the reference has no share for."""
+    """Each subgroup's calibrated share test, and the subgroups the reference has no share for.
+
+    `one_sided` when only a rise is a threat; `design_effect` counts both sides'
+    rows as the independent cases they are worth (a patient's studies move together).
+    """
     unknown = [c for c in columns if c not in reference]
     if unknown:
         raise KeyError(
@@ -77,9 +83,10 @@ def label_share_shifts(
             share_shift(
                 f"subgroup:{column}={value}",
                 reference[column][value]["positive_share"],
-                reference[column][value]["n"],
+                effective_size(reference[column][value]["n"], design_effect),
                 stats["positive_share"],
-                stats["n"],
+                effective_size(stats["n"], design_effect),
+                one_sided=one_sided,
                 tests=len(cells),
                 false_alarm_rate=false_alarm_rate,
             ),

@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from assets.healthcare.collection import FALSE_ALARM_RATE, REFERENCE_NOTES_KEY, REFERENCE_STUDIES_KEY
-from assets.healthcare.modeling import GRADER_KEY, OWNER, TRAINING_SET_KEY, DiagnosticSettings
+from assets.healthcare.modeling import GRADER_KEY, OWNER, TRAINING_SET_KEY, DiagnosticSettings, subgroup_table
 from assets.healthcare.processing import labelled_images
 from domain.healthcare import reference_grader as grading
 from domain.healthcare.transforms import image_array
@@ -64,6 +64,7 @@ def reference_grader(
         frame["patient_pseudonym"],
         diagnostic_settings.train_config(),
         fgsm_epsilon=diagnostic_settings.fgsm_epsilon,
+        subgroups=frame[diagnostic_settings.subgroups],
     )
     directory = scratch.path("reference_grader")
     grading.save_grader(grader, calibration, directory)
@@ -146,10 +147,12 @@ def training_label_issues(
 
     Cleanlab's confident learning on each grader fold's scores (out of sample
     here, out of fold on the reference), the share of contradicted labels
-    tested one-sided against the reference's at both sizes. Catches flipped
-    diagnoses and mislabelled studies whose report was forged to match, and
-    names them; the grader never saw this data, so a model that learnt the
-    poison cannot hide it (OWASP LLM04, MITRE ATLAS AML.T0020).
+    tested one-sided against the reference's at both sizes, overall and in
+    each subgroup the grader was calibrated on (`DiagnosticSettings.subgroups`),
+    so lesions of one modality relabelled normal cannot hide in the average.
+    Catches flipped diagnoses and mislabelled studies whose report was forged
+    to match, and names them; the grader never saw this data, so a model that
+    learnt the poison cannot hide it (OWASP LLM04, MITRE ATLAS AML.T0020).
     """
     calibration, frame, probabilities = _graded(table, grader)
     if not calibration.label_issues:
@@ -158,31 +161,41 @@ def training_label_issues(
             severity=AssetCheckSeverity.ERROR,
             description="The reference grader has no label-issue reference: rematerialise reference_grader.",
         )
+    columns = list(calibration.label_issues.get("subgroups", {}))
     found = grading.label_issues(
-        calibration, probabilities, frame["label"].to_numpy(), false_alarm_rate=FALSE_ALARM_RATE
-    )
+        calibration, probabilities, frame["label"].to_numpy(), frame[columns] if columns else None,
+        false_alarm_rate=FALSE_ALARM_RATE,
+    )  # fmt: skip
     reference = calibration.label_issues
+    failed = [s.name for s in found.subgroups if not s.test.passed]
     return AssetCheckResult(
-        passed=found.test.passed,
+        passed=found.passed,
         severity=AssetCheckSeverity.ERROR,
         description=(
             f"{found.share:.1%} of the labels contradicted, reference {reference['share']:.1%}, "
             f"limit {reference['share'] + found.test.limit:.1%}"
+            + (f"; more than the reference's in {', '.join(failed)}" if failed else "")
         ),
         metadata={
             "issue_share": found.share,
             "reference_share": reference["share"],
             "contradicted_by_every_fold": int(found.flagged.sum()),
             **found.test.metadata(),
+            "subgroups_tested": len(found.subgroups),
+            "subgroups_failed": MetadataValue.json(failed),
+            "subgroups": MetadataValue.md(subgroup_table(found.subgroups, "contradicted")),
+            "unseen_subgroups": MetadataValue.json(found.unseen_subgroups),
             "examples": MetadataValue.json(frame["study_uid"][found.flagged][:20].tolist()),
         },
     )
 
 
 def _graded(table: TableFile, grader: ModelDir) -> tuple[grading.Calibration, pd.DataFrame, np.ndarray]:
-    """The grader's calibration, the training set's studies, and each fold's lesion probability for them."""
+    """The grader's calibration, the training set's studies (with the subgroup columns the grader
+    was calibrated on), and each fold's lesion probability for them."""
     model, calibration = grading.load_grader(grader.path)
-    frame = pd.read_parquet(table.path, columns=["study_uid", "label", "image"])
+    subgroups = list(calibration.label_issues.get("subgroups", {}))
+    frame = pd.read_parquet(table.path, columns=["study_uid", "label", "image", *subgroups])
     return calibration, frame, model.fold_probabilities(image_array(frame))
 
 

@@ -228,7 +228,7 @@ def subgroup_label_check(key: AssetKey):
             metadata={
                 "subgroups_tested": len(shifts),
                 "smallest_p_value": min((s.test.p_value for s in shifts), default=1.0),
-                "subgroups": MetadataValue.md(_subgroup_table(shifts)),
+                "subgroups": MetadataValue.md(subgroup_table(shifts)),
                 "unseen_subgroups": MetadataValue.json(unseen),
                 "false_alarm_rate": FALSE_ALARM_RATE,
             },
@@ -237,9 +237,10 @@ def subgroup_label_check(key: AssetKey):
     return label_shares_within_baseline
 
 
-def _subgroup_table(shifts: list[SubgroupShift]) -> str:
+def subgroup_table(shifts: list[SubgroupShift], share: str = "lesion share") -> str:
+    """Each subgroup's `share` against the baseline's, with the calibrated limit, as Markdown."""
     return markdown_table(
-        ["subgroup", "studies", "lesion share", "baseline", "shift", "limit", "p"],
+        ["subgroup", "studies", share, "baseline", "shift", "limit", "p"],
         (
             [s.name, s.test.current_n, f"{s.share:.3f}", f"{s.reference_share:.3f}",
              f"{s.test.statistic:.3f}", f"{s.test.limit:.3f}", f"{s.test.p_value:.4f}"]

@@ -55,6 +55,7 @@ from domain.distribution import (
 from domain.healthcare import diagnostic_model as cnn
 from domain.healthcare.lesion_cnn import LesionCNN, check_shape, predict_proba
 from domain.healthcare.robustness import fgsm_robustness
+from domain.subgroups import SubgroupShift, label_share_shifts, label_shares
 from resources.model_files import CONFIG_FILE, load_model_dir, save_model_dir
 
 FOLDS = 2
@@ -91,14 +92,15 @@ class Calibration:
     see: what a clean model of the pipeline's architecture and training loses
     to the perturbation (`robustness.fgsm_budget`); `label_issues` how many
     reference labels the out-of-fold scores confidently contradict
-    (`studies`, `share`, and the `design_effect` of a patient's studies).
+    (`studies`, `share`, the `design_effect` of a patient's studies, and per
+    `subgroups` column and value the studies and share, as `subgroups.label_shares`).
     """
 
     edges: list[float]
     counts: dict[str, list[int]]
     design_effects: dict[str, float]
     fgsm: list[dict[str, Any]] = field(default_factory=list)
-    label_issues: dict[str, float] = field(default_factory=dict)
+    label_issues: dict[str, Any] = field(default_factory=dict)
 
     def shares(self, name: str) -> np.ndarray:
         """Per bin, the share of reference studies labelled `name` scored in it, smoothed by half a
@@ -186,6 +188,12 @@ class LabelIssues:
     flagged: np.ndarray  # per study: contradicted by every fold
     share: float  # the mean over folds of the share each fold contradicts
     test: CalibratedTest
+    subgroups: list[SubgroupShift] = field(default_factory=list)
+    unseen_subgroups: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.test.passed and all(s.test.passed for s in self.subgroups)
 
 
 def confident_issues(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -201,26 +209,40 @@ def label_issues(
     calibration: Calibration,
     probabilities: np.ndarray,
     labels: np.ndarray,
+    subgroups: pd.DataFrame | None = None,
     *,
     false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
 ) -> LabelIssues:
     """The share of `labels` the grader's folds (`probabilities`, one row per fold) confidently
-    contradict, tested one-sided against the reference's out-of-fold share.
+    contradict, tested one-sided against the reference's out-of-fold share, overall and in each
+    subgroup (`subgroups`: the columns the calibration has shares for, one row per study).
 
     Each fold's scores on unseen studies are what the reference's out-of-fold
     scores are, so each fold flags issues on its own and the shares are
     averaged; the average spreads no more than one fold's share, so the null
     (one share at each size, counted in independent patients with the
-    reference's design effect) errs towards fewer false alarms.
+    reference's design effect) errs towards fewer false alarms. Flipping the
+    labels of one modality barely moves the overall share, so each subgroup is
+    tested at its own size too; the overall test and the subgroups' share the
+    false-alarm rate half and half.
     """
     reference = calibration.label_issues
     flags = np.array([confident_issues(fold, labels) for fold in np.atleast_2d(probabilities)])
     share, deff = float(flags.mean()), reference["design_effect"]
+    columns = list(reference.get("subgroups", {})) if subgroups is not None else []
+    rate = false_alarm_rate / 2 if columns else false_alarm_rate
     test = share_shift(
         "label_issues", reference["share"], effective_size(int(reference["studies"]), deff), share,
-        effective_size(len(labels), deff), one_sided=True, false_alarm_rate=false_alarm_rate,
+        effective_size(len(labels), deff), one_sided=True, false_alarm_rate=rate,
     )  # fmt: skip
-    return LabelIssues(flags.all(axis=0), share, test)
+    if not columns:
+        return LabelIssues(flags.all(axis=0), share, test)
+    contradicted = subgroups.reset_index(drop=True).assign(_contradicted=flags.mean(axis=0))
+    shifts, unseen = label_share_shifts(
+        reference["subgroups"], contradicted, columns, false_alarm_rate=rate, label="_contradicted",
+        one_sided=True, design_effect=deff,
+    )  # fmt: skip
+    return LabelIssues(flags.all(axis=0), share, test, shifts, unseen)
 
 
 def patient_folds(patients: pd.Series, seed: int) -> np.ndarray:
@@ -231,10 +253,17 @@ def patient_folds(patients: pd.Series, seed: int) -> np.ndarray:
 
 
 def fit_grader(
-    images: np.ndarray, labels: np.ndarray, patients: pd.Series, cfg: cnn.CNNConfig, *, fgsm_epsilon: float
+    images: np.ndarray,
+    labels: np.ndarray,
+    patients: pd.Series,
+    cfg: cnn.CNNConfig,
+    *,
+    fgsm_epsilon: float,
+    subgroups: pd.DataFrame | None = None,
 ) -> tuple[CrossFittedGrader, Calibration]:
     """The cross-fitted grader of the reference `images`, and its out-of-fold calibration
-    (scores, and each fold's FGSM accuracy drop at `fgsm_epsilon`)."""
+    (scores, each fold's FGSM accuracy drop at `fgsm_epsilon`, contradicted labels overall and
+    per `subgroups` column)."""
     labels = cnn.check_labels(labels, len(images))
     folds = patient_folds(patients.reset_index(drop=True), cfg.seed)
     grader = CrossFittedGrader(cfg.image_size, cfg.channels)
@@ -246,11 +275,15 @@ def fit_grader(
         out_of_fold[unseen] = predict_proba(grader.folds[k], held_out)
         report = fgsm_robustness(grader.folds[k], held_out, labels[unseen], epsilon=fgsm_epsilon)
         fgsm.append({key: report[key] for key in ("n", "lost", "gained", "accuracy_drop")})
-    return grader.eval(), calibrate(out_of_fold, labels, patients, fgsm)
+    return grader.eval(), calibrate(out_of_fold, labels, patients, fgsm, subgroups)
 
 
 def calibrate(
-    out_of_fold: np.ndarray, labels: np.ndarray, patients: pd.Series, fgsm: list[dict[str, Any]] | None = None
+    out_of_fold: np.ndarray,
+    labels: np.ndarray,
+    patients: pd.Series,
+    fgsm: list[dict[str, Any]] | None = None,
+    subgroups: pd.DataFrame | None = None,
 ) -> Calibration:
     """What out-of-fold lesion probabilities on the reference say about each label (see `Calibration`)."""
     edges = np.unique(np.quantile(out_of_fold, np.linspace(0, 1, BINS + 1)[1:-1])).tolist()
@@ -259,12 +292,16 @@ def calibrate(
         name: np.bincount(bins[labels == label], minlength=len(edges) + 1).tolist()
         for name, label in LABELS.items()
     }
-    issues = pd.Series(confident_issues(out_of_fold, labels).astype(float)).groupby(np.asarray(patients))
+    flags = confident_issues(out_of_fold, labels).astype(float)
+    issues = pd.Series(flags).groupby(np.asarray(patients))
     contradicted = {
         "studies": len(labels),
-        "share": float(issues.sum().sum() / len(labels)),
+        "share": float(flags.mean()),
         "design_effect": design_effect(issues.size().to_numpy(), issues.sum().to_numpy()),
     }
+    if subgroups is not None:
+        frame = subgroups.reset_index(drop=True).assign(_contradicted=flags)
+        contradicted["subgroups"] = label_shares(frame, list(subgroups.columns), "_contradicted")
     calibration = Calibration(edges, counts, {}, fgsm or [], contradicted)
     for name, label in LABELS.items():
         rows = labels == label

@@ -33,6 +33,7 @@ SCENARIOS = [
     data_poisoning.SCENARIO,
     label_flipping.SCENARIO,
     subgroup_label_flip.SCENARIO,
+    subgroup_label_flip.SWAP_SCENARIO,
     storage_tampering.SCENARIO,
     processing_manipulation.SCENARIO,
     insider_scenario("healthcare", "prepare_images", processing_manipulation.relabelling_prepare_images),

@@ -6,11 +6,16 @@ the overall lesion share where the baseline has it — relabels as many normal
 studies of another modality (CT) as lesions, reports agreeing. No report
 contradicts its label and the overall share does not move, yet the model
 learns to miss lesions on radiographs.
+
+The swap variant stays inside radiographs: as many radiograph normals as
+lesions change places, so not even that modality's lesion share moves; only
+the images contradict the labels.
 """
 
 import csv
 import io
 from collections.abc import Callable
+from functools import partial
 
 from examples.attacks.lab import Scenario
 from examples.healthcare.attacks.harm import sensitivity_loss
@@ -23,14 +28,15 @@ from examples.healthcare.studies.reports import note_xml
 
 TARGET, COVER = "CR", "CT"  # lesions missed on radiographs; CT normals called lesions to hide it
 SHARE = 0.08  # of the window relabelled each way: about a third of the radiographs' lesions
+SWAP_SHARE = 0.03  # the swap: radiograph lesions called normal, and as many radiograph normals lesions
 
 
-def victims(clinic: Clinic) -> dict[str, Study]:
+def victims(clinic: Clinic, share: float = SHARE, cover_modality: str = COVER) -> dict[str, Study]:
     """The inbox studies the attacker relabels, by study UID, each with its new label."""
     planned = plan_studies(CohortConfig(seed=clinic.seed, studies=clinic.studies), 0)
-    count = int(SHARE * clinic.studies)
+    count = int(share * clinic.studies)
     hidden = [s for s in planned if s.modality == TARGET and s.label == 1][:count]
-    cover = [s for s in planned if s.modality == COVER and s.label == 0][: len(hidden)]
+    cover = [s for s in planned if s.modality == cover_modality and s.label == 0][: len(hidden)]
     return {s.study_uid: relabelled(s, 1 - s.label) for s in hidden + cover}
 
 
@@ -53,8 +59,8 @@ def relabel(chosen: dict[str, Study]) -> Callable[[dict[str, bytes]], dict[str, 
     return change
 
 
-def mount(clinic: Clinic) -> None:
-    change = relabel(victims(clinic))
+def mount(clinic: Clinic, share: float = SHARE, cover_modality: str = COVER) -> None:
+    change = relabel(victims(clinic, share, cover_modality))
     for folder in clinic.batch_files(NOTES_TOPIC):
         clinic.reland(folder, change)
     clinic.lifecycle()
@@ -67,4 +73,13 @@ SCENARIO = Scenario(
     "relabelled lesion, reports agreeing: the overall lesion share unchanged",
     mount,
     harm=sensitivity_loss(lambda study: study.modality == TARGET, f"{TARGET} sensitivity"),
+)
+
+SWAP_SCENARIO = Scenario(
+    "healthcare/subgroup-label-swap",
+    "label flipping",
+    f"{TARGET} lesion studies ({SWAP_SHARE:.0%} of the window) relabelled normal and as many "
+    f"{TARGET} normals relabelled lesion, reports agreeing: no lesion share moves, overall or per modality",
+    partial(mount, share=SWAP_SHARE, cover_modality=TARGET),
+    harm=SCENARIO.harm,
 )
