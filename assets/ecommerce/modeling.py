@@ -37,9 +37,11 @@ from assets.ecommerce.processing import INTERACTIONS_KEY, SCORED_REVIEWS_KEY
 from domain.distribution import DEFAULT_FALSE_ALARM_RATE, CalibratedTest, share_shift
 from domain.ecommerce import ranking_metrics, recommender, shilling, transforms
 from domain.ecommerce.training_data import (
+    LABEL_ISSUE_FOLDS,
     label_balance_shift,
     label_issue_share,
     profile_drift,
+    sentiment_reference,
     training_profile,
 )
 from resources.code_approval import CodeApprovals, code_digest
@@ -107,7 +109,8 @@ def training_reference(
     """Training-data statistics of the trusted reference window, made by the approved transforms.
 
     The yardstick for the pre-training checks: label balance, confidence and
-    activity distributions, and the natural rate of sentiment label issues.
+    activity distributions, and a sentiment grader fitted on the reference
+    reviews with the share of their labels it contradicts out of fold.
     """
     for name in ("sessionise", "build_interactions"):
         approvals.require(name, getattr(transforms, name))
@@ -119,13 +122,14 @@ def training_reference(
     )
     reference = {
         "training": training_profile(interactions),
-        "label_issues": label_issue_share(pd.read_parquet(reviews.path)),
+        "label_issues": sentiment_reference(pd.read_parquet(reviews.path)),
     }
     context.add_output_metadata(
         {
             "interactions": len(interactions),
             "label_share": reference["training"]["label_share"],
-            "label_issue_share": reference["label_issues"]["share"],
+            "labelled_reviews": reference["label_issues"]["reviews"],
+            "label_issue_share": reference["label_issues"].get("share", 0.0),
         }
     )
     return reference
@@ -315,13 +319,24 @@ def sentiment_label_issues(
 ) -> AssetCheckResult:
     """Sentiment labels that contradict their review text stay at the reference's natural rate.
 
-    Protects against label flipping (OWASP LLM04, MITRE ATLAS AML.T0020):
-    cleanlab's confident learning flags labels the text disagrees with, and
-    the share flagged is tested one-sided against the reference's at both
-    window sizes, so a small window is not stopped by chance and a large one
-    cannot hide a few points of flips.
+    Protects against label flipping (OWASP LLM04, MITRE ATLAS AML.T0020): a
+    sentiment grader fitted on the reference reviews only (so it cannot learn
+    this window's flips) scores each review's text, cleanlab's confident
+    learning with the reference's thresholds flags the labels it contradicts,
+    and the share flagged is tested one-sided against the reference's out-of-fold
+    share at both window sizes, so a small window is not stopped by chance and
+    a large one cannot hide a few points of flips.
     """
-    found, expected = label_issue_share(pd.read_parquet(scored_reviews.path)), reference["label_issues"]
+    expected = reference["label_issues"]
+    if "thresholds" not in expected:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description="The training reference has no sentiment grader: it predates it, or its window had "
+            f"fewer than {LABEL_ISSUE_FOLDS} labelled reviews of either sentiment. Rematerialise "
+            "training_reference from a reference window with reviews of both kinds.",
+        )
+    found = label_issue_share(pd.read_parquet(scored_reviews.path), expected)
     if not found["reviews"]:
         return AssetCheckResult(
             passed=True, severity=AssetCheckSeverity.ERROR, description="No labelled reviews to check."

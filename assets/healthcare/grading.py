@@ -137,7 +137,7 @@ def labels_agree_with_reference_grader(
 @asset_check(
     asset=TRAINING_SET_KEY,
     name="training_label_issues",
-    blocking=False,
+    blocking=True,
     additional_ins={"grader": AssetIn(key=GRADER_KEY)},
 )
 def training_label_issues(
@@ -146,27 +146,23 @@ def training_label_issues(
     """The reference grader confidently contradicts no more of this training set's labels than of clean ones.
 
     Cleanlab's confident learning on each grader fold's scores (out of sample
-    here, out of fold on the reference), the share of contradicted labels
+    here, out of fold on the reference, with the confidence thresholds the
+    reference set, so both shares count the same thing), the share of contradicted labels
     tested one-sided against the reference's at both sizes, overall and in
     each subgroup the grader was calibrated on (`DiagnosticSettings.subgroups`),
     so lesions of one modality relabelled normal cannot hide in the average.
     Catches flipped diagnoses and mislabelled studies whose report was forged
     to match, and names them; the grader never saw this data, so a model that
     learnt the poison cannot hide it (OWASP LLM04, MITRE ATLAS AML.T0020).
-
-    WARN, not blocking: cleanlab's thresholds follow the grader's scores on the
-    set at hand, so a clean window the grader scores a little differently from
-    the reference (a 1,500-study clinic on seed 5: 8.5% contradicted against
-    5.1%) fails at far above the stated rate. The blocking test of the same
-    evidence is `labels_agree_with_reference_grader`.
     """
-    calibration, frame, probabilities = _graded(table, grader)
-    if not calibration.label_issues:
+    if "thresholds" not in grading.load_calibration(grader.path).label_issues:
         return AssetCheckResult(
             passed=False,
-            severity=AssetCheckSeverity.WARN,
-            description="The reference grader has no label-issue reference: rematerialise reference_grader.",
+            severity=AssetCheckSeverity.ERROR,
+            description="The reference grader has no label-issue reference (it predates this check's "
+            "fixed thresholds): rematerialise reference_grader.",
         )
+    calibration, frame, probabilities = _graded(table, grader)
     columns = list(calibration.label_issues.get("subgroups", {}))
     found = grading.label_issues(
         calibration, probabilities, frame["label"].to_numpy(), frame[columns] if columns else None,
@@ -176,7 +172,7 @@ def training_label_issues(
     failed = [s.name for s in found.subgroups if not s.test.passed]
     return AssetCheckResult(
         passed=found.passed,
-        severity=AssetCheckSeverity.WARN,
+        severity=AssetCheckSeverity.ERROR,
         description=(
             f"{found.share:.1%} of the labels contradicted, reference {reference['share']:.1%}, "
             f"limit {reference['share'] + found.test.limit:.1%}"

@@ -27,9 +27,11 @@ like and whichever way labels were turned, with no cut-off to choose.
 
 The same unseen-study scores feed confident learning (cleanlab): how many
 labels a fold's scores confidently contradict, in a training set and out of
-fold on the reference, compared at both sizes (`label_issues`). The mean
-ratio moves with every relabelled study; the count of contradicted labels
-stays put until some are contradicted outright, and names them.
+fold on the reference, compared at both sizes (`label_issues`), with
+the confidence thresholds the reference's out-of-fold scores set
+(`domain.label_issues`). The mean ratio moves with every relabelled study; the count of
+contradicted labels stays put until some are contradicted outright, and
+names them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from cleanlab.filter import find_label_issues
 from torch import nn
 
 from domain.distribution import (
@@ -55,6 +56,7 @@ from domain.distribution import (
 from domain.healthcare import diagnostic_model as cnn
 from domain.healthcare.lesion_cnn import LesionCNN, check_shape, predict_proba
 from domain.healthcare.robustness import fgsm_robustness
+from domain.label_issues import confident_issues, confident_thresholds
 from domain.subgroups import SubgroupShift, label_share_shifts, label_shares
 from resources.model_files import CONFIG_FILE, load_model_dir, save_model_dir
 
@@ -92,7 +94,8 @@ class Calibration:
     see: what a clean model of the pipeline's architecture and training loses
     to the perturbation (`robustness.fgsm_budget`); `label_issues` how many
     reference labels the out-of-fold scores confidently contradict
-    (`studies`, `share`, the `design_effect` of a patient's studies, and per
+    (`studies`, `share`, the `design_effect` of a patient's studies, the
+    per-class confidence `thresholds` that define "confidently", and per
     `subgroups` column and value the studies and share, as `subgroups.label_shares`).
     """
 
@@ -196,15 +199,6 @@ class LabelIssues:
         return self.test.passed and all(s.test.passed for s in self.subgroups)
 
 
-def confident_issues(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Which `labels` one fold's lesion `probabilities` confidently contradict (cleanlab's confident
-    learning: a study scored above the other class's typical self-confidence and below its own's)."""
-    if np.unique(labels).size < 2:
-        return np.zeros(len(labels), dtype=bool)
-    # n_jobs=1: no worker processes (they would fork the Dagster run and pickle data between them).
-    return find_label_issues(labels, np.column_stack([1 - probabilities, probabilities]), n_jobs=1)
-
-
 def label_issues(
     calibration: Calibration,
     probabilities: np.ndarray,
@@ -218,8 +212,8 @@ def label_issues(
     subgroup (`subgroups`: the columns the calibration has shares for, one row per study).
 
     Each fold's scores on unseen studies are what the reference's out-of-fold
-    scores are, so each fold flags issues on its own and the shares are
-    averaged; the average spreads no more than one fold's share, so the null
+    scores are, so each fold flags issues on its own, against the reference's
+    thresholds, and the shares are averaged; the average spreads no more than one fold's share, so the null
     (one share at each size, counted in independent patients with the
     reference's design effect) errs towards fewer false alarms. Flipping the
     labels of one modality barely moves the overall share, so each subgroup is
@@ -227,7 +221,8 @@ def label_issues(
     false-alarm rate half and half.
     """
     reference = calibration.label_issues
-    flags = np.array([confident_issues(fold, labels) for fold in np.atleast_2d(probabilities)])
+    thresholds = reference["thresholds"]
+    flags = np.array([confident_issues(fold, labels, thresholds) for fold in np.atleast_2d(probabilities)])
     share, deff = float(flags.mean()), reference["design_effect"]
     columns = list(reference.get("subgroups", {})) if subgroups is not None else []
     rate = false_alarm_rate / 2 if columns else false_alarm_rate
@@ -292,11 +287,13 @@ def calibrate(
         name: np.bincount(bins[labels == label], minlength=len(edges) + 1).tolist()
         for name, label in LABELS.items()
     }
-    flags = confident_issues(out_of_fold, labels).astype(float)
+    thresholds = confident_thresholds(out_of_fold, labels)
+    flags = confident_issues(out_of_fold, labels, thresholds).astype(float)
     issues = pd.Series(flags).groupby(np.asarray(patients))
     contradicted = {
         "studies": len(labels),
         "share": float(flags.mean()),
+        "thresholds": thresholds,
         "design_effect": design_effect(issues.size().to_numpy(), issues.sum().to_numpy()),
     }
     if subgroups is not None:

@@ -124,9 +124,15 @@ def test_the_label_issue_check_names_flipped_diagnoses_and_passes_clean_labels(t
     assert len(flagged & {f"2.25.{i}" for i in chosen}) >= 0.8 * len(flagged) > 0
 
 
-def test_the_label_issue_check_asks_for_a_grader_with_a_label_issue_reference(tmp_path):
-    """A grader saved before the label-issue reference existed cannot pass for one that has it."""
-    calibration = grading.Calibration([0.5], {n: [0, 0] for n in grading.LABELS}, {}, [])
+@pytest.mark.parametrize(
+    "reference",
+    [{}, {"studies": 400, "share": 0.05, "design_effect": 1.0}],
+    ids=["no label-issue reference", "no fixed thresholds"],
+)
+def test_the_label_issue_check_asks_for_a_grader_with_a_label_issue_reference(tmp_path, reference):
+    """A grader saved before the label-issue reference (or its fixed thresholds) existed cannot pass for
+    one that has it."""
+    calibration = grading.Calibration([0.5], {n: [0, 0] for n in grading.LABELS}, {}, [], reference)
     grader = ModelDir(
         grading.save_grader(grading.CrossFittedGrader(IMAGE_SIZE, (8, 16, 32)), calibration, tmp_path / "g")
     )

@@ -4,10 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from domain.distribution import share_shift
 from domain.ecommerce.training_data import (
     label_balance_shift,
     label_issue_share,
     profile_drift,
+    sentiment_reference,
     training_profile,
 )
 from examples.ecommerce.world.config import WorldConfig
@@ -20,13 +22,39 @@ def reviews() -> pd.DataFrame:
 
 
 def test_flipped_sentiment_labels_raise_the_label_issue_share(reviews):
-    clean = label_issue_share(reviews)
-    flipped = reviews.copy()
+    reference = sentiment_reference(reviews.iloc[: len(reviews) // 2])
+    window = reviews.iloc[len(reviews) // 2 :]
+    clean = label_issue_share(window, reference)
+    flipped = window.copy()
     victims = flipped.sample(frac=0.2, random_state=1).index
     flipped.loc[victims, "rating"] = 6 - flipped.loc[victims, "rating"]
-    attacked = label_issue_share(flipped)
+    attacked = label_issue_share(flipped, reference)
     assert attacked["share"] > clean["share"] + 0.05, (clean["share"], attacked["share"])
-    assert set(attacked["examples"]) & set(flipped.loc[victims, "review_id"])
+    named = set(attacked["examples"])
+    assert len(named & set(flipped.loc[victims, "review_id"])) >= 0.7 * len(named) > 0
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_clean_reviews_pass_against_a_reference_of_another_size(seed):
+    """The grader is the reference's, so the share it flags does not grow with the window: a window
+    four times the reference's, and a quarter of it, pass (the grader fitted on the window did not)."""
+    reviews = pd.DataFrame(list(build_world(WorldConfig(seed=seed, events=60_000)).reviews()))
+    half = len(reviews) // 2
+    for reference, window in (
+        (reviews.iloc[: half // 4], reviews.iloc[half:]),
+        (reviews.iloc[:half], reviews.iloc[-half // 4 :]),
+    ):
+        expected = sentiment_reference(reference)
+        found = label_issue_share(window, expected)
+        test = share_shift(
+            "sentiment",
+            expected["share"],
+            expected["reviews"],
+            found["share"],
+            found["reviews"],
+            one_sided=True,
+        )
+        assert test.passed, test
 
 
 def _interactions(n: int, purchases: float, seed: int) -> pd.DataFrame:

@@ -133,8 +133,9 @@ def test_clean_subgroups_pass_and_a_modality_with_relabelled_lesions_fails_where
         folds = np.stack([_scores(rng, labels, FAINT) for _ in range(grading.FOLDS)])
         modalities = _modalities(rng, labels.size)
         mr_lesions = np.flatnonzero((labels == 1) & (modalities["modality"] == "MR").to_numpy())
-        labels[rng.choice(mr_lesions, round(0.01 * labels.size), replace=False)] = 0  # 1% of the set, all MR
+        # 1.5% of the set, all MR: this faint grader contradicts about half the lesions it sees relabelled
+        labels[rng.choice(mr_lesions, round(0.015 * labels.size), replace=False)] = 0
         found = grading.label_issues(calibration, folds, labels, modalities)
-        assert not found.passed and "modality=MR" in [s.name for s in found.subgroups if not s.test.passed]
+        assert [s.name for s in found.subgroups if not s.test.passed] == ["modality=MR"]
         overall.append(found.test.passed)
-    assert any(overall)  # the overall share alone let some of these through (measured: 4 of 6)
+    assert any(overall)  # the overall share alone let some of these through (measured: 2 of 6)
