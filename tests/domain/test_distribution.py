@@ -60,6 +60,23 @@ def test_one_sided_share_tests_only_fail_on_a_rise():
     assert not share_shift("issues", 0.05, 2_000, 0.08, 2_000, one_sided=True).passed
 
 
+@pytest.mark.parametrize("one_sided", [True, False])
+def test_a_shares_limit_and_p_value_are_what_binomial_draws_show(one_sided):
+    """The share test's null is computed, not drawn: 400,000 pairs of binomial windows agree with it."""
+    reference, reference_n, current_n, rise = 0.1, 1_200, 300, 0.04
+    test = share_shift(
+        "s", reference, reference_n, reference + rise, current_n, one_sided=one_sided, false_alarm_rate=0.01
+    )
+    p = (reference * reference_n + 0.5) / (reference_n + 1)  # the reference's share, smoothed
+    rng = np.random.default_rng(3)
+    draws = (
+        rng.binomial(current_n, p, 400_000) / current_n - rng.binomial(reference_n, p, 400_000) / reference_n
+    )
+    statistic = draws if one_sided else np.abs(draws)
+    assert 0.005 < (statistic > test.limit).mean() <= 0.01  # the limit holds the rate, and not far inside it
+    assert abs((statistic >= rise - 1e-12).mean() - test.p_value) < 4 * np.sqrt(test.p_value / 400_000)
+
+
 def test_a_reference_that_saw_none_does_not_make_a_little_impossible():
     assert share_shift("rare", 0.0, 200, 1 / 200, 200, one_sided=True).passed
     assert not share_shift("rare", 0.0, 200, 0.1, 200, one_sided=True).passed
