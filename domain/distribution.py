@@ -82,11 +82,15 @@ def _generator(name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little"))
 
 
+def _require_rate(false_alarm_rate: float, tests: int) -> None:
+    if not 0 < false_alarm_rate < 1 or tests < 1:
+        raise ValueError("a calibrated test needs 0 < false_alarm_rate < 1 and tests >= 1")
+
+
 def _calibrate(
     observed: float, null: np.ndarray, reference_n: int, current_n: int, false_alarm_rate: float, tests: int
 ) -> CalibratedTest:
-    if not 0 < false_alarm_rate < 1 or tests < 1:
-        raise ValueError("a calibrated test needs 0 < false_alarm_rate < 1 and tests >= 1")
+    _require_rate(false_alarm_rate, tests)
     limit = float(np.quantile(null, 1 - false_alarm_rate / tests, method="higher"))
     return CalibratedTest(
         statistic=float(observed),
@@ -164,8 +168,7 @@ def share_shift(
     """
     if reference_n < 1 or current_n < 1:
         raise ValueError(f"{name}: a calibrated test needs values on both sides")
-    if not 0 < false_alarm_rate < 1 or tests < 1:
-        raise ValueError("a calibrated test needs 0 < false_alarm_rate < 1 and tests >= 1")
+    _require_rate(false_alarm_rate, tests)
     p = float(_smoothed(np.array([reference * reference_n]), reference_n, 2)[0])
 
     tails = [_DifferenceTail(p, current_n, reference_n)]

@@ -124,12 +124,13 @@ def training_reference(
         "training": training_profile(interactions),
         "label_issues": sentiment_reference(pd.read_parquet(reviews.path)),
     }
+    grader = reference["label_issues"]
     context.add_output_metadata(
         {
             "interactions": len(interactions),
             "label_share": reference["training"]["label_share"],
-            "labelled_reviews": reference["label_issues"]["reviews"],
-            "label_issue_share": reference["label_issues"].get("share", 0.0),
+            "labelled_reviews": grader["reviews"],
+            **({"label_issue_share": grader["share"]} if "share" in grader else {}),
         }
     )
     return reference

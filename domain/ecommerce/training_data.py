@@ -112,8 +112,8 @@ def sentiment_reference(reviews: pd.DataFrame, seed: int = 7) -> dict:
         return {"reviews": 0, "labelled": len(labelled)}
     features = _review_features(labelled)
     model = LogisticRegression(C=10, solver="liblinear", random_state=seed)
-    folds = cross_val_predict(model, features, labels, cv=LABEL_ISSUE_FOLDS, method="predict_proba")
-    out_of_fold = folds[:, 1]
+    probabilities = cross_val_predict(model, features, labels, cv=LABEL_ISSUE_FOLDS, method="predict_proba")
+    out_of_fold = probabilities[:, 1]
     thresholds = confident_thresholds(out_of_fold, labels)
     coefficients = model.fit(features, labels).coef_[0]
     used = np.flatnonzero(coefficients)
