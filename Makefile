@@ -108,8 +108,8 @@ demo-stack: stack  ## both lifecycles (small worlds) submitted to the stack; ret
 ui: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
-screenshots: install  ## refresh docs/img/ from the browser tests (tests/ui, Chromium at /usr/bin/chromium)
-	SCREENSHOTS=1 $(PY) -m pytest tests/ui
+screenshots: install  ## refresh docs/img/ from the browser tests (on a throwaway stack; Chromium at /usr/bin/chromium)
+	SCREENSHOTS=1 $(PY) -m pytest tests/stack/test_ui_on_the_stack.py
 
 clean:  ## forget all runtime state (store, ledger, keys, landing zone, Dagster runs), the trust store and every held key
 	rm -rf $(PIPELINE_HOME) $(PIPELINE_TRUST_STORE) $(dir $(PIPELINE_OPERATOR_KEY)) reports

@@ -119,7 +119,8 @@ class Supervisor:
         if not record.exists():
             return None
         started = json.loads(record.read_text())
-        if _start_time(started["pid"]) != started["start_time"]:
+        # Dead (reaped if it was this process's child), or its pid reused by another process.
+        if not _alive(started["pid"]) or _start_time(started["pid"]) != started["start_time"]:
             return None
         return started["pid"]
 

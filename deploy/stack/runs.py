@@ -10,9 +10,16 @@ instance's Postgres storage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+)
 from dagster_graphql import DagsterGraphQLClient
 from gql.transport.requests import RequestsHTTPTransport
 from requests.auth import HTTPBasicAuth
@@ -51,17 +58,20 @@ class StackRuns:
         self.client = DagsterGraphQLClient(HOST, transport=transport)
         self.instance = DagsterInstance.from_config(str(stack.dagster_home))
 
-    def submit(self, location: str, job: str) -> str:
+    def submit(self, location: str, job: str, assets: Sequence[AssetKey] | None = None) -> str:
+        """Submit `job` of `location`, or only its `assets` (with their checks); the new run's id."""
         return self.client.submit_job_execution(
-            job, repository_location_name=location, repository_name="__repository__"
+            job, repository_location_name=location, repository_name="__repository__", asset_selection=assets
         )
 
     def wait(self, run_id: str, timeout_s: float = 1200) -> DagsterRun:
         """The run once it has finished; TimeoutError if it has not within `timeout_s`."""
         return self._poll(lambda: self._finished(run_id), timeout_s, f"run {run_id} to finish")
 
-    def run(self, location: str, job: str, timeout_s: float = 1200) -> DagsterRun:
-        return self.wait(self.submit(location, job), timeout_s)
+    def run(
+        self, location: str, job: str, assets: Sequence[AssetKey] | None = None, timeout_s: float = 1200
+    ) -> DagsterRun:
+        return self.wait(self.submit(location, job, assets), timeout_s)
 
     def known(self) -> set[str]:
         """Every run id so far (to tell apart the runs started after it)."""
@@ -105,6 +115,16 @@ class StackRuns:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{sensor} evaluated {len(done)} times in {timeout_s:.0f} s, not {count}.")
             time.sleep(2)
+
+    def check_evaluations(self, run_id: str) -> list[AssetCheckEvaluation]:
+        """The asset check evaluations `run_id` logged, oldest first."""
+        records = self.instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        return [record.dagster_event.event_specific_data for record in records]
+
+    def failed_checks(self, run_id: str) -> list[tuple[AssetKey, str]]:
+        """(asset, check) of every check that failed in `run_id` and did not pass there later."""
+        last = {(e.asset_key, e.check_name): e.passed for e in self.check_evaluations(run_id)}
+        return [check for check, passed in last.items() if not passed]
 
     def why_failed(self, run: DagsterRun) -> str:
         """What stopped `run`, from its event log: failed steps' errors and failed blocking checks."""

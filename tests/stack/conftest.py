@@ -1,6 +1,8 @@
 """The stack tier: one production stack per test session, on loopback, in a throwaway home.
 
-Every service runs as it does under `make stack`. The stack's settings are put
+Every service runs as it does under `make stack`. The worlds on it (a shop, a
+clinic, a week of clean feedback) are made once per session, by whichever
+test asks first: the lifecycle tests and the browser tests look at the same runs. The stack's settings are put
 in the environment only for the tests of this folder, so other tests keep
 the embedded defaults.
 """
@@ -14,13 +16,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
+from dagster import DagsterRun
 
 from deploy.stack.__main__ import down, up
 from deploy.stack.processes import port_taken
 from deploy.stack.runs import StackRuns
 from deploy.stack.settings import PORTS, Stack
-from examples.healthcare.clinic import SMALL_WORLD_SETTINGS
+from domain.healthcare.deidentify import phi_values
+from examples.ecommerce.shop import MODEL_EVENTS, Shop
+from examples.healthcare.clinic import MODEL_STUDIES, SMALL_WORLD_SETTINGS, Clinic
 from resources.runtime import RuntimeHome
 
 
@@ -51,15 +57,49 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack_env(stack: Stack) -> Iterator[dict[str, str]]:
-    """The stack's settings in this process's environment, for one test module."""
+    """The stack's settings in this process's environment, for the rest of the session (the stack
+    tier is the suite's last folder, so the other tiers keep the embedded defaults)."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in stack.pipeline_environment().items():
             patch.setenv(name, value)
         yield dict(os.environ)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(stack: Stack, stack_env: dict[str, str]) -> StackRuns:
     return StackRuns(stack)
+
+
+@pytest.fixture(scope="session")
+def shop(stack: Stack, stack_env: dict[str, str], runs: StackRuns) -> Shop:
+    """A shop whose pipeline runs on the stack: baseline and first lifecycle submitted and finished."""
+    shop = Shop(stack.pipeline_home, events=MODEL_EVENTS)
+    shop.submitted = [
+        runs.run("ecommerce", "ecommerce_baseline"),
+        runs.run("ecommerce", "ecommerce_lifecycle"),
+    ]
+    return shop
+
+
+@pytest.fixture(scope="session")
+def clean_feedback(shop: Shop, runs: StackRuns) -> tuple[set[str], DagsterRun | None]:
+    """A week of clean feedback landed in the shop's landing zone: the runs before it, and the intake
+    run its landing sensor started (None if none finished in time)."""
+    known = runs.known()
+    shop.feedback(cycle=1)
+    return known, runs.next_run(lambda r: r.job_name == "ecommerce_feedback_intake", known, timeout_s=600)
+
+
+@pytest.fixture(scope="session")
+def clinic(stack: Stack, stack_env: dict[str, str], runs: StackRuns) -> Clinic:
+    """A clinic whose pipeline runs on the stack: baseline and first lifecycle submitted and finished."""
+    clinic = Clinic(stack.pipeline_home, studies=MODEL_STUDIES)
+    # Read before the intake takes the batches out of the landing zone.
+    landed = sorted(clinic.home.joinpath("landing", "healthcare").rglob("*.dcm"))[:50]
+    clinic.identifying = {v for path in landed for v in phi_values(pydicom.dcmread(path)) if len(v) >= 6}
+    clinic.submitted = [
+        runs.run("healthcare", job) for job in ("healthcare_baseline", "healthcare_lifecycle")
+    ]
+    return clinic

@@ -14,30 +14,17 @@ import time
 import httpx
 import psycopg
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterRun, DagsterRunStatus
+from dagster import AssetKey, DagsterRun, DagsterRunStatus
 from mlflow.tracking import MlflowClient
 
 from deploy.stack.objectstore import client
-from deploy.stack.runs import StackRuns
 from deploy.stack.settings import BUCKETS, HOST, Stack
 from domain.ecommerce.release import MODEL_NAME
-from examples.ecommerce.shop import MODEL_EVENTS, Shop
 
 pytestmark = pytest.mark.slow
 
 TRAINING_SET = AssetKey(["ecommerce", "training_interactions"])
 CHAMPION = AssetKey(["ecommerce", "champion_model"])
-
-
-@pytest.fixture(scope="module")
-def shop(stack: Stack, stack_env: dict[str, str], runs: StackRuns) -> Shop:
-    """A shop whose pipeline runs on the stack: baseline and first lifecycle submitted and finished."""
-    shop = Shop(stack.pipeline_home, events=MODEL_EVENTS)
-    shop.submitted = [
-        runs.run("ecommerce", "ecommerce_baseline"),
-        runs.run("ecommerce", "ecommerce_lifecycle"),
-    ]
-    return shop
 
 
 def _postgres(stack: Stack, role: str, database: str) -> psycopg.Connection:
@@ -110,10 +97,8 @@ def test_spark_steps_ran_on_the_standalone_master(stack, shop):
     assert len(finished) >= 1, master
 
 
-def test_clean_feedback_starts_intake_and_one_retraining_through_the_daemon(stack, shop, runs):
-    known = runs.known()
-    shop.feedback(cycle=1)
-    intake = runs.next_run(lambda r: r.job_name == "ecommerce_feedback_intake", known, timeout_s=600)
+def test_clean_feedback_starts_intake_and_one_retraining_through_the_daemon(stack, runs, clean_feedback):
+    known, intake = clean_feedback
     assert intake is not None, "no run started"
     assert intake.status == DagsterRunStatus.SUCCESS, runs.why_failed(intake)
     retraining = runs.next_run(_retrains, known, timeout_s=900)
@@ -137,13 +122,7 @@ def test_poisoned_feedback_is_stopped_and_never_retrained(stack, shop, runs):
     shop.feedback(cycle=2, transform=push)
     intake = runs.next_run(lambda r: r.job_name == "ecommerce_feedback_intake", known, timeout_s=600)
     assert intake is not None and intake.status == DagsterRunStatus.FAILURE
-    evaluations = runs.instance.all_logs(intake.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-    failed = {e.dagster_event.event_specific_data.check_name for e in evaluations} - {
-        e.dagster_event.event_specific_data.check_name
-        for e in evaluations
-        if e.dagster_event.event_specific_data.passed
-    }
-    assert "no_item_push" in failed
+    assert "no_item_push" in {check for _, check in runs.failed_checks(intake.run_id)}
     # The daemon evaluated the automation conditions three times after the refused intake, and
     # launched no retraining.
     ticks = runs.sensor_ticks("ecommerce", "ecommerce_automation", time.time(), count=3, timeout_s=300)

@@ -9,32 +9,15 @@ from __future__ import annotations
 
 import time
 
-import pydicom
 import pytest
 from dagster import DagsterRunStatus
 from mlflow.tracking import MlflowClient
 
 from deploy.stack.objectstore import client
-from deploy.stack.runs import StackRuns
-from deploy.stack.settings import BUCKETS, Stack
-from domain.healthcare.deidentify import phi_values
+from deploy.stack.settings import BUCKETS
 from domain.healthcare.release import MODEL_NAME
-from examples.healthcare.clinic import MODEL_STUDIES, Clinic
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def clinic(stack: Stack, stack_env: dict[str, str], runs: StackRuns) -> Clinic:
-    """A clinic whose pipeline runs on the stack: baseline and first lifecycle submitted and finished."""
-    clinic = Clinic(stack.pipeline_home, studies=MODEL_STUDIES)
-    # Read before the intake takes the batches out of the landing zone.
-    landed = sorted(clinic.home.joinpath("landing", "healthcare").rglob("*.dcm"))[:50]
-    clinic.identifying = {v for path in landed for v in phi_values(pydicom.dcmread(path)) if len(v) >= 6}
-    clinic.submitted = [
-        runs.run("healthcare", job) for job in ("healthcare_baseline", "healthcare_lifecycle")
-    ]
-    return clinic
 
 
 def test_the_healthcare_lifecycle_runs_through_the_daemon_to_a_registered_champion(stack, clinic):

@@ -7,36 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetKey, ExecuteInProcessResult
 from playwright.sync_api import Page
 
-from examples.ecommerce.shop import Shop
-from examples.healthcare.clinic import Clinic
 from resources.runtime import REPO_ROOT
 
 CHROMIUM = Path(os.environ.get("PIPELINE_CHROMIUM", "/usr/bin/chromium"))
-LOCATIONS = ("ecommerce", "healthcare")
 SCREENSHOTS = REPO_ROOT / "docs" / "img"
 VIEWPORT = {"width": 1440, "height": 900}
-STARTUP_SECONDS = 300
-
-
-def failed_checks(run: ExecuteInProcessResult) -> list[tuple[AssetKey, str]]:
-    return [(e.asset_key, e.check_name) for e in run.get_asset_check_evaluations() if not e.passed]
-
-
-@dataclass
-class Worlds:
-    """What ran on the instance the webserver shows."""
-
-    shop: Shop
-    clinic: Clinic
-    stopped: ExecuteInProcessResult  # a collection run a failed blocking check stopped
 
 
 @dataclass
 class Browser:
-    """One test's page on the webserver, with the console errors it logged."""
+    """One test's page on the UI, with the console errors it logged."""
 
     page: Page
     base_url: str
