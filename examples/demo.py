@@ -41,6 +41,7 @@ from examples.healthcare.generate import generate_feedback as generate_healthcar
 from examples.healthcare.studies.dicom import dicom_bytes
 from examples.healthcare.studies.model import CohortConfig
 from examples.healthcare.studies.plan import plan_studies
+from examples.progress import followed
 from pipelines import ecommerce, healthcare
 from pipelines.approve_code import reviewer_key
 from pipelines.approve_retraining import approve
@@ -72,9 +73,13 @@ def run_job(
 ) -> tuple[bool, list]:
     """Run one job; print its outcome; return whether it succeeded and its check evaluations."""
     started = time.perf_counter()
-    result = defs.resolve_job_def(name).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=SILENT if expect_refusal else QUIET
-    )
+    with followed(instance, name) as run_id:
+        result = defs.resolve_job_def(name).execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config=SILENT if expect_refusal else QUIET,
+            run_id=run_id,
+        )
     status = "succeeded" if result.success else ("refused" if expect_refusal else "FAILED")
     print(f"  {name:<24} {status} in {time.perf_counter() - started:5.0f} s (run {result.run_id[:8]})")
     return result.success, result.get_asset_check_evaluations()
