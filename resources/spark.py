@@ -29,6 +29,7 @@ _LOCAL_MASTER = re.compile(r"local(\[[^\]]*\])?")
 # Settings whose name or value matches this are shown as "*********(redacted)" wherever Spark
 # lists its configuration (logs, environment page, event logs). Over-matching only hides a value.
 _REDACTION_REGEX = r"(?i)secret|password|passwd|token|credential|private|key"
+_LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 # Serialises the check-then-create in `session()` across threads of one process.
 _SESSION_LOCK = threading.Lock()
@@ -97,6 +98,22 @@ class SparkResource(dg.ConfigurableResource):
             "spark.sql.shuffle.partitions": "8",
             # Secrets, keys and tokens in settings never reach logs or the environment page.
             "spark.redaction.regex": _REDACTION_REGEX,
+            # Driver, executors and shuffle service prove they share a secret (a local session
+            # makes its own; a cluster's comes from `auth_secret_env`).
+            "spark.authenticate": "true",
+            # RPC and block transfers are encrypted (without it, I/O encryption's keys cross the
+            # wire in the clear) ...
+            "spark.network.crypto.enabled": "true",
+            # ... with an authenticated cipher: AES-CTR (the default) lets a
+            # man-in-the-middle flip bits undetected.
+            "spark.network.crypto.cipher": "AES/GCM/NoPadding",
+            # Never fall back to unencrypted SASL with peers that lack AES support.
+            "spark.network.crypto.saslFallback": "false",
+            # The JVM's notices and warnings go to <local_dir>/logs/spark.log, not the console.
+            "spark.driver.extraJavaOptions": (
+                f'"-Dlog4j2.configurationFile={_LOG_CONFIG.as_uri()}" '
+                f'"-Dpipeline.spark.log={self._folder("logs") / "spark.log"}"'
+            ),
         }
         if self.is_local:
             settings |= {
@@ -110,17 +127,6 @@ class SparkResource(dg.ConfigurableResource):
             }
         else:
             self._auth_secret()  # fail before anything starts when the secret is missing
-            settings |= {
-                # Driver, executors and shuffle service prove they share the secret.
-                "spark.authenticate": "true",
-                # RPC and block transfers between nodes are encrypted ...
-                "spark.network.crypto.enabled": "true",
-                # ... with an authenticated cipher: AES-CTR (the default) lets a
-                # man-in-the-middle flip bits undetected.
-                "spark.network.crypto.cipher": "AES/GCM/NoPadding",
-                # Never fall back to unencrypted SASL with peers that lack AES support.
-                "spark.network.crypto.saslFallback": "false",
-            }
         return settings | dict(self.conf)
 
     def _auth_secret(self) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from resources.spark import SparkResource
@@ -18,7 +21,11 @@ def test_local_defaults_are_hardened(home):
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert conf["spark.driver.bindAddress"] == "127.0.0.1"
     assert conf["spark.local.dir"].startswith(str(home / "spark"))
-    assert "spark.authenticate" not in conf
+    # Even on one machine: Spark makes the secret itself, and RPC encryption keeps I/O encryption's keys
+    # off the (loopback) wire.
+    assert conf["spark.authenticate"] == "true"
+    assert conf["spark.network.crypto.enabled"] == "true"
+    assert not [k for k in conf if k.startswith("spark.authenticate.secret")]
 
 
 def test_configured_settings_override_the_defaults(home):
@@ -35,6 +42,12 @@ def test_the_session_runs_with_the_hardened_settings(spark):
     assert applied["spark.io.encryption.enabled"] == "true"
     assert spark.sparkContext.uiWebUrl is None
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert applied["spark.network.crypto.enabled"] == "true"
+    # The JVM logs to a file in the resource's folder, and not the warning that I/O encryption's keys
+    # would cross the wire unencrypted.
+    log = Path(re.search(r"-Dpipeline\.spark\.log=([^\"]+)", applied["spark.driver.extraJavaOptions"])[1])
+    assert log.is_file()
+    assert "without RPC encryption" not in log.read_text()
 
 
 def test_session_is_shared_within_the_process(spark, home):
