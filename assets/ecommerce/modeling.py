@@ -144,7 +144,9 @@ class TrainingSetConfig(Config):
 
 
 RETRAIN = (
-    (AutomationCondition.on_cron("0 4 * * 1") | AutomationCondition.any_deps_updated())
+    # since_last_handled: an update seen while its run is still in progress or its checks have not yet
+    # run would otherwise be forgotten by the next tick, and that feedback would never be learnt from.
+    (AutomationCondition.on_cron("0 4 * * 1") | AutomationCondition.any_deps_updated().since_last_handled())
     & AutomationCondition.all_deps_blocking_checks_passed()
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
