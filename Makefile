@@ -91,6 +91,7 @@ serve-healthcare: install  ## the lesion diagnostic server (current champion) on
 bench: install  ## performance suite: ratios against baselines of the same run; writes reports/bench.json
 	$(PY) -m benchmarks.integrity
 	$(PY) -m benchmarks.store
+	$(PY) -m benchmarks.serving
 
 stack: install  ## start the production stack on loopback (Postgres over TLS, S3/KMS, MLflow, Spark, Dagster daemon, UI behind a TLS proxy with passwords)
 	$(PY) -m deploy.stack up

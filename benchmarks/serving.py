@@ -1,0 +1,239 @@
+"""Serving: what the isolated worker costs a caller, at 1, 8 and 64 concurrent clients.
+
+    make bench                                      # 400 requests per client count
+    SERVING_REQUESTS=100 python -m benchmarks.serving
+
+The same signed recommender release (random weights at the shape of a
+20,000-user, 2,000-item shop: latency does not depend on what was learnt) is
+served on loopback twice, each by uvicorn in a process of its own, behind
+the same API-key access control and `/recommend` route:
+- through the production app (`serving.app.create_app`): the signed release
+  loaded by the isolated, resource-limited worker, each request a JSON line
+  to it and back;
+- in-process, the baseline: the same release loaded by the same secure
+  loader into the server itself, the handler called directly.
+Clients are asyncio tasks in this process on one httpx connection pool
+(a connection each), each sending its
+share of the requests one after another. Reports p50/p99 latency, requests
+per second and errors (any answer but 200) per client count, and the
+worker's ratios to the baseline, in the "serving" section of
+`reports/bench.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import torch
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import FastAPI, Query
+
+from benchmarks.report import write_section
+from domain.ecommerce import recommender
+from resources.loader import SecureModelLoader
+from resources.signing import public_key_pem, sign_model
+from serving.access import AccessControl, AccessPolicy, ApiKeyClient, ApiKeys, hash_api_key, new_api_key
+from serving.app import add_worker_route, create_app
+from serving.ecommerce import SCOPE, RecommendParams
+from serving.recommender_handler import RecommenderHandler
+
+HANDLER = "serving.recommender_handler:RecommenderHandler"
+CLIENTS = (1, 8, 64)
+USERS, ITEMS, DIM = 20_000, 2_000, 32
+
+
+def signed_release(folder: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+    """A signed recommender release with random weights."""
+    model = recommender.MatrixFactorization(USERS, ITEMS, DIM)
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    index = recommender.IdIndex(
+        users=tuple(f"u{i:07d}" for i in range(USERS)), items=tuple(f"i{i:05d}" for i in range(ITEMS))
+    )
+    directory = folder / "release" / "v1"
+    recommender.save_model(model, index, recommender.TrainConfig(), {}, directory, version=1)
+    sign_model(directory, key)
+    return directory
+
+
+def _access() -> AccessPolicy:
+    """The one API-key client both servers admit (its key's hash from the environment), unthrottled."""
+    client = ApiKeyClient("bench", os.environ["BENCH_API_KEY_HASH"], frozenset({SCOPE}), 10**9)
+    return AccessPolicy(api_keys=ApiKeys([client]))
+
+
+def worker_app() -> FastAPI:
+    """uvicorn factory: the production app serving the release through the isolated worker."""
+    model_dir, folder = Path(os.environ["BENCH_MODEL_DIR"]), Path(os.environ["BENCH_FOLDER"])
+    keys = [(folder / "release.pem").read_bytes()]
+    app = create_app(
+        model_dir, keys, HANDLER, state_file=folder / "versions.json", access=_access(), scope=SCOPE
+    )
+    add_worker_route(app, "/recommend", "recommend", RecommendParams)
+    return app
+
+
+def in_process_app() -> FastAPI:
+    """uvicorn factory, the baseline: the release loaded by the same secure loader into the server itself."""
+    model_dir, folder = Path(os.environ["BENCH_MODEL_DIR"]), Path(os.environ["BENCH_FOLDER"])
+    handler = RecommenderHandler()
+    loader = SecureModelLoader([(folder / "release.pem").read_bytes()], handler.architectures)
+    model = loader.load(model_dir)
+    app = FastAPI()
+    app.add_middleware(
+        AccessControl,
+        policy=_access(),
+        route_scopes={"/recommend": SCOPE},
+        model_version=lambda: model.version,
+    )
+
+    @app.get("/recommend")
+    def recommend(params: Annotated[RecommendParams, Query()]) -> Any:
+        return handler.recommend(model, params.model_dump(mode="json"))
+
+    return app
+
+
+@contextmanager
+def served(factory: str, environment: dict[str, str], headers: dict[str, str]) -> Iterator[str]:
+    """uvicorn serving `factory` in a process of its own on a free loopback port; yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "uvicorn", "--factory", f"benchmarks.serving:{factory}"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(command, env={**os.environ, **environment})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # the worker loads and verifies the release first
+        while not _answers(base, headers):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {factory} benchmark server did not start; see its log above")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _answers(base: str, headers: dict[str, str]) -> bool:
+    try:
+        return (
+            httpx.get(f"{base}/recommend", params={"user_id": "u0000000"}, headers=headers).status_code == 200
+        )
+    except httpx.TransportError:
+        return False
+
+
+async def load(base: str, headers: dict[str, str], clients: int, requests: int) -> dict[str, float]:
+    """`requests` GET /recommend spread over `clients` concurrent callers: latency quantiles and rate."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as http:
+
+        async def call(n: int) -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            answer = await http.get("/recommend", params={"user_id": f"u{n * 7919 % USERS:07d}", "k": 10})
+            latencies.append(time.perf_counter() - started)
+            errors += answer.status_code != 200
+
+        async def caller(first: int) -> None:
+            for n in range(first, requests, clients):
+                await call(n)
+
+        await asyncio.gather(*(call(n) for n in range(clients)))  # opens the connections; not counted
+        latencies.clear()
+        errors = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(first) for first in range(clients)))
+        elapsed = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "p50_ms": round(quantiles[49] * 1000, 3),
+        "p99_ms": round(quantiles[98] * 1000, 3),
+        "requests_per_second": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+    }
+
+
+def measure(folder: Path, requests: int) -> dict[str, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    (folder / "release.pem").write_bytes(public_key_pem(key))
+    api_key = new_api_key()
+    environment = {
+        "BENCH_MODEL_DIR": str(signed_release(folder, key)),
+        "BENCH_FOLDER": str(folder),
+        "BENCH_API_KEY_HASH": hash_api_key(api_key),
+    }
+    headers = {"Authorization": f"Bearer {api_key}"}
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    for factory in ("in_process_app", "worker_app"):
+        with served(factory, environment, headers) as base:
+            results[factory] = {n: asyncio.run(load(base, headers, n, max(requests, 2 * n))) for n in CLIENTS}
+    results["in_process"], results["worker"] = results.pop("in_process_app"), results.pop("worker_app")
+    per_clients = {
+        str(n): {
+            "in_process": results["in_process"][n],
+            "worker": results["worker"][n],
+            "p99_ratio_vs_in_process": ratio(
+                results["worker"][n]["p99_ms"], results["in_process"][n]["p99_ms"]
+            ),
+            "throughput_ratio_vs_in_process": ratio(
+                results["worker"][n]["requests_per_second"], results["in_process"][n]["requests_per_second"]
+            ),
+        }
+        for n in CLIENTS
+    }
+    return {
+        "p99_ratio_vs_in_process_8_clients": per_clients["8"]["p99_ratio_vs_in_process"],
+        "errors_64_clients": results["worker"][64]["errors"],
+        "workers": 1,
+        "requests_per_client_count": requests,
+        "clients": per_clients,
+    }
+
+
+def ratio(value: float, baseline: float) -> float:
+    return round(value / baseline, 3)
+
+
+def print_table(section: dict[str, Any]) -> None:
+    print(
+        f"serving /recommend, {section['requests_per_client_count']} requests per row; ratios to in-process"
+    )
+    print(
+        f"{'clients':>7} {'path':<11} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6} {'p99 ratio':>9}"
+    )
+    for n, row in section["clients"].items():
+        for path in ("in_process", "worker"):
+            r = row[path]
+            shown = f"{row['p99_ratio_vs_in_process']:8.2f}x" if path == "worker" else ""
+            print(
+                f"{n:>7} {path:<11} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+                f"{r['requests_per_second']:8.0f} {r['errors']:6d} {shown:>9}"
+            )
+
+
+def main() -> None:
+    requests = int(os.environ.get("SERVING_REQUESTS", "400"))
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as folder:
+        section = measure(Path(folder), requests)
+    print_table(section)
+    write_section("serving", section)
+
+
+if __name__ == "__main__":
+    main()
