@@ -3,12 +3,15 @@
 The instance hands each event of the run to a listener as it is stored. On a
 terminal, a live line shows the job, the steps running, the elapsed time and
 the last check evaluated, so minutes of training never look like a hang;
-each finished step (with the records it accepted or wrote) and each failed
-check is printed for good. Piped to a file, only those lines are written.
+each finished step (with the records it accepted or wrote), each failed
+check and each message a step logs at INFO or above (training epochs, the
+attack lab's scenarios) is printed for good. Piped to a file, only those
+lines are written.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +38,8 @@ class RunProgress:
     def __call__(self, entry: EventLogEntry) -> None:
         event = entry.dagster_event
         if event is None:
+            if entry.level >= logging.INFO and entry.user_message:
+                self.progress.console.print(f"      {entry.user_message}")
             return
         kind, step = event.event_type, event.step_key
         if kind == DagsterEventType.STEP_START:

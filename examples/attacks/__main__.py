@@ -23,6 +23,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult
 
 from examples.attacks.definitions import EXAMPLES, build_definitions
 from examples.attacks.scorecard import CLEAN_SEEDS, SIZES, markdown, merge, summary
+from examples.progress import followed
 from resources.atomic import atomic_write_bytes
 from resources.runtime import REPO_ROOT, RuntimeHome
 from resources.trust_store import TrustStore
@@ -44,7 +45,10 @@ def run_attack_lab(
     """Materialise `example`'s scorecard asset over `home` with this configuration (see `AttackLabConfig`)."""
     run_config = {**QUIET, "ops": {f"{example}__security_scorecard": {"config": config}}}
     job = build_definitions(home, trust).resolve_job_def(f"{example}_attack_lab")
-    return job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+    with followed(instance, job.name) as run_id:
+        return job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config, run_id=run_id
+        )
 
 
 def materialise_scorecard(

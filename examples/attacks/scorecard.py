@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,8 +50,10 @@ def run_lab(
     switched_off: Collection[str] = (),
     scale: int = 1,
     measure_harm: bool = True,
+    log: Callable[[str], None] = print,
 ) -> dict:
-    """Run `example`'s scenarios (or `only` those) and its clean lifecycle once per seed, at `scale`.
+    """Run `example`'s scenarios (or `only` those) and its clean lifecycle once per seed, at `scale`,
+    telling `log` each one's result as it comes.
 
     With `measure_harm`, each scenario with a harm probe is also run with its catching checks off.
     """
@@ -60,15 +62,20 @@ def run_lab(
     if unknown:
         names = ", ".join(s.name for s in lab.SCENARIOS)
         raise ValueError(f"No scenario named {', '.join(sorted(unknown))} in {example}; there are: {names}")
-    outcomes = [
-        run_scenario(s, lab.pipeline, root, switched_off=switched_off, scale=scale, measure_harm=measure_harm)
-        for s in lab.SCENARIOS
-        if not only or s.name in only
-    ]
-    runs = {
-        seed: clean_run(lab.clean_lifecycle, lab.pipeline, root / example / f"clean-{seed}", seed, scale)
-        for seed in seeds
-    }
+    outcomes = []
+    for scenario in (s for s in lab.SCENARIOS if not only or s.name in only):
+        outcome = run_scenario(
+            scenario, lab.pipeline, root, switched_off=switched_off, scale=scale, measure_harm=measure_harm
+        )
+        found = f"detected by {outcome.check}" if outcome.detected else outcome.outcome.upper()
+        log(f"{outcome.scenario}: {found} ({outcome.seconds:.0f} s)")
+        outcomes.append(outcome)
+    runs = {}
+    for seed in seeds:
+        home = root / example / f"clean-{seed}"
+        runs[seed] = clean_run(lab.clean_lifecycle, lab.pipeline, home, seed, scale)
+        stopped = ", ".join(runs[seed].blocking) or "no blocking check failed"
+        log(f"{example} clean seed {seed}: {stopped}")
     failures = [f"{seed}: {failure}" for seed, run in runs.items() for failure in run.blocking]
     return {
         "schema_version": SCHEMA_VERSION,

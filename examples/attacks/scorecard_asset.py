@@ -14,6 +14,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     Config,
@@ -65,7 +66,7 @@ def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
         description=f"Each attack of the catalogue mounted on a fresh {example} pipeline: detected or "
         "missed, the stage and check that caught it, how far it got; plus clean runs over several seeds.",
     )
-    def _scorecard(config: AttackLabConfig):
+    def _scorecard(context: AssetExecutionContext, config: AttackLabConfig):
         if config.size not in SIZES:
             raise ValueError(f"size must be one of {', '.join(SIZES)}, got {config.size!r}")
         card = run_lab(
@@ -76,6 +77,7 @@ def security_scorecard(example: str, lab_root: Path) -> AssetsDefinition:
             switched_off=config.switched_off,
             scale=SIZES[config.size],
             measure_harm=config.measure_harm,
+            log=context.log.info,
         )
         missed = [a["scenario"] for a in card["attacks"] if not a["detected"]]
         clean = card["clean_runs"]
