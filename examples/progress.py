@@ -39,7 +39,7 @@ class RunProgress:
         event = entry.dagster_event
         if event is None:
             if entry.level >= logging.INFO and entry.user_message:
-                self.progress.console.print(f"      {entry.user_message}")
+                self._say(f"      {entry.user_message}")
             return
         kind, step = event.event_type, event.step_key
         if kind == DagsterEventType.STEP_START:
@@ -54,13 +54,17 @@ class RunProgress:
             name = f"{check.asset_key.to_user_string()}:{check.check_name}"
             self.last_check = f"{name} {'passed' if check.passed else 'failed'}"
             if not check.passed:
-                self.progress.console.print(f"    check {name} FAILED ({check.severity.value})")
+                self._say(f"    check {name} FAILED ({check.severity.value})")
         elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             seconds = time.perf_counter() - self.running.pop(step, time.perf_counter())
             outcome = "done" if kind == DagsterEventType.STEP_SUCCESS else "FAILED"
             records = f", {self.records[step]:,} records" if step in self.records else ""
-            self.progress.console.print(f"    {step:<44} {outcome} in {seconds:6.1f} s{records}")
+            self._say(f"    {step:<44} {outcome} in {seconds:6.1f} s{records}")
         self.progress.update(self.task, description=self._line())
+
+    def _say(self, line: str) -> None:
+        # Verbatim and whole: a logged "[...]" is text, not rich markup, and a log file keeps whole lines.
+        self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _line(self) -> str:
         running = ", ".join(self.running) or "between steps"

@@ -43,7 +43,8 @@ def trained() -> None:
 def learnt(context) -> None:
     context.log.debug("tensor shapes")
     context.log.info("epoch 1/2: loss 0.7")
-    context.log.info("epoch 2/2: loss 0.4")
+    context.log.info("epoch 2/2: loss 0.4 [/lr 0.01]")
+    context.log.info("scenario " + "x" * 150)
 
 
 def test_steps_records_and_a_failed_check_are_shown_as_they_happen():
@@ -82,6 +83,7 @@ def test_what_a_step_logs_at_info_is_shown_even_when_the_console_log_is_quiet():
     with followed(instance, "training", Console(file=out, width=120)) as run_id:
         job.execute_in_process(instance=instance, run_id=run_id, run_config=quiet)
     shown = [line.strip() for line in out.getvalue().splitlines() if line.strip()]
-    assert shown[:2] == ["epoch 1/2: loss 0.7", "epoch 2/2: loss 0.4"]
-    assert shown[2].startswith("learnt") and "done" in shown[2]
-    assert len(shown) == 3
+    # Shown verbatim (brackets are not markup) and whole, however wide the console.
+    assert shown[:3] == ["epoch 1/2: loss 0.7", "epoch 2/2: loss 0.4 [/lr 0.01]", "scenario " + "x" * 150]
+    assert shown[3].startswith("learnt") and "done" in shown[3]
+    assert len(shown) == 4
