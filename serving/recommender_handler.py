@@ -19,12 +19,15 @@ class RecommenderHandler(ModelHandler):
     def __init__(self) -> None:
         self._indices: dict[str, recommender.IdIndex] = {}  # per loaded model (by weights digest)
 
+    def index(self, model: LoadedModel) -> recommender.IdIndex:
+        """`model`'s id index, built (and its ids checked) once per model rather than per request."""
+        if model.digest not in self._indices:
+            self._indices[model.digest] = recommender.IdIndex.from_dict(model.config["id_index"])
+        return self._indices[model.digest]
+
     def recommend(self, model: LoadedModel, params: dict) -> dict:
-        index = self._indices.setdefault(
-            model.digest, recommender.IdIndex.from_dict(model.config["id_index"])
-        )
         items = recommender.recommend(
-            model.module, index, params["user_id"], int(params.get("k", 10)), exclude=set()
+            model.module, self.index(model), params["user_id"], int(params.get("k", 10)), exclude=set()
         )
         return {
             "user_id": params["user_id"],
