@@ -1,23 +1,23 @@
-"""Serving: what the isolated worker costs a caller, at 1, 8 and 64 concurrent clients.
+"""Serving: what the isolated workers cost a caller, at 1, 8 and 64 concurrent clients.
 
     make bench                                      # 400 requests per client count
     SERVING_REQUESTS=100 python -m benchmarks.serving
 
 The same signed recommender release (random weights at the shape of a
 20,000-user, 2,000-item shop: latency does not depend on what was learnt) is
-served on loopback twice, each by uvicorn in a process of its own, behind
-the same API-key access control and `/recommend` route:
-- through the production app (`serving.app.create_app`): the signed release
-  loaded by the isolated, resource-limited worker, each request a JSON line
-  to it and back;
+served on loopback by uvicorn in a process of its own, behind the same
+API-key access control and `/recommend` route:
+- through the production app (`serving.app.create_app`) with a pool of one
+  and of two isolated, resource-limited workers (`SERVING_WORKERS`), each
+  request a JSON line to a free worker and back;
 - in-process, the baseline: the same release loaded by the same secure
   loader into the server itself, the handler called directly.
-Clients are asyncio tasks in this process on one httpx connection pool
-(a connection each), each sending its
-share of the requests one after another. Reports p50/p99 latency, requests
-per second and errors (any answer but 200) per client count, and the
-worker's ratios to the baseline, in the "serving" section of
-`reports/bench.json`.
+Clients are asyncio tasks in this process on one httpx connection pool (a
+connection each), each sending its share of the requests one after another.
+Reports p50/p99 latency, requests per second and errors (any answer but
+200) per client count, and each pool's ratios to the baseline, in the
+"serving" section of `reports/bench.json` (the top-level ratio and error
+count are the larger pool's).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from serving.recommender_handler import RecommenderHandler
 
 HANDLER = "serving.recommender_handler:RecommenderHandler"
 CLIENTS = (1, 8, 64)
+POOLS = (1, 2)  # isolated workers behind one server
 USERS, ITEMS, DIM = 20_000, 2_000, 32
 
 
@@ -179,30 +180,26 @@ def measure(folder: Path, requests: int) -> dict[str, Any]:
         "BENCH_API_KEY_HASH": hash_api_key(api_key),
     }
     headers = {"Authorization": f"Bearer {api_key}"}
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    for factory in ("in_process_app", "worker_app"):
-        with served(factory, environment, headers) as base:
-            results[factory] = {n: asyncio.run(load(base, headers, n, max(requests, 2 * n))) for n in CLIENTS}
-    results["in_process"], results["worker"] = results.pop("in_process_app"), results.pop("worker_app")
-    per_clients = {
-        str(n): {
-            "in_process": results["in_process"][n],
-            "worker": results["worker"][n],
-            "p99_ratio_vs_in_process": ratio(
-                results["worker"][n]["p99_ms"], results["in_process"][n]["p99_ms"]
-            ),
-            "throughput_ratio_vs_in_process": ratio(
-                results["worker"][n]["requests_per_second"], results["in_process"][n]["requests_per_second"]
-            ),
-        }
-        for n in CLIENTS
-    }
+    servers = {"in_process": ("in_process_app", {})}
+    servers |= {f"workers_{n}": ("worker_app", {"SERVING_WORKERS": str(n)}) for n in POOLS}
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for path, (factory, settings) in servers.items():
+        with served(factory, environment | settings, headers) as base:
+            results[path] = {n: asyncio.run(load(base, headers, n, max(requests, 2 * n))) for n in CLIENTS}
+    for path in servers.keys() - {"in_process"}:
+        for n, row in results[path].items():
+            baseline = results["in_process"][n]
+            row["p99_ratio_vs_in_process"] = ratio(row["p99_ms"], baseline["p99_ms"])
+            row["throughput_ratio_vs_in_process"] = ratio(
+                row["requests_per_second"], baseline["requests_per_second"]
+            )
+    pool = f"workers_{max(POOLS)}"
     return {
-        "p99_ratio_vs_in_process_8_clients": per_clients["8"]["p99_ratio_vs_in_process"],
-        "errors_64_clients": results["worker"][64]["errors"],
-        "workers": 1,
+        "p99_ratio_vs_in_process_8_clients": results[pool][8]["p99_ratio_vs_in_process"],
+        "errors_64_clients": results[pool][64]["errors"],
+        "workers": max(POOLS),
         "requests_per_client_count": requests,
-        "clients": per_clients,
+        "clients": {str(n): {path: results[path][n] for path in servers} for n in CLIENTS},
     }
 
 
@@ -215,12 +212,12 @@ def print_table(section: dict[str, Any]) -> None:
         f"serving /recommend, {section['requests_per_client_count']} requests per row; ratios to in-process"
     )
     print(
-        f"{'clients':>7} {'path':<11} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6} {'p99 ratio':>9}"
+        f"{'clients':>7} {'server':<11} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6} "
+        f"{'p99 ratio':>9}"
     )
     for n, row in section["clients"].items():
-        for path in ("in_process", "worker"):
-            r = row[path]
-            shown = f"{row['p99_ratio_vs_in_process']:8.2f}x" if path == "worker" else ""
+        for path, r in row.items():
+            shown = f"{r['p99_ratio_vs_in_process']:8.2f}x" if "p99_ratio_vs_in_process" in r else ""
             print(
                 f"{n:>7} {path:<11} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
                 f"{r['requests_per_second']:8.0f} {r['errors']:6d} {shown:>9}"

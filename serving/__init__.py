@@ -3,9 +3,10 @@
 - `resources.loader.SecureModelLoader` verifies a signed model directory and loads
   safetensors weights into an architecture built from code (never unpickles).
 - `serving.worker` runs inference in a separate, resource-limited process that
-  speaks JSON lines over stdin/stdout; `WorkerClient` drives it.
+  speaks JSON lines over stdin/stdout; `WorkerClient` drives one, and
+  `WorkerPool` several side by side (`SERVING_WORKERS`).
 - `serving.app.create_app` is the FastAPI server (`/healthz`, `/predict`,
-  `/metrics`) on top of one worker; examples add their own routes with
+  `/metrics`) on top of a worker pool; examples add their own routes with
   `serving.app.add_worker_route`.
 - `serving.access` authenticates (API keys, JWTs), rate-limits, authorises by
   scope and audits every request; `serving.settings` reads the TLS and access

@@ -73,13 +73,8 @@ from serving.body_limit import BodyLimit, json_body_limit
 from serving.release_watch import ReleaseWatch, reverify_seconds_from_env
 from serving.settings import LOOPBACK, ServingSettings, serve
 from serving.worker import DEFAULT_MAX_CPU_SECONDS, DEFAULT_MAX_MEMORY_MB
-from serving.worker_client import (
-    RequestFailed,
-    WorkerClient,
-    WorkerError,
-    WorkerTimeout,
-    WorkerUnavailable,
-)
+from serving.worker_client import RequestFailed, WorkerError, WorkerTimeout, WorkerUnavailable
+from serving.worker_pool import WorkerPool, workers_from_env
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +150,7 @@ class ServingMetrics:
 
 def call_worker(app: FastAPI, method: str, params: dict[str, Any], timeout: float | None = None) -> Any:
     """Call a worker method, mapping worker failures to HTTP errors."""
-    client: WorkerClient = app.state.worker
+    client: WorkerPool = app.state.worker
     try:
         return client.request(method, params, timeout=timeout or app.state.request_timeout)
     except RequestFailed as exc:
@@ -279,8 +274,10 @@ def create_app(
     title: str = "Secure model server",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     watch: ReleaseWatch | None = None,
+    workers: int | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving `model_dir` through one isolated, resource-limited worker.
+    """A FastAPI app serving `model_dir` through a pool of `workers` isolated, resource-limited worker
+    processes (default `SERVING_WORKERS`, else 1).
 
     With `watch`, the release is re-verified while the app runs and a verified
     successor swapped in (`serving.release_watch`).
@@ -292,7 +289,8 @@ def create_app(
     a body of unknown length, as soon as the bytes streamed in pass the limit.
     """
     metrics = ServingMetrics()
-    client = WorkerClient(
+    client = WorkerPool.of(
+        workers or workers_from_env(),
         model_dir,
         trusted_keys,
         handler,
@@ -352,7 +350,7 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        served: WorkerClient = app.state.worker
+        served: WorkerPool = app.state.worker
         try:
             info = served.ensure_started()  # restarts a dead worker (with back-off after a refusal)
         except WorkerUnavailable as exc:
@@ -367,6 +365,7 @@ def create_app(
                 "digest": info["digest"],
                 "architecture": info["architecture"],
                 "worker_pid": served.pid,
+                "worker_pids": served.pids,
                 **(degraded or {}),
             }
         )

@@ -15,12 +15,12 @@ that `current` names:
   floor can change without the release changing. Each verification loads
   the model once in a fresh worker, so a short interval costs CPU.
 
-Each verification starts a fresh isolated worker on the candidate
-(`WorkerClient.successor`): signature, digests, the trusted keys and the
-rollback floor read again from the operator's trust store, the
-accepted-version state. The serving process never loads the candidate.
-A candidate that verifies and differs from the served model is swapped in
-(a promoted successor); the old worker is retired. A candidate that is
+Each verification starts fresh isolated workers on the candidate, as many
+as serve now (`WorkerPool.successor`), each checking signature, digests,
+the trusted keys and the rollback floor read again from the operator's
+trust store, and the accepted-version state. The serving process never
+loads the candidate. A candidate that verifies and differs from the served
+model is swapped in (a promoted successor); the old workers are retired. A candidate that is
 refused leaves the last verified model serving and the server *degraded*:
 `/healthz` says so with the reason (HTTP 200, so traffic keeps flowing to
 the verified model: a 503 would turn every tampering with the folder into
@@ -46,7 +46,8 @@ from fastapi import FastAPI
 
 from resources.release_folder import ReleaseFolder
 from resources.trust_store import TrustStore
-from serving.worker_client import WorkerClient, WorkerUnavailable
+from serving.worker_client import WorkerUnavailable
+from serving.worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class ReleaseWatch:
     def start(self, app: FastAPI) -> None:
         """Watch in a daemon thread; the release the app started on is the one first seen."""
         self._app = app
-        served: WorkerClient = app.state.worker
+        served: WorkerPool = app.state.worker
         self._seen = fingerprint(self.pointer, served.model_dir)
         self._due = time.monotonic() + self.interval_seconds
         self._thread = threading.Thread(
@@ -178,7 +179,7 @@ class ReleaseWatch:
             self._refuse(str(release), f"the trust store at {self.trust.root} lists no release key")
             return
         floor = self.trust.release_floor(self.model_name)
-        served: WorkerClient = self._app.state.worker
+        served: WorkerPool = self._app.state.worker
         candidate = served.successor(release, keys, floor=floor.version if floor else 0)
         try:
             info = candidate.start()
@@ -227,7 +228,7 @@ class ReleaseWatch:
         }
 
 
-def _same_model(served: WorkerClient, info: dict[str, Any], release: Path) -> bool:
+def _same_model(served: WorkerPool, info: dict[str, Any], release: Path) -> bool:
     current = served.info
     return (
         current is not None

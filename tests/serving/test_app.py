@@ -128,6 +128,35 @@ def test_the_app_serves_a_signed_model_from_an_isolated_worker(home, tmp_path, r
     assert not app.state.worker.alive()  # lifespan shutdown stopped the worker
 
 
+def test_a_pool_of_workers_answers_from_isolated_processes_and_replaces_a_dead_one(
+    home, tmp_path, release_key, monkeypatch
+):
+    monkeypatch.setenv("SERVING_WORKERS", "2")
+    model_dir = write_model(tmp_path / "models" / "v4", release_key, version=4)
+    app = create_app(
+        model_dir, [public_key_pem(release_key)], HANDLER, state_file=home / "versions.json", access=ACCESS
+    )
+    with TestClient(app, headers=AUTH) as client:
+        pids = client.get("/healthz").json()["worker_pids"]
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        assert all("NoNewPrivs:\t1" in Path(f"/proc/{pid}/status").read_text() for pid in pids)
+        expected = torch.tensor(expected_outputs(INPUTS))
+        for _ in range(4):
+            answer = client.post("/predict", json={"inputs": INPUTS})
+            torch.testing.assert_close(torch.tensor(answer.json()["outputs"]), expected)
+
+        os.kill(pids[1], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while app.state.worker.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answers = [client.post("/predict", json={"inputs": INPUTS}).status_code for _ in range(4)]
+        assert answers == [200] * 4  # the dead worker restarted on its next request
+        now = client.get("/healthz").json()["worker_pids"]
+        assert now[0] == pids[0] and now[1] not in pids
+        assert _metric(client.get("/metrics").text, "serving_model_loads_total") == 3
+    assert not app.state.worker.alive()
+
+
 def test_a_refused_model_gives_503_and_a_clear_error(home, tmp_path, release_key):
     attacker = ec.generate_private_key(ec.SECP256R1())
     model_dir = write_model(tmp_path / "models" / "v9", attacker, version=9)
