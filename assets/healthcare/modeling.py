@@ -404,13 +404,6 @@ def meets_clinical_minimums(
     )
 
 
-def _model_and_training(
-    model: ModelDir, training: pd.DataFrame
-) -> tuple[lesion_cnn.LesionCNN, np.ndarray, np.ndarray]:
-    loaded, _ = cnn.load_model(model.path)
-    return loaded, *_split(training, "train")
-
-
 @asset_check(
     asset=MODEL_KEY,
     name="no_backdoor_in_training_data",
@@ -430,7 +423,8 @@ def no_backdoor_in_training_data(
     et al. 2018; activation clustering, Chen et al. 2018). OWASP LLM04, MITRE
     ATLAS AML.T0020 / AML.T0018.
     """
-    model, images, labels = _model_and_training(diagnostic_model, training)
+    model, _ = cnn.load_model(diagnostic_model.path)
+    images, labels = _split(training, "train")
     train = training[training["split"] == "train"].reset_index(drop=True)
     uids = train["study_uid"].to_numpy()
     reports, flagged, suspects = {}, {}, []
