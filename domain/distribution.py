@@ -175,28 +175,31 @@ def share_shift(
     if not one_sided:
         tails.append(_DifferenceTail(p, reference_n, current_n))
 
-    def exceeds(d: float, *, strictly: bool = True) -> float:
-        """P(statistic > d), or >= d when not `strictly`."""
+    def exceeds(d: np.ndarray, *, strictly: bool = True) -> np.ndarray:
+        """P(statistic > d), or >= d when not `strictly`, for each d."""
         return sum(tail(d, strictly) for tail in tails)
 
-    def quantile(rate: float) -> float:
-        """The smallest d with P(statistic > d) <= `rate`: bisection finds it to within the counts'
-        tolerance, and one step past that tolerance puts a statistic equal to it on the passing side."""
-        low, high = -1.0, 1.0
+    def quantiles(rates: np.ndarray) -> np.ndarray:
+        """For each rate, the smallest d with P(statistic > d) <= rate: bisection (all rates at once)
+        finds it to within the counts' tolerance, and one step past that tolerance puts a statistic
+        equal to it on the passing side."""
+        low, high = np.full(len(rates), -1.0), np.full(len(rates), 1.0)
         for _ in range(60):
             middle = (low + high) / 2
-            low, high = (low, middle) if exceeds(middle) <= rate else (middle, high)
+            below = exceeds(middle) <= rates
+            low, high = np.where(below, low, middle), np.where(below, middle, high)
         return high + 2 * _COUNT_TOLERANCE / min(current_n, reference_n)
 
     observed = current - reference if one_sided else abs(current - reference)
+    limit, median, p99 = quantiles(np.array([false_alarm_rate / tests, 0.5, 0.01]))
     return CalibratedTest(
         statistic=float(observed),
-        limit=quantile(false_alarm_rate / tests),
-        p_value=exceeds(observed, strictly=False),
+        limit=float(limit),
+        p_value=float(exceeds(np.array([observed]), strictly=False)[0]),
         reference_n=int(reference_n),
         current_n=int(current_n),
-        null_median=quantile(0.5),
-        null_p99=quantile(0.01),
+        null_median=float(median),
+        null_p99=float(p99),
         false_alarm_rate=false_alarm_rate,
         tests=tests,
     )
@@ -205,22 +208,39 @@ def share_shift(
 class _DifferenceTail:
     """P(X/n - Y/m > d) (or >= d), X ~ Binomial(n, p), Y ~ Binomial(m, p) independent, exactly.
 
-    Both binomials' probabilities are computed once (Y's where they are not
-    negligible: within 12 standard deviations of its mean), so each `d` is one sum.
+    Both binomials' probabilities are computed once, where they are not
+    negligible (`_likely`: each tail outside holds under 1e-30), so each `d`
+    is one sum. Below that window P(X > k) is 1, above it 0.
     """
 
     def __init__(self, p: float, n: int, m: int) -> None:
-        spread = 12 * np.sqrt(m * p * (1 - p)) + 1
         self.n, self.m = n, m
-        self.y = np.arange(max(0, int(m * p - spread)), min(m, int(m * p + spread)) + 1)
+        self.y = np.arange(*_likely(m, p) + np.array([0, 1]))
         self.weights = binom.pmf(self.y, m, p)
-        self.above = binom.sf(np.arange(-1, n + 1), n, p)  # above[k + 1] = P(X > k), k = -1 .. n
+        self.first, last = _likely(n, p)
+        self.above = binom.sf(np.arange(self.first, last + 1), n, p)  # above[k - first] = P(X > k)
 
-    def __call__(self, d: float, strictly: bool) -> float:
-        x = self.n * (d + self.y / self.m)
+    def __call__(self, d: np.ndarray, strictly: bool) -> np.ndarray:
+        x = self.n * (d[:, None] + self.y / self.m)
         # X > x is X > floor(x); X >= x is X > ceil(x) - 1 (with a tolerance for an integer x rounded off)
-        k = np.floor(x + _COUNT_TOLERANCE) if strictly else np.ceil(x - _COUNT_TOLERANCE) - 1
-        return float(np.sum(self.weights * self.above[np.clip(k, -1, self.n).astype(int) + 1]))
+        k = (np.floor(x + _COUNT_TOLERANCE) if strictly else np.ceil(x - _COUNT_TOLERANCE) - 1).astype(int)
+        above = np.where(k < self.first, 1.0, self.above[np.clip(k - self.first, 0, len(self.above) - 1)])
+        above[k >= self.first + len(self.above)] = 0.0
+        return (self.weights * above).sum(axis=1)
+
+
+def _likely(n: int, p: float, tail: float = 1e-30) -> tuple[int, int]:
+    """(first, last): the counts of Binomial(n, p) outside which each tail holds less than `tail`.
+
+    Starts 12 standard deviations out and widens while a tail is heavier (a small n * p
+    has a Poisson-like tail that 12 standard deviations do not bound).
+    """
+    spread = 12 * np.sqrt(n * p * (1 - p)) + 1
+    while True:
+        first, last = max(0, int(n * p - spread)), min(n, int(n * p + spread))
+        if (first == 0 or binom.cdf(first - 1, n, p) < tail) and (last == n or binom.sf(last, n, p) < tail):
+            return first, last
+        spread *= 2
 
 
 def mean_shift(
