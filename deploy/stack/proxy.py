@@ -78,7 +78,7 @@ def config(listen: str, upstreams: dict[str, str], files: Path, scratch: Path, a
 worker_processes 1;
 pid {scratch / "nginx.pid"};
 error_log stderr warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections 1024; }}
 http {{
   access_log {access_log};
 {temp}  server_tokens off;

@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import AssetKey, DagsterRun, DagsterRunStatus, Definitions
 from playwright.sync_api import Browser as Chromium
+from playwright.sync_api import ConsoleMessage, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import expect, sync_playwright
 
 from deploy.stack.proxy import USERS
 from deploy.stack.runs import StackRuns
@@ -96,15 +96,24 @@ def _page(chromium: Chromium, stack: Stack, password: str | None) -> Browser:
         locale="en-US",
         timezone_id="UTC",
         ignore_https_errors=True,
-        http_credentials={"username": "operator", "password": password} if password else None,
+        # Sent with every request, as a browser does once signed in, rather than after a 401 on each.
+        http_credentials=(
+            {"username": "operator", "password": password, "send": "always"} if password else None
+        ),
     )
     context.set_default_timeout(60_000)
     # expect() waits 5 s by default; a loaded 2-core CI runner lays out the asset graph slower than that.
     expect.set_options(timeout=60_000)
     browser = Browser(page=context.new_page(), base_url=f"https://{HOST}:{stack.port('proxy')}")
-    browser.page.on("console", lambda m: browser.errors.append(m.text) if m.type == "error" else None)
+    browser.page.on("console", lambda m: browser.errors.append(_said(m)) if m.type == "error" else None)
     browser.page.on("pageerror", lambda error: browser.errors.append(str(error)))
     return browser
+
+
+def _said(message: ConsoleMessage) -> str:
+    """A console error with the resource it is about ("Failed to load resource" names none itself)."""
+    url = message.location.get("url")
+    return f"{message.text} ({url})" if url else message.text
 
 
 @pytest.fixture
