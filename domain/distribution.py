@@ -215,18 +215,19 @@ class _DifferenceTail:
 
     def __init__(self, p: float, n: int, m: int) -> None:
         self.n, self.m = n, m
-        self.y = np.arange(*_likely(m, p) + np.array([0, 1]))
+        first_y, last_y = _likely(m, p)
+        self.y = np.arange(first_y, last_y + 1)
         self.weights = binom.pmf(self.y, m, p)
         self.first, last = _likely(n, p)
-        self.above = binom.sf(np.arange(self.first, last + 1), n, p)  # above[k - first] = P(X > k)
+        # above[k - first + 1] = P(X > k), with 1 before the window and 0 after it
+        self.above = np.concatenate([[1.0], binom.sf(np.arange(self.first, last + 1), n, p), [0.0]])
 
     def __call__(self, d: np.ndarray, strictly: bool) -> np.ndarray:
         x = self.n * (d[:, None] + self.y / self.m)
         # X > x is X > floor(x); X >= x is X > ceil(x) - 1 (with a tolerance for an integer x rounded off)
-        k = (np.floor(x + _COUNT_TOLERANCE) if strictly else np.ceil(x - _COUNT_TOLERANCE) - 1).astype(int)
-        above = np.where(k < self.first, 1.0, self.above[np.clip(k - self.first, 0, len(self.above) - 1)])
-        above[k >= self.first + len(self.above)] = 0.0
-        return (self.weights * above).sum(axis=1)
+        k = np.floor(x + _COUNT_TOLERANCE) if strictly else np.ceil(x - _COUNT_TOLERANCE) - 1
+        index = np.clip(k - self.first + 1, 0, len(self.above) - 1).astype(int)
+        return (self.weights * self.above[index]).sum(axis=1)
 
 
 def _likely(n: int, p: float, tail: float = 1e-30) -> tuple[int, int]:
