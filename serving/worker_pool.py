@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +76,6 @@ class WorkerPool:
     @property
     def pids(self) -> list[int | None]:
         return [worker.pid for worker in self.workers]
-
-    @property
-    def on_loaded(self) -> Callable[[dict[str, Any]], None] | None:
-        return self.workers[0].on_loaded
-
-    @property
-    def on_load_failure(self) -> Callable[[str], None] | None:
-        return self.workers[0].on_load_failure
 
     def alive(self) -> bool:
         return all(worker.alive() for worker in self.workers)
