@@ -24,14 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +37,7 @@ from fastapi import FastAPI, Query
 
 from benchmarks.report import write_section
 from domain.ecommerce import recommender
+from examples.loopback_server import served_on_loopback
 from resources.loader import SecureModelLoader
 from resources.signing import public_key_pem, sign_model
 from serving.access import AccessControl, AccessPolicy, ApiKeyClient, ApiKeys, hash_api_key, new_api_key
@@ -99,42 +95,15 @@ def in_process_app() -> FastAPI:
         model_version=lambda: model.version,
     )
 
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}  # the model was loaded before the app was made
+
     @app.get("/recommend")
     def recommend(params: Annotated[RecommendParams, Query()]) -> Any:
         return handler.recommend(model, params.model_dump(mode="json"))
 
     return app
-
-
-@contextmanager
-def served(factory: str, environment: dict[str, str], headers: dict[str, str]) -> Iterator[str]:
-    """uvicorn serving `factory` in a process of its own on a free loopback port; yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "uvicorn", "--factory", f"benchmarks.serving:{factory}"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    server = subprocess.Popen(command, env={**os.environ, **environment})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # the worker loads and verifies the release first
-        while not _answers(base, headers):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {factory} benchmark server did not start; see its log above")
-            time.sleep(0.2)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-
-
-def _answers(base: str, headers: dict[str, str]) -> bool:
-    try:
-        return (
-            httpx.get(f"{base}/recommend", params={"user_id": "u0000000"}, headers=headers).status_code == 200
-        )
-    except httpx.TransportError:
-        return False
 
 
 async def load(base: str, headers: dict[str, str], clients: int, requests: int) -> dict[str, float]:
@@ -184,7 +153,7 @@ def measure(folder: Path, requests: int) -> dict[str, Any]:
     servers |= {f"workers_{n}": ("worker_app", {"SERVING_WORKERS": str(n)}) for n in POOLS}
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for path, (factory, settings) in servers.items():
-        with served(factory, environment | settings, headers) as base:
+        with served_on_loopback(f"benchmarks.serving:{factory}", environment | settings) as base:
             results[path] = {n: asyncio.run(load(base, headers, n, max(requests, 2 * n))) for n in CLIENTS}
     for path in servers.keys() - {"in_process"}:
         for n, row in results[path].items():

@@ -19,8 +19,6 @@ afterwards shows them, with every check's evidence.
 
 import base64
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -41,11 +39,12 @@ from examples.healthcare.generate import generate_feedback as generate_healthcar
 from examples.healthcare.studies.dicom import dicom_bytes
 from examples.healthcare.studies.model import CohortConfig
 from examples.healthcare.studies.plan import plan_studies
+from examples.loopback_server import served_on_loopback
 from examples.progress import followed
 from pipelines import ecommerce, healthcare
 from pipelines.approve_code import reviewer_key
 from pipelines.approve_retraining import approve
-from resources.runtime import REPO_ROOT, RuntimeHome
+from resources.runtime import RuntimeHome
 from resources.trust_store import TrustStore
 from serving.settings import demo_api_key
 
@@ -91,40 +90,9 @@ def serve_and_ask(factory: str, ask: Callable[[str, dict[str, str]], httpx.Respo
     The headers carry the demo client's API key, created under `$PIPELINE_HOME/serving/` if needed.
     """
     auth = {"Authorization": f"Bearer {demo_api_key(RuntimeHome.from_environment()).read_text()}"}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            factory,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO_ROOT,
-        env=os.environ.copy(),
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
+    with served_on_loopback(factory) as base:
         health = httpx.get(f"{base}/healthz", timeout=5).json()
         return {"health": health, "answer": ask(base, auth).json()}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def report_checks(evaluations: list) -> list:
