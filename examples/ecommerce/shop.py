@@ -30,10 +30,12 @@ class Shop(PipelineInstance):
     example: ClassVar[str] = "ecommerce"
     baseline_key: ClassVar[AssetKey] = BASELINE_KEY
     events: int = EVENTS
+    generated: bool = False  # True: reopen a shop generated over `home` before, as it stands
 
     def __post_init__(self) -> None:
         self.paths = default_paths(self.home)
-        self.summary = generate(seed=self.seed, events=self.events, home=self.home)
+        if not self.generated:
+            generate(seed=self.seed, events=self.events, home=self.home)
         self.keys = SourceKeys.load_or_create(self.paths["keys"])
         self.defs = ecommerce.build_definitions(RuntimeHome(self.home), self.trust)
         self.approve_code()
