@@ -93,6 +93,7 @@ bench: install  ## performance suite: ratios against baselines of the same run; 
 	$(PY) -m benchmarks.store
 	$(PY) -m benchmarks.serving
 	$(PY) -m benchmarks.scale
+	$(PY) -m benchmarks.controls
 
 stack: install  ## start the production stack on loopback (Postgres over TLS, S3/KMS, MLflow, Spark, Dagster daemon, UI behind a TLS proxy with passwords)
 	$(PY) -m deploy.stack up

@@ -1,0 +1,210 @@
+"""Cost of the controls: both lifecycles with every control, and with the separable ones off.
+
+    make bench                                   # the lab's worlds: 30,000 events, 900 studies
+    CONTROLS_EXAMPLES=ecommerce python -m benchmarks.controls   # one example (CONTROLS_EVENTS, _STUDIES)
+
+For each example, two fresh instances of the same generated world (same seed
+and size) run the baseline job and then the lifecycle job, one after the
+other, in this process:
+- controls on: the pipeline as `make demo` runs it;
+- controls off: every asset check left out, the store writing and reading
+  plaintext, and no DVC version kept of each table.
+Each step's own duration comes from Dagster's event log and is summed per
+stage (the asset's group; a check step counts toward its asset's stage);
+the ratio per stage and in total is on / off.
+
+What stays on in both, because the assets compute with it: source
+authentication, rate limits and quarantine at intake, the provenance ledger
+and the digests every load is verified against, code approval and release
+signing. The ratio is therefore a lower bound of what every control costs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetKey, DagsterEventType
+
+from benchmarks.report import write_section
+from examples.ecommerce.shop import MODEL_EVENTS, Shop
+from examples.healthcare.clinic import MODEL_STUDIES, Clinic
+from examples.runs import PipelineInstance
+from pipelines import ecommerce, healthcare
+from resources.io_managers import JsonIOManager, ModelDirIOManager, ParquetIOManager
+from resources.runtime import RuntimeHome
+from resources.store import ArtifactStore, StoredArtifact
+
+SWITCHED_OFF = ["asset checks", "encryption at rest", "DVC versions of tables"]
+TOP_CHECKS = 5
+BUILDERS = {"ecommerce": ecommerce, "healthcare": healthcare}
+ON_IN_BOTH = [
+    "source authentication, rate limits and quarantine",
+    "provenance ledger and verified loads",
+    "code approval",
+    "release signing",
+]
+
+
+class UnversionedParquetIOManager(ParquetIOManager):
+    """Tables in the store without a DVC version of each."""
+
+    def _extra_details(self, context, artifact: StoredArtifact) -> dict[str, Any]:
+        return {}
+
+
+def plain_resources(instance: PipelineInstance) -> dict[str, Any]:
+    """The instance's resources with a plaintext store and IO managers that keep no DVC versions."""
+    resources = instance.defs.resources
+    store: ArtifactStore = resources["store"]
+    plain = ArtifactStore(key_provider=store.key_provider, root=store.root, encrypt=False)
+    ledger, scratch = resources["ledger"], resources["scratch"]
+    return {
+        "store": plain,
+        "io_manager": UnversionedParquetIOManager(
+            store=plain, ledger=ledger, scratch=scratch, versioning=resources["versioning"]
+        ),
+        "json_io_manager": JsonIOManager(store=plain, ledger=ledger),
+        "model_io_manager": ModelDirIOManager(store=plain, ledger=ledger, scratch=scratch),
+    }
+
+
+def every_check(instance: PipelineInstance) -> set[str]:
+    """Every check of the instance's definitions, named as `PipelineInstance.switched_off` takes them."""
+    graph = instance.defs.resolve_asset_graph()
+    return {f"{key.asset_key.path[-1]}:{key.name}" for key in graph.asset_check_keys}
+
+
+def step_seconds(instance: PipelineInstance) -> dict[str, tuple[str, float]]:
+    """Each step of the instance's runs: its stage (the asset group of what it materialised or checked)
+    and its own duration in seconds."""
+    graph = instance.defs.resolve_asset_graph()
+    steps: dict[str, tuple[str, float]] = {}
+    for result in instance.runs:
+        stage_of_step: dict[str, str] = {}
+        for event in result.all_events:
+            key: AssetKey | None = None
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                key = event.asset_key
+            elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                key = event.event_specific_data.asset_key
+            if key is not None:
+                stage_of_step.setdefault(event.step_key, graph.get(key).group_name or "other")
+        for event in result.all_events:
+            if event.event_type == DagsterEventType.STEP_SUCCESS:
+                stage = stage_of_step.get(event.step_key, "other")
+                steps[event.step_key] = (stage, event.event_specific_data.duration_ms / 1000)
+    return steps
+
+
+def run_lifecycle(instance: PipelineInstance) -> dict[str, tuple[str, float]]:
+    """The baseline and lifecycle jobs on a warm Spark session; every step's stage and seconds."""
+    instance.defs.resources["spark"].session()  # the JVM starts before, not inside, the first run
+    result = instance.lifecycle()
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+        raise RuntimeError(
+            f"The {instance.example} lifecycle failed ({', '.join(failed) or 'a check stopped it'}): the "
+            "comparison needs both runs complete. Use a world large enough for the model's minimums "
+            "(the defaults)."
+        )
+    return step_seconds(instance)
+
+
+def per_stage(steps: dict[str, tuple[str, float]]) -> dict[str, float]:
+    seconds: dict[str, float] = defaultdict(float)
+    for stage, duration in steps.values():
+        seconds[stage] += duration
+    return seconds
+
+
+def measure_example(make: Callable[[Path], PipelineInstance], folder: Path) -> dict[str, Any]:
+    """`make(home)` builds a fresh instance: one runs with every control, another with the separable
+    ones off. The controlled run goes first, so whatever is still cold counts against the controls."""
+    on_instance, off_instance = make(folder / "on"), make(folder / "off")
+    on_steps = run_lifecycle(on_instance)
+    off_instance.switched_off = every_check(off_instance)
+    resources = {**off_instance.defs.resources, **plain_resources(off_instance)}
+    builder = BUILDERS[off_instance.example]
+    off_instance.defs = builder.build_definitions(
+        RuntimeHome(off_instance.home), off_instance.trust, **resources
+    )
+    off_steps = run_lifecycle(off_instance)
+    on, off = per_stage(on_steps), per_stage(off_steps)
+    # The steps only the controlled run has are its separate check steps.
+    checks = sorted(((s, t) for s, (_, t) in on_steps.items() if s not in off_steps), key=lambda st: -st[1])
+    return {
+        "on_s": round(sum(on.values()), 2),
+        "off_s": round(sum(off.values()), 2),
+        "per_stage": {
+            stage: {"on_s": round(on.get(stage, 0.0), 2), "off_s": round(off.get(stage, 0.0), 2)}
+            for stage in sorted(set(on) | set(off))
+        },
+        "costliest_check_steps_s": {step: round(seconds, 2) for step, seconds in checks[:TOP_CHECKS]},
+    }
+
+
+def _ratio(on: float, off: float) -> float | None:
+    return round(on / off, 3) if off > 0 else None
+
+
+def summarise(examples: dict[str, dict]) -> dict[str, Any]:
+    per_stage: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for example in examples.values():
+        for stage, times in example["per_stage"].items():
+            per_stage[stage][0] += times["on_s"]
+            per_stage[stage][1] += times["off_s"]
+    on = sum(e["on_s"] for e in examples.values())
+    off = sum(e["off_s"] for e in examples.values())
+    for example in examples.values():
+        example["ratio"] = _ratio(example["on_s"], example["off_s"])
+        for times in example["per_stage"].values():
+            times["ratio"] = _ratio(times["on_s"], times["off_s"])
+    return {
+        "total": _ratio(on, off),
+        "per_stage": {stage: _ratio(*times) for stage, times in sorted(per_stage.items())},
+        "switched_off": SWITCHED_OFF,
+        "on_in_both": ON_IN_BOTH,
+        "examples": examples,
+    }
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    print("cost of the controls: step time with every control / with checks, encryption and DVC off")
+    print(f"{'example':<12} {'stage':<12} {'on s':>8} {'off s':>8} {'ratio':>7}")
+    for name, example in summary["examples"].items():
+        for stage, times in example["per_stage"].items():
+            ratio = f"{times['ratio']:.2f}x" if times["ratio"] else "-"
+            print(f"{name:<12} {stage:<12} {times['on_s']:>8.1f} {times['off_s']:>8.1f} {ratio:>7}")
+        all_ratio = f"{example['ratio']:.2f}x"
+        print(f"{name:<12} {'all':<12} {example['on_s']:>8.1f} {example['off_s']:>8.1f} {all_ratio:>7}")
+    for name, example in summary["examples"].items():
+        costliest = ", ".join(f"{step} {t:.1f} s" for step, t in example["costliest_check_steps_s"].items())
+        print(f"{name} costliest check steps: {costliest}")
+    print(f"total: {summary['total']:.2f}x (a lower bound: {', '.join(ON_IN_BOTH)} stay on in both)")
+
+
+def main() -> dict[str, Any]:
+    events = int(os.environ.get("CONTROLS_EVENTS", MODEL_EVENTS))
+    studies = int(os.environ.get("CONTROLS_STUDIES", MODEL_STUDIES))
+    makers: dict[str, Callable[[Path], PipelineInstance]] = {
+        "ecommerce": lambda home: Shop(home, events=events),
+        "healthcare": lambda home: Clinic(home, studies=studies),
+    }
+    chosen = os.environ.get("CONTROLS_EXAMPLES", ",".join(makers)).split(",")
+    if unknown := set(chosen) - set(makers):
+        raise SystemExit(f"CONTROLS_EXAMPLES names {sorted(unknown)}; choose from {', '.join(makers)}.")
+    with tempfile.TemporaryDirectory(prefix="bench-controls-") as folder:
+        examples = {name: measure_example(makers[name], Path(folder) / name) for name in chosen}
+    summary = summarise(examples)
+    print_table(summary)
+    write_section("controls_overhead", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
