@@ -27,10 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from domain.distribution import DEFAULT_FALSE_ALARM_RATE, CalibratedTest, share_shift
+from domain.tables import table_batches
 
 COMMITTED_EVENTS = ("add_to_cart", "purchase")
 
@@ -51,21 +52,62 @@ class ItemReach:
         return cls(int(data["users"]), dict(data["reached"]), dict(data["committed"]))
 
 
+class _Codes:
+    """Dense integer codes for string ids, assigned as new ids are seen."""
+
+    def __init__(self) -> None:
+        self.ids = pd.Index([], dtype=object)
+
+    def of(self, values: pd.Series) -> np.ndarray:
+        new = pd.Index(values.unique()).difference(self.ids)
+        if len(new):
+            self.ids = self.ids.append(new)
+        return self.ids.get_indexer(values).astype(np.int64)
+
+
+class ReachCounter:
+    """Counts `ItemReach` over a table given in batches, holding each distinct (item, user) pair as
+    one integer rather than the rows, so memory grows with the pairs and not with the events."""
+
+    def __init__(self) -> None:
+        self.users, self.items = _Codes(), _Codes()
+        self.reached: list[np.ndarray] = []
+        self.committed: list[np.ndarray] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Add activity events (columns user_id, item_id, event_type)."""
+        pairs = (self.items.of(frame["item_id"]) << 32) | self.users.of(frame["user_id"])
+        self.reached.append(np.unique(pairs))
+        self.committed.append(np.unique(pairs[frame["event_type"].isin(COMMITTED_EVENTS).to_numpy()]))
+
+    def _users_per_item(self, pairs: list[np.ndarray]) -> np.ndarray:
+        distinct = np.unique(np.concatenate(pairs)) if pairs else np.empty(0, np.int64)
+        return np.bincount(distinct >> 32, minlength=len(self.items.ids))
+
+    def result(self) -> ItemReach:
+        reached, committed = self._users_per_item(self.reached), self._users_per_item(self.committed)
+        order = np.argsort(self.items.ids.to_numpy(dtype=str), kind="stable")
+        ids = self.items.ids[order]
+        return ItemReach(
+            users=len(self.users.ids),
+            reached={str(item): int(n) for item, n in zip(ids, reached[order], strict=True)},
+            committed={str(item): int(n) for item, n in zip(ids, committed[order], strict=True)},
+        )
+
+
 def item_reach(frame: pd.DataFrame) -> ItemReach:
     """`ItemReach` of activity events (columns user_id, item_id, event_type)."""
-    committed = frame["event_type"].isin(COMMITTED_EVENTS).rename("committed")
-    pairs = committed.groupby([frame["item_id"], frame["user_id"]]).any()
-    per_item = pairs.groupby(level="item_id").agg(["size", "sum"]).sort_index()
-    return ItemReach(
-        users=int(frame["user_id"].nunique()),
-        reached={str(item): int(n) for item, n in per_item["size"].items()},
-        committed={str(item): int(n) for item, n in per_item["sum"].items()},
-    )
+    counter = ReachCounter()
+    counter.add(frame)
+    return counter.result()
 
 
 def read_item_reach(path: Path) -> ItemReach:
-    """`ItemReach` of an activity table stored as Parquet."""
-    return item_reach(pq.read_table(path, columns=["user_id", "item_id", "event_type"]).to_pandas())
+    """`ItemReach` of an activity table stored as Parquet, read in bounded batches."""
+    counter = ReachCounter()
+    for frame in table_batches(path, ["user_id", "item_id", "event_type"]):
+        counter.add(frame)
+    return counter.result()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from domain.tables import table_batches
+
 NEW_ACCOUNT_DAYS = 7
 SHINGLE_WORDS = 3
 MINHASH_PERMUTATIONS = 32
@@ -28,47 +30,69 @@ _WORD = re.compile(r"[a-z0-9']+")
 
 
 def _shares(values: pd.Series) -> dict[str, float]:
-    counts = values.astype(str).value_counts(normalize=True)
-    return {str(k): float(v) for k, v in counts.sort_index().items()}
+    return _shares_of_counts(values.astype(str).value_counts())
 
 
-def _new_account_share(frame: pd.DataFrame, time_column: str) -> float:
+def _shares_of_counts(counts: pd.Series) -> dict[str, float]:
+    shares = counts / counts.sum()
+    return {str(k): float(v) for k, v in shares.sort_index().items()}
+
+
+def _first_seen(frame: pd.DataFrame, time_column: str) -> pd.DataFrame:
+    """Per user: when first seen in `frame`, and the account's creation date."""
+    return frame.groupby("user_id").agg(first=(time_column, "min"), created=("account_created", "first"))
+
+
+def _new_account_share(first: pd.DataFrame) -> float:
     """Share of distinct active users whose account was under a week old when first seen.
 
     Counted per user, not per event, so one busy new customer does not look
     like a wave of fake accounts.
     """
-    if frame.empty:
+    if first.empty:
         return 0.0
-    first = frame.groupby("user_id").agg(first=(time_column, "min"), created=("account_created", "first"))
     age = first["first"].dt.tz_convert(None).dt.normalize() - pd.to_datetime(first["created"])
     return float((age < pd.Timedelta(days=NEW_ACCOUNT_DAYS)).mean())
 
 
+def _add(total: pd.Series | pd.DataFrame | None, part, how):
+    """`part` folded into the running `total` per key (`how`: an aggregation per column)."""
+    return part if total is None else pd.concat([total, part]).groupby(level=0).agg(how)
+
+
 def activity_profile(path: Path) -> dict:
-    """Event-type mix, new-account share and how concentrated carts/purchases are on one item."""
-    frame = pq.read_table(
-        path, columns=["event_type", "user_id", "item_id", "event_time", "account_created"]
-    ).to_pandas()
-    intent = frame[frame["event_type"] != "view"]
+    """Event-type mix, new-account share and how concentrated carts/purchases are on one item.
+
+    Read in bounded batches: what is kept is per event type, per item and per user, not per event.
+    """
+    rows, types, intent_items, first = 0, None, None, None
+    columns = ["event_type", "user_id", "item_id", "event_time", "account_created"]
+    for frame in table_batches(path, columns):
+        rows += len(frame)
+        types = _add(types, frame["event_type"].astype(str).value_counts(), "sum")
+        intent = frame.loc[frame["event_type"] != "view", "item_id"].value_counts()
+        intent_items = _add(intent_items, intent, "sum")
+        first = _add(first, _first_seen(frame, "event_time"), {"first": "min", "created": "first"})
     return {
-        "rows": len(frame),
-        "event_type_shares": _shares(frame["event_type"]),
-        "top_item_intent_share": float(intent["item_id"].value_counts(normalize=True).max())
-        if len(intent)
+        "rows": rows,
+        "event_type_shares": _shares_of_counts(types) if rows else {},
+        "top_item_intent_share": float(intent_items.max() / intent_items.sum())
+        if intent_items is not None and intent_items.sum()
         else 0.0,
-        "new_account_share": _new_account_share(frame, "event_time"),
+        "new_account_share": _new_account_share(first) if first is not None else 0.0,
     }
 
 
 def source_rates(path: Path, time_column: str) -> dict[str, dict[str, float]]:
     """Records per source and per hour of the time they span (as the intake reports them)."""
-    frame = pq.read_table(path, columns=["source", time_column]).to_pandas()
-    hours = frame[time_column].dt.floor("h")
+    spans = None
+    for frame in table_batches(path, ["source", time_column]):
+        part = frame[time_column].dt.floor("h").groupby(frame["source"]).agg(["size", "min", "max"])
+        spans = _add(spans, part, {"size": "sum", "min": "min", "max": "max"})
     rates = {}
-    for source, group in hours.groupby(frame["source"]):
-        span = int((group.max() - group.min()) / pd.Timedelta(hours=1)) + 1
-        rates[str(source)] = {"records": len(group), "hours": span, "records_per_hour": len(group) / span}
+    for source, (records, first, last) in (spans if spans is not None else pd.DataFrame()).iterrows():
+        span = int((last - first) / pd.Timedelta(hours=1)) + 1
+        rates[str(source)] = {"records": int(records), "hours": span, "records_per_hour": records / span}
     return rates
 
 
@@ -106,7 +130,7 @@ def review_profile(path: Path) -> dict:
     return {
         "rows": len(frame),
         "rating_shares": _shares(frame["rating"]),
-        "new_account_share": _new_account_share(frame, "review_time"),
+        "new_account_share": _new_account_share(_first_seen(frame, "review_time")),
         "largest_near_duplicate_cluster": int(top["cluster"]) if top is not None else 0,
         "largest_cluster_item": str(top["item_id"]) if top is not None else "",
     }
