@@ -108,8 +108,9 @@ def item_push_check(key: AssetKey, baseline: AssetKey) -> AssetChecksDefinition:
         Poison Training Data): old or taken-over accounts buying one item
         without a review, fake profiles whose other items mimic real users'.
         Users are counted, not events, so one busy customer is one voice.
-        Each limit is the reference's share at both sizes, at a false-alarm
-        rate of 0.1% split over every item and test (`domain.ecommerce.item_push`).
+        Each limit comes from the share both windows would have in common if
+        nothing moved, at both sizes, at a false-alarm rate of 0.1% split
+        over every item and test (`domain.ecommerce.item_push`).
         """
         if intake_report(context, key).accepted == 0:
             return AssetCheckResult(passed=True, description="Nothing arrived in this window.")

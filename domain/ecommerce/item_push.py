@@ -17,9 +17,10 @@ times is one user, not forty correlated events:
   so this share stays where it was; a campaign that buys moves it.
 
 Each share is a one-sided calibrated test (`domain.distribution.share_shift`)
-against the reference's share at both sizes, and the false-alarm rate is
-split over every test the window makes (Bonferroni): a shop with many items
-is not stopped more often for having them.
+against the reference's, its null taken at the share both windows would have
+in common if nothing moved, and the false-alarm rate is split over every
+test the window makes (Bonferroni): a shop with many items is not stopped
+more often for having them.
 """
 
 from __future__ import annotations

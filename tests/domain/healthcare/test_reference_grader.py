@@ -118,7 +118,9 @@ def _modalities(rng: np.random.Generator, n: int) -> pd.DataFrame:
 
 def test_clean_subgroups_pass_and_a_modality_with_relabelled_lesions_fails_where_the_total_does_not():
     rng = np.random.default_rng(19)
-    scores, labels, patients = _reference(rng, 900, FAINT)
+    # a trusted reference three times the window: with a third of it per modality, one modality's
+    # reference share of issues is known well enough for its window to be held to it
+    scores, labels, patients = _reference(rng, 2_700, FAINT)
     calibration = grading.calibrate(scores, labels, patients, subgroups=_modalities(rng, labels.size))
     assert set(calibration.label_issues["subgroups"]["modality"]) == {"CR", "CT", "MR"}
     for _ in range(10):
@@ -138,4 +140,4 @@ def test_clean_subgroups_pass_and_a_modality_with_relabelled_lesions_fails_where
         found = grading.label_issues(calibration, folds, labels, modalities)
         assert [s.name for s in found.subgroups if not s.test.passed] == ["modality=MR"]
         overall.append(found.test.passed)
-    assert any(overall)  # the overall share alone let some of these through (measured: 2 of 6)
+    assert any(overall)  # the overall share alone let some of these through (measured: 3 of 6)
