@@ -37,6 +37,9 @@ def test_the_controls_benchmark_compares_a_controlled_lifecycle_with_one_without
     assert shop["on_s"] > 0 and shop["off_s"] > 0
     # The controlled run's separate check steps ran, and the uncontrolled run had none of them.
     assert shop["costliest_check_steps_s"], "no check step ran in the controlled lifecycle"
+    stages = shop["per_stage"].values()
+    assert all(0 <= t["check_steps_s"] <= t["on_s"] for t in stages)
+    assert sum(t["check_steps_s"] for t in stages) > 0
     [(controlled, plain)] = stores
     assert controlled.encrypt and not plain.encrypt
     assert "total:" in capsys.readouterr().out
