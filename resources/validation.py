@@ -100,6 +100,22 @@ class Suite:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "expectations", expectations)
 
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The columns the expectations read, in order, or None when one of them needs the whole table.
+
+        A loader can read only these: row counts need no column, and an
+        expectation about the table's columns themselves needs all of them.
+        """
+        named: dict[str, None] = {}
+        for exp in self.expectations:
+            fields = [getattr(exp, f, None) for f in ("column", "column_A", "column_B")]
+            fields += list(getattr(exp, "column_list", None) or [])
+            if not any(fields) and not exp.expectation_type.startswith("expect_table_row_count"):
+                return None
+            named.update(dict.fromkeys(f for f in fields if f))
+        return tuple(named)
+
     def to_gx(self, *, name: str | None = None) -> gx.ExpectationSuite:
         """A fresh GX ExpectationSuite holding deep copies of the expectations.
 
