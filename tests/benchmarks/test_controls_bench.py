@@ -17,6 +17,7 @@ def test_the_controls_benchmark_compares_a_controlled_lifecycle_with_one_without
     bench.write_text(json.dumps({"store": {"kept": 1}}))
     monkeypatch.setattr(report, "BENCH_REPORT", bench)
     monkeypatch.setenv("CONTROLS_EXAMPLES", "ecommerce")
+    monkeypatch.setenv("CONTROLS_REPEATS", "1")
     stores = []
     real_plain_resources = controls.plain_resources
 
@@ -34,7 +35,7 @@ def test_the_controls_benchmark_compares_a_controlled_lifecycle_with_one_without
     section = written["controls_overhead"]
     assert section["total"] > 0 and set(section["per_stage"]) >= {"collection", "processing", "modeling"}
     shop = section["examples"]["ecommerce"]
-    assert shop["on_s"] > 0 and shop["off_s"] > 0
+    assert shop["on_s"] > 0 and shop["off_s"] > 0 and shop["repeats"] == 1
     # The controlled run's separate check steps ran, and the uncontrolled run had none of them.
     assert shop["costliest_check_steps_s"], "no check step ran in the controlled lifecycle"
     stages = shop["per_stage"].values()
@@ -48,4 +49,21 @@ def test_the_controls_benchmark_compares_a_controlled_lifecycle_with_one_without
 def test_an_unknown_example_says_which_exist(monkeypatch):
     monkeypatch.setenv("CONTROLS_EXAMPLES", "ecommerce,retail")
     with pytest.raises(SystemExit, match=r"\['retail'\]; choose from ecommerce, healthcare"):
+        controls.main()
+
+
+def test_repeated_runs_count_each_step_at_its_fastest():
+    first = {"load": ("collection", 3.0), "train": ("modeling", 9.0)}
+    second = {"load": ("collection", 4.5), "train": ("modeling", 2.0), "score": ("processing", 1.0)}
+
+    assert controls.fastest([first, second]) == {
+        "load": ("collection", 3.0),
+        "train": ("modeling", 2.0),
+        "score": ("processing", 1.0),
+    }
+
+
+def test_a_repeat_count_below_one_is_refused(monkeypatch):
+    monkeypatch.setenv("CONTROLS_REPEATS", "0")
+    with pytest.raises(SystemExit, match="CONTROLS_REPEATS is 0"):
         controls.main()
