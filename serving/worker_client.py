@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import stat
 import subprocess
 import sys
@@ -119,13 +118,16 @@ class WorkerClient:
         self.python = python
         self.on_loaded = on_loaded
         self.on_load_failure = on_load_failure
-        self._keys_dir: Path | None = None
+        self._keys_dir: tempfile.TemporaryDirectory[str] | None = None
         if isinstance(trusted_keys, Path | str) and not isinstance(trusted_keys, bytes):
             self._keys_file = Path(trusted_keys).absolute()
             read_trusted_keys(self._keys_file)  # fail early on a bad file
         else:
-            self._keys_dir = Path(tempfile.mkdtemp(prefix="serving-keys-"))  # 0700
-            self._keys_file = write_trusted_keys(self._keys_dir / "trusted-keys.json", list(trusted_keys))
+            # 0700; removed by `close`, or when the client is collected or the interpreter exits.
+            self._keys_dir = tempfile.TemporaryDirectory(prefix="serving-keys-", ignore_cleanup_errors=True)
+            self._keys_file = write_trusted_keys(
+                Path(self._keys_dir.name) / "trusted-keys.json", list(trusted_keys)
+            )
             os.chmod(self._keys_file, 0o444)
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -312,7 +314,7 @@ class WorkerClient:
         with self._lock:
             self._stop_locked()
             if self._keys_dir is not None:
-                shutil.rmtree(self._keys_dir, ignore_errors=True)
+                self._keys_dir.cleanup()
                 self._keys_dir = None
 
     def __enter__(self) -> WorkerClient:

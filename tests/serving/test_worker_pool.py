@@ -1,10 +1,13 @@
 """The worker pool: concurrent requests go to free workers, a busy pool says so, a retired pool hands over."""
 
+import gc
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 
-from serving.worker_client import WorkerError
+from serving.worker_client import WorkerClient, WorkerError
 from serving.worker_pool import WorkerPool, workers_from_env
 
 
@@ -68,3 +71,22 @@ def test_a_pool_size_that_is_not_a_whole_number_of_at_least_one_says_what_to_set
         monkeypatch.setenv("SERVING_WORKERS", bad)
         with pytest.raises(ValueError, match=f"SERVING_WORKERS='{bad}' is not a whole number"):
             workers_from_env()
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "dropped-unclosed"])
+def test_a_client_given_key_bytes_leaves_no_key_folder_behind(tmp_path, closed):
+    """The keys handed over as bytes live in a private temporary folder; it must not outlive the client."""
+    before = set(Path(tempfile.gettempdir()).glob("serving-keys-*"))
+    client = WorkerClient(tmp_path, [b"-----BEGIN PUBLIC KEY-----"], "h:H", state_file=tmp_path / "state")
+    keys_file = Path(client._command()[client._command().index("--trusted-keys") + 1])
+    assert keys_file.is_file() and (keys_file.parent.stat().st_mode & 0o777) == 0o700
+
+    if closed:
+        client.close()
+    else:
+        with pytest.warns(ResourceWarning):  # the finalizer cleans up, and says the caller should have
+            del client
+            gc.collect()
+
+    assert not keys_file.parent.exists()
+    assert set(Path(tempfile.gettempdir()).glob("serving-keys-*")) <= before
