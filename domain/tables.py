@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-BATCH_ROWS = 262_144
+from resources.tables import BATCH_ROWS
 
 
 def table_batches(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:

@@ -9,6 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
+# Rows per batch wherever a table is streamed: bounded memory whatever the window's size.
+BATCH_ROWS = 262_144
+
 
 @dataclass(frozen=True)
 class TableFile:
@@ -34,7 +37,7 @@ class ModelDir:
 
 
 def spark_to_table_file(frame: DataFrame, dest: Path) -> TableFile:
-    """Write a Spark DataFrame as one Parquet file, streaming its parts row group by row group."""
+    """Write a Spark DataFrame as one Parquet file, streaming its parts in batches of BATCH_ROWS rows."""
     parts_dir = dest.with_name(dest.name + ".parts")
     frame.write.mode("overwrite").parquet(str(parts_dir))
     parts = sorted(parts_dir.glob("part-*.parquet"))
@@ -43,10 +46,9 @@ def spark_to_table_file(frame: DataFrame, dest: Path) -> TableFile:
     # Microsecond timestamps: Spark cannot read the nanosecond ones pyarrow would write.
     with pq.ParquetWriter(dest, schema, coerce_timestamps="us", allow_truncated_timestamps=True) as writer:
         for part in parts:
-            source = pq.ParquetFile(part)
-            for group in range(source.num_row_groups):
-                table = source.read_row_group(group)
-                rows += table.num_rows
-                writer.write_table(table.cast(schema))
+            # Bounded batches, not Spark's row groups: those grow with the window up to its block size.
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS):
+                rows += batch.num_rows
+                writer.write_batch(batch.cast(schema))
     shutil.rmtree(parts_dir)
     return TableFile(path=dest, rows=rows)
