@@ -78,7 +78,8 @@ def test_a_client_given_key_bytes_leaves_no_key_folder_behind(tmp_path, closed):
     """The keys handed over as bytes live in a private temporary folder; it must not outlive the client."""
     before = set(Path(tempfile.gettempdir()).glob("serving-keys-*"))
     client = WorkerClient(tmp_path, [b"-----BEGIN PUBLIC KEY-----"], "h:H", state_file=tmp_path / "state")
-    keys_file = Path(client._command()[client._command().index("--trusted-keys") + 1])
+    command = client._command()
+    keys_file = Path(command[command.index("--trusted-keys") + 1])  # what the worker is given
     assert keys_file.is_file() and (keys_file.parent.stat().st_mode & 0o777) == 0o700
 
     if closed:
