@@ -121,17 +121,54 @@ class EncryptingWriter(io.RawIOBase):
         super().close()
 
 
-class DecryptingReader(io.RawIOBase):
-    """The plaintext of a ciphertext read from `source`, decrypted with `keys[key id in its header]`.
+class _StreamSegments:
+    """The ciphertext segments of a stream, read one ahead: a segment is the last when nothing follows it."""
 
-    Raises `DecryptionError` when the header is refused or a segment fails
-    authentication; a reader must consume the stream to its end before trusting it.
-    A caller's buffer that holds a whole segment is decrypted into directly.
+    def __init__(self, source: BinaryIO, size: int):
+        self._source, self._ahead, self._spare = source, bytearray(size), bytearray(size)
+        self._ahead_size = _read_into(source, self._ahead)
+
+    def next(self) -> tuple[memoryview, bool]:
+        ciphertext, size = self._ahead, self._ahead_size
+        if size == len(ciphertext):
+            self._ahead, self._spare = self._spare, ciphertext
+            self._ahead_size = _read_into(self._source, self._ahead)
+        return memoryview(ciphertext)[:size], size < len(ciphertext) or self._ahead_size == 0
+
+    def release(self) -> None:
+        pass
+
+
+class _BufferSegments:
+    """The ciphertext segments of a buffer that holds the whole object (a memory-mapped file), as views of
+    it: nothing is copied."""
+
+    def __init__(self, buffer: memoryview, size: int):
+        self._buffer, self._size, self._position = buffer, size, 0
+
+    def next(self) -> tuple[memoryview, bool]:
+        segment = self._buffer[self._position : self._position + self._size]
+        self._position += len(segment)
+        return segment, self._position == len(self._buffer)
+
+    def release(self) -> None:
+        self._buffer.release()  # a memory map cannot close while a view of it is alive
+
+
+class DecryptingReader(io.RawIOBase):
+    """The plaintext of a ciphertext, decrypted with `keys[key id in its header]`.
+
+    `source` is a stream, or a `memoryview` of the whole ciphertext (a memory-mapped
+    file, decrypted where it lies); `close` releases the view. Raises `DecryptionError`
+    when the header is refused or a segment fails authentication; a reader must
+    consume the object to its end before trusting it. A caller's buffer that holds a
+    whole segment is decrypted into directly.
     """
 
-    def __init__(self, source: BinaryIO, keys: Mapping[int, bytes], associated_data: bytes):
-        header = bytearray(HEADER.size)
-        if _read_into(source, header) < HEADER.size:
+    def __init__(self, source: BinaryIO | memoryview, keys: Mapping[int, bytes], associated_data: bytes):
+        in_memory = isinstance(source, memoryview)
+        header = bytearray(source[: HEADER.size]) if in_memory else bytearray(HEADER.size)
+        if (len(header) if in_memory else _read_into(source, header)) < HEADER.size:
             raise DecryptionError("it is shorter than its header")
         magic, version, key_id, segment_size, salt, self._prefix = HEADER.unpack(header)
         if magic != MAGIC or version != VERSION:
@@ -140,11 +177,13 @@ class DecryptingReader(io.RawIOBase):
             raise DecryptionError(f"segment size {segment_size} is out of range")
         if key_id not in keys:
             raise DecryptionError(f"it was encrypted under another key (key {key_id} is not in the keyset)")
-        self._source, self._aead = source, _object_aead(keys[key_id], salt)
-        self._aad, self._segment_size = bytes(header) + associated_data, segment_size
-        # Ciphertext is read one segment ahead: a segment is the last when nothing follows it.
-        self._ahead, self._spare = bytearray(segment_size + TAG_SIZE), bytearray(segment_size + TAG_SIZE)
-        self._ahead_size = _read_into(source, self._ahead)
+        self._aead, self._aad = _object_aead(keys[key_id], salt), bytes(header) + associated_data
+        sealed_size, self._segment_size = segment_size + TAG_SIZE, segment_size
+        self._segments = (
+            _BufferSegments(source[HEADER.size :], sealed_size)
+            if in_memory
+            else _StreamSegments(source, sealed_size)
+        )
         self._plain: bytearray | None = None  # a segment decrypted for a caller's smaller buffer
         self._unread = memoryview(b"")  # the part of it not read yet
         self._index, self._finished = 0, False
@@ -153,21 +192,23 @@ class DecryptingReader(io.RawIOBase):
         """Decrypt the next segment into `into` (room for a whole one); its size, 0 after the last."""
         if self._finished:
             return 0
-        ciphertext, size = self._ahead, self._ahead_size
-        if size == len(ciphertext):
-            self._ahead, self._spare = self._spare, ciphertext
-            self._ahead_size = _read_into(self._source, self._ahead)
-        self._finished = size < len(ciphertext) or self._ahead_size == 0
+        ciphertext, self._finished = self._segments.next()
         nonce = _nonce(self._prefix, self._index, self._finished)
-        try:
-            if size < TAG_SIZE:
-                raise InvalidTag
-            count = size - TAG_SIZE
-            self._aead.decrypt_into(nonce, memoryview(ciphertext)[:size], self._aad, into[:count])
-        except InvalidTag:
-            raise DecryptionError(f"segment {self._index} failed authentication") from None
+        with ciphertext:  # released even when authentication fails and a traceback keeps this frame
+            try:
+                if len(ciphertext) < TAG_SIZE:
+                    raise InvalidTag
+                count = len(ciphertext) - TAG_SIZE
+                self._aead.decrypt_into(nonce, ciphertext, self._aad, into[:count])
+            except InvalidTag:
+                raise DecryptionError(f"segment {self._index} failed authentication") from None
         self._index += 1
         return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._segments.release()
+        super().close()
 
     def readable(self) -> bool:
         return True

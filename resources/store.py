@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,6 +140,13 @@ class _HashingReader(io.RawIOBase):
 
     def readall(self) -> bytes:
         return read_to_end(self, self._size_hint)
+
+
+@contextlib.contextmanager
+def _mapped(file: BinaryIO) -> Iterator[memoryview]:
+    """A read-only memory map of an open local file."""
+    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+        yield view
 
 
 class ArtifactStore(ConfigurableResource):
@@ -285,14 +293,25 @@ class ArtifactStore(ConfigurableResource):
         `copy_verified` do).
         """
         algorithm = algorithm_of(digest)
-        with (self._root() / path).open("rb") as raw:
+        with contextlib.ExitStack() as cleanup:
+            raw = cleanup.enter_context((self._root() / path).open("rb"))
             segmented = self.encrypt and raw.read(len(MAGIC)) == MAGIC
             size = raw.seek(0, os.SEEK_END)  # the plaintext is never longer than the bytes at rest
             raw.seek(0)
-            stored = _HashingReader(raw, algorithm)
+            if segmented and self._is_local():
+                # Decrypted where it lies in the page cache, with no copy into the process, and hashed at
+                # once on every core. Writes replace files whole, so the mapped file never shrinks under it;
+                # one truncated in place by an intruder ends the process (SIGBUS) rather than a read.
+                stored, stored_hasher = cleanup.enter_context(_mapped(raw)), Hasher(algorithm)
+                stored_hasher.update(stored)
+            else:
+                stored = _HashingReader(raw, algorithm)
+                stored_hasher = stored.hasher
             if self.encrypt:
                 try:
-                    plain_source = self._decrypting(stored, path, segmented=segmented)
+                    plain_source = cleanup.enter_context(
+                        contextlib.closing(self._decrypting(stored, path, segmented=segmented))
+                    )
                 except (tink.TinkError, DecryptionError) as error:
                     raise IntegrityError(f"{path} cannot be decrypted: {error}") from error
             else:
@@ -306,10 +325,10 @@ class ArtifactStore(ConfigurableResource):
                     f"or it was encrypted under another key ({error}). Do not use it; "
                     "re-materialise it from trusted inputs and run the integrity audit."
                 ) from error
-            if stored.hasher.digest() != stored_digest:
+            if stored_hasher.digest() != stored_digest:
                 raise IntegrityError(
                     f"{path}: the bytes at rest do not match the ledger "
-                    f"(expected {stored_digest}, found {stored.hasher.digest()}). "
+                    f"(expected {stored_digest}, found {stored_hasher.digest()}). "
                     "The artifact was changed after it was written; do not use it. "
                     "Re-materialise it from trusted inputs and run the integrity audit."
                 )
@@ -319,9 +338,10 @@ class ArtifactStore(ConfigurableResource):
                     f"ledger's {digest}. Re-materialise it from trusted inputs."
                 )
 
-    def _decrypting(self, stored: BinaryIO, path: str, *, segmented: bool) -> BinaryIO:
-        """The plaintext of an encrypted artifact: in `resources.segmented_aead`'s format, or in
-        Tink's streaming AEAD for artifacts written before it (Tink tries each key of the keyset)."""
+    def _decrypting(self, stored: BinaryIO | memoryview, path: str, *, segmented: bool) -> BinaryIO:
+        """The plaintext of an encrypted artifact: in `resources.segmented_aead`'s format (from a stream or a
+        memory map), or in Tink's streaming AEAD for artifacts written before it (from a stream; Tink tries
+        each key of the keyset)."""
         if segmented:
             return DecryptingReader(stored, _data_keys(self._keyset_handle())[1], path.encode())
         legacy = self._keyset_handle().primitive(streaming_aead.StreamingAead)

@@ -1,10 +1,12 @@
 """The store's segmented AES-256-GCM format against what an attacker with write access to the bytes tries.
 
-Each attack first shows the untouched object decrypting, then the altered one refused.
+Each attack first shows the untouched object decrypting, then the altered one refused, read both from a
+stream and from a buffer holding the whole object (the store's memory map of a local file).
 Segments are shrunk to 1 KiB so that a few KiB make a many-segment object.
 """
 
 import io
+import mmap
 import os
 
 import pytest
@@ -18,9 +20,18 @@ PATH = b"processing/t/table.parquet"
 PLAINTEXT = os.urandom(3 * SEGMENT + 100)  # four segments, the last partial
 
 
+SOURCES = {"stream": io.BytesIO, "buffer": memoryview}
+source = SOURCES["stream"]  # set for each test by `each_source`
+
+
 @pytest.fixture(autouse=True)
 def small_segments(monkeypatch):
     monkeypatch.setattr(segmented_aead, "SEGMENT_SIZE", SEGMENT)
+
+
+@pytest.fixture(autouse=True, params=SOURCES)
+def each_source(request, monkeypatch):
+    monkeypatch.setitem(globals(), "source", SOURCES[request.param])
 
 
 def seal(plaintext: bytes = PLAINTEXT, *, key_id: int = 7, path: bytes = PATH, write_size: int = 0) -> bytes:
@@ -32,7 +43,7 @@ def seal(plaintext: bytes = PLAINTEXT, *, key_id: int = 7, path: bytes = PATH, w
 
 
 def unseal(ciphertext: bytes, *, keys=KEYS, path: bytes = PATH) -> bytes:
-    return DecryptingReader(io.BytesIO(ciphertext), keys, path).read()
+    return DecryptingReader(source(ciphertext), keys, path).read()
 
 
 def split(ciphertext: bytes) -> tuple[bytes, list[bytes]]:
@@ -66,7 +77,7 @@ def test_round_trip_at_and_around_segment_boundaries(size, segments, write_size)
     ciphertext = seal(plaintext, write_size=write_size)
     assert len(ciphertext) == HEADER.size + size + segments * TAG_SIZE
     assert unseal(ciphertext) == plaintext
-    reader = io.BufferedReader(DecryptingReader(io.BytesIO(ciphertext), KEYS, PATH), buffer_size=300)
+    reader = io.BufferedReader(DecryptingReader(source(ciphertext), KEYS, PATH), buffer_size=300)
     assert b"".join(iter(lambda: reader.read(77), b"")) == plaintext
 
 
@@ -170,3 +181,23 @@ def test_the_header_is_authenticated_even_where_decryption_would_not_notice():
     ciphertext = bytearray(seal(b"short"))
     ciphertext[11] ^= 0x0C  # segment size 1024 -> 2048
     refused(bytes(ciphertext), "segment 0 failed")
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_a_reader_of_a_memory_map_lets_the_map_close_once_closed(tmp_path, tampered):
+    """A view of a map that outlives the reader stops the map from closing (BufferError), which would hide
+    the refusal of a tampered object behind an error about the map."""
+    ciphertext = bytearray(seal())
+    ciphertext[-1] ^= tampered
+    (tmp_path / "object").write_bytes(ciphertext)
+    with (
+        open(tmp_path / "object", "rb") as file,
+        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+    ):
+        with memoryview(mapped) as view, DecryptingReader(view, KEYS, PATH) as reader:
+            if tampered:
+                with pytest.raises(DecryptionError, match="segment 3 failed"):
+                    reader.read()
+            else:
+                assert reader.read() == PLAINTEXT
+    assert mapped.closed
