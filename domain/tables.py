@@ -4,12 +4,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from resources.tables import BATCH_ROWS
+from resources.tables import parquet_batches
 
 
 def table_batches(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     """`columns` of the Parquet table at `path`, as pandas frames of at most BATCH_ROWS rows each."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
+    for batch in parquet_batches(path, columns):
         yield batch.to_pandas()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
 # Rows per batch wherever a table is streamed: bounded memory whatever the window's size.
 BATCH_ROWS = 262_144
+# Row groups of the Parquet parts Spark writes: Spark's default (128 MiB) is decoded whole when read.
+SPARK_ROW_GROUP_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -39,16 +43,32 @@ class ModelDir:
 def spark_to_table_file(frame: DataFrame, dest: Path) -> TableFile:
     """Write a Spark DataFrame as one Parquet file, streaming its parts in batches of BATCH_ROWS rows."""
     parts_dir = dest.with_name(dest.name + ".parts")
-    frame.write.mode("overwrite").parquet(str(parts_dir))
+    frame.write.mode("overwrite").option("parquet.block.size", SPARK_ROW_GROUP_BYTES).parquet(str(parts_dir))
     parts = sorted(parts_dir.glob("part-*.parquet"))
     schema = pq.read_schema(parts[0]) if parts else frame.toArrow().schema
     rows = 0
     # Microsecond timestamps: Spark cannot read the nanosecond ones pyarrow would write.
     with pq.ParquetWriter(dest, schema, coerce_timestamps="us", allow_truncated_timestamps=True) as writer:
         for part in parts:
-            # Bounded batches, not Spark's row groups: those grow with the window up to its block size.
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS):
+            for batch in parquet_batches(part):
                 rows += batch.num_rows
                 writer.write_batch(batch.cast(schema))
     shutil.rmtree(parts_dir)
     return TableFile(path=dest, rows=rows)
+
+
+def parquet_batches(
+    path: Path, columns: list[str] | None = None, batch_size: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """`columns` (default: all) of the Parquet table at `path`, in record batches of at most
+    `batch_size` rows (default: BATCH_ROWS), read one row group at a time.
+
+    pyarrow's reader over the whole file holds more decoded data the larger the file is: reading a
+    Spark part of 1M and 3M rows that way peaked at 143 and 280 MiB of Arrow memory, and at 82 MiB
+    for both one row group (of 16 MiB) at a time.
+    """
+    parquet = pq.ParquetFile(path)
+    for group in range(parquet.num_row_groups):
+        yield from parquet.iter_batches(
+            batch_size=batch_size or BATCH_ROWS, row_groups=[group], columns=columns
+        )

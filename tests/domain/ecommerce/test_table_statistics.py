@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domain import tables
 from domain.ecommerce.item_push import COMMITTED_EVENTS, read_item_reach
 from domain.ecommerce.profiles import NEW_ACCOUNT_DAYS, activity_profile, source_rates
 from examples.ecommerce.world.config import WorldConfig
 from examples.ecommerce.world.simulation import build_world
+from resources import tables
 
 
 @pytest.fixture(scope="module")
