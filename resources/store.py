@@ -27,7 +27,7 @@ import fcntl
 import io
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -52,6 +52,8 @@ _KEYSET_AD = b"secure-ai-pipeline/store-keyset"
 # Tink's streaming key type: its 32 key bytes are the HKDF input of both formats (under different HKDF
 # info), so one keyset serves artifacts from before `resources.segmented_aead` and after.
 _DATA_KEY_TEMPLATE = streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
+# A memory-mapped artifact's pages are dropped from the process after each window of it is read.
+MAP_WINDOW = 64 * 2**20
 
 
 def _keyset_proto(handle: tink.KeysetHandle) -> tink_pb2.Keyset:
@@ -125,10 +127,20 @@ class _HashingWriter(io.RawIOBase):
 
 
 class _HashingReader(io.RawIOBase):
-    """Hashes everything read from `source`; `size_hint` bounds its size, so `readall` allocates once."""
+    """Hashes everything read from `source`; `size_hint` bounds its size, so `readall` allocates once.
 
-    def __init__(self, source: BinaryIO, algorithm: str, size_hint: int = 0):
+    `every_window`, when given, is called after each MAP_WINDOW bytes read.
+    """
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        algorithm: str,
+        size_hint: int = 0,
+        every_window: Callable[[], None] | None = None,
+    ):
         self._source, self.hasher, self._size_hint = source, Hasher(algorithm), size_hint
+        self._every_window, self._unwindowed = every_window, 0
 
     def readable(self) -> bool:
         return True
@@ -136,17 +148,42 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, buffer) -> int:
         count = self._source.readinto(buffer)
         self.hasher.update(memoryview(buffer)[:count])
+        self._unwindowed += count
+        if self._every_window and self._unwindowed >= MAP_WINDOW:
+            self._every_window()
+            self._unwindowed = 0
         return count
 
     def readall(self) -> bytes:
         return read_to_end(self, self._size_hint)
 
 
-@contextlib.contextmanager
-def _mapped(file: BinaryIO) -> Iterator[memoryview]:
-    """A read-only memory map of an open local file."""
-    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
-        yield view
+class _MappedFile:
+    """A read-only memory map of an open local file, whose pages can be dropped from the process.
+
+    A mapped page stays in the process's resident set until it is unmapped, so a map read through
+    once would add the file's whole size to the process's peak memory (111 MiB for the reference
+    table of a 3M-event window). `drop` unmaps every page; the kernel keeps them in its page cache
+    and maps one again when it is next read.
+    """
+
+    def __init__(self, file: BinaryIO):
+        self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.view = memoryview(self._map)
+
+    def hash_into(self, hasher: Hasher) -> None:
+        """Hash the whole file, dropping its pages after each MAP_WINDOW bytes."""
+        for start in range(0, len(self.view), MAP_WINDOW):
+            with self.view[start : start + MAP_WINDOW] as window:
+                hasher.update(window)
+            self.drop()
+
+    def drop(self) -> None:
+        self._map.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        self.view.release()  # a memory map cannot close while a view of it is alive
+        self._map.close()
 
 
 class ArtifactStore(ConfigurableResource):
@@ -302,11 +339,12 @@ class ArtifactStore(ConfigurableResource):
                 # Decrypted where it lies in the page cache, with no copy into the process, and hashed at
                 # once on every core. Writes replace files whole, so the mapped file never shrinks under it;
                 # one truncated in place by an intruder ends the process (SIGBUS) rather than a read.
-                stored, stored_hasher = cleanup.enter_context(_mapped(raw)), Hasher(algorithm)
-                stored_hasher.update(stored)
+                mapped = cleanup.enter_context(contextlib.closing(_MappedFile(raw)))
+                stored, stored_hasher, every_window = mapped.view, Hasher(algorithm), mapped.drop
+                mapped.hash_into(stored_hasher)
             else:
                 stored = _HashingReader(raw, algorithm)
-                stored_hasher = stored.hasher
+                stored_hasher, every_window = stored.hasher, None
             if self.encrypt:
                 try:
                     plain_source = cleanup.enter_context(
@@ -316,7 +354,7 @@ class ArtifactStore(ConfigurableResource):
                     raise IntegrityError(f"{path} cannot be decrypted: {error}") from error
             else:
                 plain_source = stored
-            plain = _HashingReader(plain_source, algorithm, size)
+            plain = _HashingReader(plain_source, algorithm, size, every_window)
             try:
                 yield io.BufferedReader(plain, CHUNK)
             except (tink.TinkError, DecryptionError) as error:

@@ -1,6 +1,7 @@
 """The artifact store: encryption at rest, per-stage areas, atomic writes, tamper detection."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import boto3
 import pytest
 from tink import streaming_aead
 
+from resources import store as store_module
 from resources.digests import IntegrityError, digest_bytes, digest_file
 from resources.keys import LocalKeyProvider
 from resources.segmented_aead import HEADER, MAGIC, SEGMENT_SIZE, TAG_SIZE
@@ -95,6 +97,36 @@ def test_a_middle_segment_changed_at_rest_is_refused_even_with_a_matching_stored
     path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="failed authenticated decryption"):
         store.read_verified(artifact.path, digest=artifact.digest, stored_digest=digest_file(path))
+
+
+def mapped_resident_bytes(path: Path) -> int:
+    """How much of the process's memory maps of `path` is resident (Linux's /proc/self/smaps)."""
+    resident, in_map = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            in_map = line.endswith(f" {path}")
+        elif in_map and line.startswith("Rss:"):
+            resident += int(line.split()[1]) * 1024
+    return resident
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_a_verified_read_keeps_about_a_window_of_the_mapped_file_resident(store, monkeypatch):
+    """A mapped page counts in the process's memory until dropped: read whole, the map would hold it all."""
+    monkeypatch.setattr(store_module, "MAP_WINDOW", 2 * SEGMENT_SIZE)
+    data = os.urandom(24 * SEGMENT_SIZE)
+    artifact = store.stage("processing").write_bytes("processing/t/big.bin", data)
+    path = store.local_path(artifact.path).resolve()
+    resident, read = [], bytearray()
+    with store.open_verified(
+        artifact.path, digest=artifact.digest, stored_digest=artifact.stored_digest
+    ) as plain:
+        while chunk := plain.read(SEGMENT_SIZE):
+            read += chunk
+            resident.append(mapped_resident_bytes(path))
+    assert read == data
+    assert len(resident) == 24
+    assert 0 < max(resident) <= 6 * SEGMENT_SIZE  # the map is found; a window, a buffer, a segment: not 24
 
 
 def test_new_writes_use_the_primary_key_and_older_artifacts_still_read_after_rotation(store, home, keys):
