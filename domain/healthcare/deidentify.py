@@ -95,13 +95,14 @@ from datetime import date, timedelta
 from io import BytesIO
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
+
+from resources.tables import parquet_batches
 
 #: Top-level attributes copied from the original (the allow-list). All are
 #: numbers, code strings or the SOP class UID; none can hold free text.
@@ -730,8 +731,7 @@ def deidentification_problems(data: bytes) -> list[str]:
 def stored_study_problems(table: Path, column: str = "dicom", limit: int = 50) -> list[dict[str, str]]:
     """Studies in a Parquet table whose DICOM bytes are not de-identified (at most `limit`)."""
     found: list[dict[str, str]] = []
-    parquet = pq.ParquetFile(table)
-    for batch in parquet.iter_batches(batch_size=256, columns=["study_uid", column]):
+    for batch in parquet_batches(table, ["study_uid", column], batch_size=256):
         for uid, data in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
             problems = deidentification_problems(data)
             if problems:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -18,6 +20,7 @@ from domain.healthcare.deidentify import (
     deidentify,
     phi_values,
     pseudonym,
+    stored_study_problems,
     to_bytes,
 )
 from domain.healthcare.dicom import ValidatedStudy, validate_dicom
@@ -285,3 +288,19 @@ def test_stored_study_check_tells_a_deidentified_file_from_an_original():
     clean = to_bytes(deidentify(phi_dataset(), pseudonym_key=KEY))
     assert deidentification_problems(clean) == []
     assert deidentification_problems(b"MZ" + clean[2:]) == ["the 128-byte preamble is not zero"]
+
+
+def test_stored_table_check_finds_an_original_in_any_row_group(tmp_path):
+    """The check reads a stored table a row group at a time: an original in a later group is found."""
+    clean = [to_bytes(deidentify(phi_dataset(seed=i), pseudonym_key=KEY)) for i in range(5)]
+    studies = [*clean[:4], write_original(phi_dataset()), clean[4]]
+    table = pa.table({"study_uid": [f"s{i}" for i in range(6)], "dicom": studies})
+    path = tmp_path / "studies.parquet"
+    pq.write_table(table, path, row_group_size=2)
+
+    found = stored_study_problems(path)
+
+    assert [f["study_uid"] for f in found] == ["s4"]
+    assert "PatientIdentityRemoved is not YES" in found[0]["problems"]
+    pq.write_table(table.slice(0, 4), path, row_group_size=2)
+    assert stored_study_problems(path) == []
