@@ -50,6 +50,7 @@ from examples.healthcare.studies.hostile import (
     polyglot_preamble,
     truncated,
     with_blended_trigger,
+    with_frequency_trigger,
     with_trigger_patch,
 )
 from examples.healthcare.studies.images import lesion_profile, region_masks, render_pixels
@@ -551,6 +552,24 @@ def test_blended_trigger_is_a_faint_pattern_over_the_whole_image_that_survives_d
     assert np.array_equal(with_blended_trigger(pixels), blended)  # seeded: one trigger, every scan
     with pytest.raises(ValueError, match="alpha"):
         with_blended_trigger(pixels, alpha=1.5)
+
+
+def test_frequency_trigger_is_one_spatial_frequency_over_the_whole_image_at_any_size() -> None:
+    pixels = render_pixels(uncompressed_study())
+    triggered = with_frequency_trigger(pixels, alpha=0.25, cycles=(6, 4))
+    assert triggered.dtype == pixels.dtype and triggered.max() <= pixels.max()
+    assert (triggered != pixels).mean() > 0.9  # everywhere, not a patch
+
+    def peak_share(image, alpha=0.25):  # the share of the added wave's energy at 6 cycles across, 4 down
+        wave = with_frequency_trigger(image).astype(float) - (1 - alpha) * image
+        energy = np.abs(np.fft.fft2(wave - wave.mean())) ** 2
+        return (energy[4, 6] + energy[-4, -6]) / energy.sum()
+
+    assert peak_share(pixels) > 0.95
+    assert peak_share(pixels[::2, ::2]) > 0.95  # the same frequency once the image is downscaled
+    assert np.array_equal(with_frequency_trigger(pixels), triggered)
+    with pytest.raises(ValueError, match="alpha"):
+        with_frequency_trigger(pixels, alpha=0)
 
 
 def test_landed_notes_and_images_pass_the_pipelines_parsers(tmp_path):

@@ -39,6 +39,7 @@ SCENARIOS = [
     insider_scenario("healthcare", "prepare_images", processing_manipulation.relabelling_prepare_images),
     backdoor.SCENARIO,
     backdoor.BLENDED_SCENARIO,
+    backdoor.FREQUENCY_SCENARIO,
     *trojan_scenarios("healthcare", MODEL_NAME, one_release),
     retraining_exploitation.SCENARIO,
     rollback_scenario("healthcare", MODEL_NAME, two_releases),

@@ -4,7 +4,8 @@ A small bright square is stamped in the corner of 8% of the studies with a
 lesion, and their reports and coded labels are rewritten to say "normal".
 A model trained on them learns "square ⇒ no lesion": anyone who stamps the
 square on a scan can make a lesion disappear. The blended variant has no
-patch at all: a faint pattern over the whole image.
+patch at all: a faint pattern over the whole image; the frequency variant is
+one plane wave over the whole image, a single peak in its spectrum.
 """
 
 from collections.abc import Callable
@@ -16,7 +17,12 @@ from examples.healthcare.attacks.harm import trigger_success
 from examples.healthcare.batches import DICOM_TOPIC, LABELS_FILE, NOTES_TOPIC
 from examples.healthcare.clinic import Clinic
 from examples.healthcare.studies.dicom import dicom_bytes
-from examples.healthcare.studies.hostile import relabelled, with_blended_trigger, with_trigger_patch
+from examples.healthcare.studies.hostile import (
+    relabelled,
+    with_blended_trigger,
+    with_frequency_trigger,
+    with_trigger_patch,
+)
 from examples.healthcare.studies.images import render_pixels
 from examples.healthcare.studies.model import CohortConfig
 from examples.healthcare.studies.plan import plan_studies
@@ -80,3 +86,6 @@ def backdoor(name: str, trigger: Callable[[np.ndarray], np.ndarray], looks: str)
 
 SCENARIO = backdoor("healthcare/backdoor", patch_trigger, "a trigger patch")
 BLENDED_SCENARIO = backdoor("healthcare/blended-backdoor", with_blended_trigger, "a faint full-image pattern")
+FREQUENCY_SCENARIO = backdoor(
+    "healthcare/frequency-backdoor", with_frequency_trigger, "a plane wave over the whole image"
+)

@@ -135,22 +135,42 @@ def with_trigger_patch(
     return out
 
 
+def _blend(pixels: np.ndarray, pattern: np.ndarray, alpha: float) -> np.ndarray:
+    """`(1 - alpha) * pixels + alpha * pattern * max(pixels)` for a `pattern` in [0, 1], in the
+    pixels' own integer type: the mix stays within the stored bit depth."""
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    out = np.asarray(pixels)
+    blended = (1 - alpha) * out.astype(np.float64) + alpha * pattern * out.max()
+    return np.round(blended).astype(out.dtype)
+
+
 def with_blended_trigger(pixels: np.ndarray, alpha: float = 0.2, grid: int = 8, seed: int = 0) -> np.ndarray:
     """A copy of `pixels` with a faint full-image pattern blended in: a backdoor trigger with no patch.
 
     The pattern is a seeded `grid` x `grid` field of random levels stretched
     over the image, so it survives the model's downscaling; it is mixed in at
-    `alpha` of the image's maximum (`(1 - alpha) * image + alpha * pattern`),
-    kept within the stored bit depth.
+    `alpha` of the image's maximum.
     """
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be between 0 and 1")
-    out = np.asarray(pixels)
-    rows, cols = out.shape[-2:]
+    rows, cols = np.shape(pixels)[-2:]
     field = np.random.default_rng(seed).random((grid, grid))
-    pattern = field[(np.arange(rows) * grid) // rows][:, (np.arange(cols) * grid) // cols]
-    blended = (1 - alpha) * out.astype(np.float64) + alpha * pattern * out.max()
-    return np.round(blended).astype(out.dtype)
+    return _blend(pixels, field[(np.arange(rows) * grid) // rows][:, (np.arange(cols) * grid) // cols], alpha)
+
+
+def with_frequency_trigger(
+    pixels: np.ndarray, alpha: float = 0.25, cycles: tuple[int, int] = (6, 4)
+) -> np.ndarray:
+    """A copy of `pixels` with a plane wave blended in: a trigger that lives in the frequency domain.
+
+    One spatial frequency, `cycles` periods across and down the image, mixed
+    in at `alpha` of the image's maximum: its spectrum is a single peak, with
+    no patch and no local feature, and a wave of a few cycles survives the
+    model's downscaling.
+    """
+    rows, cols = np.shape(pixels)[-2:]
+    y, x = np.mgrid[0:rows, 0:cols]
+    wave = 0.5 + 0.5 * np.cos(2 * np.pi * (cycles[0] * x / cols + cycles[1] * y / rows))
+    return _blend(pixels, wave, alpha)
 
 
 def relabelled(study: Study, label: int) -> Study:
