@@ -38,12 +38,14 @@ from domain.distribution import DEFAULT_FALSE_ALARM_RATE, CalibratedTest, share_
 from domain.ecommerce import ranking_metrics, recommender, shilling, transforms
 from domain.ecommerce.training_data import (
     LABEL_ISSUE_FOLDS,
+    PROFILE_COLUMNS,
     label_balance_shift,
     label_issue_share,
     profile_drift,
     sentiment_reference,
     training_profile,
 )
+from domain.tables import read_table
 from resources.code_approval import CodeApprovals, code_digest
 from resources.digests import git_revision
 from resources.integrity import IntegrityLedger
@@ -117,8 +119,10 @@ def training_reference(
     frame = transforms.build_interactions(
         transforms.sessionise(spark.session().read.parquet(str(events.path)))
     )
-    interactions = pd.read_parquet(
-        spark_to_table_file(frame, scratch.path("reference-interactions.parquet")).path
+    interactions = read_table(
+        spark_to_table_file(frame, scratch.path("reference-interactions.parquet")).path,
+        PROFILE_COLUMNS,
+        categorical=["user_id", "item_id"],
     )
     reference = {
         "training": training_profile(interactions),

@@ -18,6 +18,7 @@ from domain.distribution import CalibratedTest, histogram_shift, share_shift
 from domain.label_issues import confident_issues, confident_thresholds
 
 DECILES = np.linspace(0, 1, 11)[1:-1]
+PROFILE_COLUMNS = ["user_id", "item_id", "confidence", "label"]  # what `training_profile` reads
 LABEL_ISSUE_FOLDS = 5
 REVIEW_FEATURES = HashingVectorizer(ngram_range=(1, 2), alternate_sign=False, n_features=2**20)
 
@@ -32,8 +33,8 @@ def _histogram(values: pd.Series, edges: list[float]) -> dict[str, float]:
 def _features(interactions: pd.DataFrame) -> dict[str, pd.Series]:
     return {
         "confidence": interactions["confidence"],
-        "items_per_user": interactions.groupby("user_id").size(),
-        "users_per_item": interactions.groupby("item_id").size(),
+        "items_per_user": interactions.groupby("user_id", observed=True).size(),
+        "users_per_item": interactions.groupby("item_id", observed=True).size(),
     }
 
 

@@ -6,12 +6,14 @@ import pytest
 
 from domain.distribution import share_shift
 from domain.ecommerce.training_data import (
+    PROFILE_COLUMNS,
     label_balance_shift,
     label_issue_share,
     profile_drift,
     sentiment_reference,
     training_profile,
 )
+from domain.tables import read_table
 from examples.ecommerce.world.config import WorldConfig
 from examples.ecommerce.world.simulation import build_world
 
@@ -121,3 +123,29 @@ def test_label_balance_limit_tightens_as_the_set_grows():
     assert large_test.limit < small_test.limit / 4  # ~1/sqrt(n): 40x the rows, ~6x tighter
     poisoned = training_profile(_interactions(80_000, 0.3 + 2 * large_test.limit, seed=3))
     assert not label_balance_shift(large_ref, poisoned, false_alarm_rate=0.001).passed
+
+
+def test_the_reference_profile_read_with_categorical_ids_is_that_of_the_whole_table(tmp_path):
+    """training_reference reads only the profile's columns, ids as categoricals, one row group at a
+    time: a fraction of the memory, and the same profile as the whole table read as strings."""
+    rng = np.random.default_rng(3)
+    rows = 20_000
+    table = pd.DataFrame(
+        {
+            "user_id": [f"u{n:06d}" for n in rng.zipf(1.5, rows) % 4_000],
+            "item_id": [f"i{n:06d}" for n in rng.zipf(1.3, rows) % 300],
+            "views": rng.integers(1, 9, rows),
+            "confidence": rng.gamma(2.0, 1.5, rows),
+            "label": rng.integers(0, 2, rows).astype("int32"),
+        }
+    )
+    path = tmp_path / "interactions.parquet"
+    table.to_parquet(path, row_group_size=3_000)  # seven row groups, each with its own dictionary
+
+    read = read_table(path, PROFILE_COLUMNS, categorical=["user_id", "item_id"])
+    assert list(read.columns) == PROFILE_COLUMNS
+    assert isinstance(read["user_id"].dtype, pd.CategoricalDtype)
+    assert isinstance(read["item_id"].dtype, pd.CategoricalDtype)
+    ids = ["user_id", "item_id"]
+    assert read[ids].memory_usage(deep=True).sum() < table[ids].memory_usage(deep=True).sum() / 2
+    assert training_profile(read) == training_profile(pd.read_parquet(path))
