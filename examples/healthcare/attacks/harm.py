@@ -49,15 +49,20 @@ def lesions_found(
 
 
 def sensitivity_loss(
-    keep: Callable[[Study], bool] = lambda study: True, name: str = "sensitivity"
+    keep: Callable[[Study], bool] = lambda study: True,
+    name: str = "sensitivity",
+    counterpart: Callable[[Clinic], object] = one_release,
 ) -> HarmProbe:
-    """Lesions the attacked release misses that the same world's clean release finds, net, as a share."""
+    """Lesions the attacked release misses that the same world's clean release finds, net, as a share.
+
+    The clean release is what `counterpart` makes of the same world prepared the same way.
+    """
 
     def effect(attacked: Clinic, clean: Clinic | None) -> Effect:
         studies = held_out_lesions(attacked, keep)
         return paired_effect(name, lesions_found(clean, studies), lesions_found(attacked, studies))
 
-    return HarmProbe(f"{name} lost against a release trained without the attack", effect, one_release)
+    return HarmProbe(f"{name} lost against a release trained without the attack", effect, counterpart)
 
 
 def trigger_success(trigger: Callable[[np.ndarray], np.ndarray], name: str = "trigger") -> HarmProbe:
